@@ -1,0 +1,91 @@
+"""Every error agentkit raises, in one documented tree.
+
+```
+AgentkitError                 base; carries `retryable` and keyword context
+├── ConfigError               bad or missing configuration (never retryable)
+│   └── ModelNotFoundError    a model file is missing; the message says how to fix it
+├── AudioFormatError          audio that cannot be used (wrong rate, odd-length PCM, bad codec data)
+├── ProtocolError             a transport message that breaks its protocol
+│   └── MessageTooLargeError  a message over the configured size limit
+├── CapacityError             the stream is at its `concurrency_limit` (retryable)
+├── TimeLimitError            a session ran past its `time_limit`
+└── ProviderError             a VAD/STT/LLM/TTS provider failed
+    └── ProviderTimeoutError  ... by not answering in time (retryable)
+```
+
+Errors carry context as keyword arguments (`err.context`); never put audio, transcripts, phone
+numbers or keys in them: they end up in logs and in client-facing `error` events.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AgentkitError",
+    "AudioFormatError",
+    "CapacityError",
+    "ConfigError",
+    "MessageTooLargeError",
+    "ModelNotFoundError",
+    "ProtocolError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "TimeLimitError",
+]
+
+
+class AgentkitError(Exception):
+    """Base of every agentkit error.
+
+    `code` is a short stable identifier used in client-facing `error` events; `retryable` says whether
+    trying the same thing again later may succeed.
+    """
+
+    code: str = "error"
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        if retryable is not None:
+            self.retryable = retryable
+        self.context: dict[str, Any] = context
+
+
+class ConfigError(AgentkitError):
+    code = "config_error"
+
+
+class ModelNotFoundError(ConfigError):
+    code = "model_not_found"
+
+
+class AudioFormatError(AgentkitError):
+    code = "bad_audio"
+
+
+class ProtocolError(AgentkitError):
+    code = "protocol_error"
+
+
+class MessageTooLargeError(ProtocolError):
+    code = "message_too_large"
+
+
+class CapacityError(AgentkitError):
+    code = "over_capacity"
+    retryable = True
+
+
+class TimeLimitError(AgentkitError):
+    code = "time_limit"
+
+
+class ProviderError(AgentkitError):
+    code = "provider_error"
+
+
+class ProviderTimeoutError(ProviderError):
+    code = "provider_timeout"
+    retryable = True

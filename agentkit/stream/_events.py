@@ -1,0 +1,114 @@
+"""Typed events a session sends to its caller, alongside audio.
+
+Each event is a small frozen dataclass with a `type` literal; `to_json()` gives the wire form used by
+the WebSocket protocol (docs/websocket-protocol.md). Control events are never dropped or reordered
+behind audio: an interruption flushes queued audio, never events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = [
+    "AdditionalOutputsEvent",
+    "ErrorEvent",
+    "Event",
+    "Interrupted",
+    "PauseDetected",
+    "ResponseDone",
+    "ResponseStarting",
+    "StartedTalking",
+    "Stopped",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class _EventBase:
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class StartedTalking(_EventBase):
+    """The caller started speaking."""
+
+    t_ms: int
+    """Session media time of the speech onset, in milliseconds of input audio."""
+    type: Literal["started_talking"] = "started_talking"
+
+
+@dataclass(frozen=True, slots=True)
+class PauseDetected(_EventBase):
+    """The caller's turn ended (enough silence after enough speech)."""
+
+    t_ms: int
+    """Session media time at which the end of the turn was decided, in milliseconds of input audio."""
+    speech_end_ms: int
+    """Session media time where the last speech chunk ended."""
+    type: Literal["pause_detected"] = "pause_detected"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseStarting(_EventBase):
+    """The handler started producing a reply."""
+
+    type: Literal["response_starting"] = "response_starting"
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone(_EventBase):
+    """The last audio of a reply has been sent to the caller."""
+
+    audio_ms: int
+    """Length of the reply audio that was sent, in milliseconds."""
+    type: Literal["response_done"] = "response_done"
+
+
+@dataclass(frozen=True, slots=True)
+class Interrupted(_EventBase):
+    """Barge-in: the reply stopped; the caller's player must drop what it has buffered."""
+
+    heard_ms: int
+    """How much of the interrupted reply the caller had heard, by the session's playout clock."""
+    clear: bool = True
+    """Always true: an instruction to clear the client's playback buffer."""
+    type: Literal["interrupted"] = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class AdditionalOutputsEvent(_EventBase):
+    """Non-audio outputs of the handler (`AdditionalOutputs`), as JSON-able values."""
+
+    data: list[Any] = field(default_factory=list)
+    type: Literal["additional_outputs"] = "additional_outputs"
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent(_EventBase):
+    """Something went wrong; `fatal` says whether the session is ending because of it."""
+
+    code: str
+    message: str
+    fatal: bool = False
+    type: Literal["error"] = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped(_EventBase):
+    """The session ended."""
+
+    reason: Literal["client_stop", "time_limit", "server_shutdown", "error"]
+    type: Literal["stopped"] = "stopped"
+
+
+Event = (
+    StartedTalking
+    | PauseDetected
+    | ResponseStarting
+    | ResponseDone
+    | Interrupted
+    | AdditionalOutputsEvent
+    | ErrorEvent
+    | Stopped
+)

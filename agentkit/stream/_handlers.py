@@ -1,0 +1,159 @@
+"""Handler kinds a `Stream` serves, and the context a session gives each handler copy.
+
+- `AsyncStreamHandler`: `async receive(frame)` and `async emit()`; the natural choice.
+- `StreamHandler`: the same with plain methods, run on worker threads (for blocking code).
+- `ReplyOnPause(fn)` (in `_reply_on_pause`): turn-taking around a generator function.
+
+A `Stream` keeps one prototype handler and gives every session its own `copy()`.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+
+import numpy as np
+
+from agentkit.audio import AudioFrame
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from agentkit.stream._events import Event
+
+__all__ = [
+    "AdditionalOutputs",
+    "AsyncStreamHandler",
+    "EmitType",
+    "HandlerContext",
+    "ReplyEnd",
+    "StreamHandler",
+    "to_audio_frame",
+]
+
+
+class AdditionalOutputs:
+    """Non-audio values a handler emits (a transcript, a chart, a status).
+
+    They reach the caller as an `additional_outputs` event (when JSON-able) and reach server-side
+    code through `Stream.output_stream(session_id)`.
+    """
+
+    def __init__(self, *args: Any) -> None:
+        self.args: tuple[Any, ...] = args
+
+    def __repr__(self) -> str:
+        return f"AdditionalOutputs(<{len(self.args)} values>)"
+
+
+class ReplyEnd:
+    """Emitted after the last audio of a reply: the session flushes its resampler, and sends
+    `response_done` once that audio has gone out."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "ReplyEnd()"
+
+
+EmitType: TypeAlias = AudioFrame | tuple[int, np.ndarray] | AdditionalOutputs | ReplyEnd | None
+"""What `emit()` may return: audio (a frame, or FastRTC-style `(sample_rate, samples)`), other
+outputs, the end of a reply, or None for nothing this time."""
+
+
+def to_audio_frame(item: AudioFrame | tuple[int, np.ndarray]) -> AudioFrame:
+    """Accept a frame or a `(sample_rate, samples)` pair (int16 or float, mono or (1, n))."""
+    if isinstance(item, AudioFrame):
+        return item
+    sample_rate, samples = item
+    return AudioFrame(np.asarray(samples), int(sample_rate))
+
+
+class HandlerContext(Protocol):
+    """What a session offers the handler copy it owns."""
+
+    @property
+    def session_id(self) -> str: ...
+
+    @property
+    def latest_args(self) -> Sequence[Any]:
+        """The values last given to `Stream.set_input` for this session."""
+        ...
+
+    @property
+    def responding(self) -> bool:
+        """True while reply audio is queued or still playing to the caller."""
+        ...
+
+    async def send_event(self, event: Event) -> None:
+        """Send a control event to the caller at once (ahead of queued audio)."""
+        ...
+
+    async def interrupt(self) -> None:
+        """Barge-in: drop all queued reply audio and tell the caller to clear its buffer."""
+        ...
+
+
+class _HandlerBase(abc.ABC):
+    input_sample_rate: int = 16000
+    """Rate of the frames `receive` gets; the session resamples the caller's audio to it."""
+    output_sample_rate: int = 24000
+    """Default rate of emitted audio when an emitted item does not say (frames always say)."""
+
+    _context: HandlerContext | None = None
+
+    @property
+    def context(self) -> HandlerContext:
+        if self._context is None:
+            raise RuntimeError("this handler is not attached to a session yet")
+        return self._context
+
+    def attach(self, context: HandlerContext) -> None:
+        """Called by the session before `start_up`."""
+        self._context = context
+
+    @abc.abstractmethod
+    def copy(self) -> Self:
+        """A fresh handler for a new session (state must not be shared between callers)."""
+
+
+class AsyncStreamHandler(_HandlerBase):
+    """A handler written with coroutines: the session awaits `receive` per frame and `emit` in a loop."""
+
+    async def start_up(self) -> None:
+        """Called once when the session starts, before any audio."""
+
+    async def shutdown(self) -> None:
+        """Called once when the session ends, whatever the reason."""
+
+    @abc.abstractmethod
+    async def receive(self, frame: AudioFrame) -> None:
+        """Take the next frame of the caller's audio (at `input_sample_rate`)."""
+
+    @abc.abstractmethod
+    async def emit(self) -> EmitType:
+        """Wait for and return the next output. Returning None means nothing for now."""
+
+
+class StreamHandler(_HandlerBase):
+    """A handler written with blocking code: `receive` and `emit` run on worker threads.
+
+    `emit` should block until it has something (or return None after a short wait); the session
+    calls it again at once after each output and after 20 ms when it returned None.
+    """
+
+    def start_up(self) -> None:
+        """Called once (on a worker thread) when the session starts."""
+
+    def shutdown(self) -> None:
+        """Called once (on a worker thread) when the session ends."""
+
+    @abc.abstractmethod
+    def receive(self, frame: AudioFrame) -> None: ...
+
+    @abc.abstractmethod
+    def emit(self) -> EmitType: ...
+
+
+Handler: TypeAlias = AsyncStreamHandler | StreamHandler

@@ -1,0 +1,349 @@
+"""`Session`: one caller on one transport, owning its tasks, handler copy and playout clock.
+
+Audio in: the transport hands over encoded payloads; decoding and resampling to the handler's rate
+run on the audio worker thread, then the handler receives a frame.
+
+Audio out: the handler's output is resampled to the transport's rate and queued; the pacer sends it
+in 20 ms frames in real time, keeping at most `max_lead_ms` ahead of what the caller has heard, so
+barge-in can still take back everything else. Events skip the queue (control beats data).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+
+from agentkit._executor import run_audio_job
+from agentkit.audio import AudioFrame, Samples, StreamingResampler, mulaw_decode, pcm16_to_float
+from agentkit.clock import Clock, MonotonicClock
+from agentkit.exceptions import AudioFormatError
+from agentkit.stream._events import (
+    AdditionalOutputsEvent,
+    ErrorEvent,
+    Event,
+    Interrupted,
+    ResponseDone,
+    Stopped,
+)
+from agentkit.stream._handlers import (
+    AdditionalOutputs,
+    AsyncStreamHandler,
+    EmitType,
+    ReplyEnd,
+    StreamHandler,
+    to_audio_frame,
+)
+
+if TYPE_CHECKING:
+    from agentkit.stream._stream import Stream
+
+__all__ = ["Codec", "Session", "Transport"]
+
+logger = logging.getLogger(__name__)
+
+Codec = Literal["pcm_s16le", "mulaw"]
+FRAME_MS = 20
+_CLOSE_TIMEOUT_S = 2.0
+_POLL_S = 0.02
+
+
+class Transport(Protocol):
+    """What a session needs from the wire it is carried on."""
+
+    bytes_per_sample: int
+    """Size of one encoded output sample (2 for 16-bit PCM, 1 for mu-law)."""
+
+    def encode_audio(self, samples: Samples) -> bytes:
+        """Encode output samples for the wire; called on the audio worker thread."""
+        ...
+
+    async def send_audio(self, payload: bytes) -> None:
+        """Send one encoded frame (at most `FRAME_MS` long) at the session's output rate."""
+        ...
+
+    async def send_event(self, event: Event) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None:
+        """End the connection from the server side."""
+        ...
+
+
+def _decode(payload: bytes, codec: Codec) -> Samples:
+    if codec == "mulaw":
+        return mulaw_decode(payload).astype(np.float32) * np.float32(1.0 / 32768.0)
+    return pcm16_to_float(payload)
+
+
+class _Marker:
+    """End of a reply, travelling through the audio queue behind the reply's last frame."""
+
+
+class _Encoded:
+    """Reply audio resampled and encoded for the wire, waiting for the pacer."""
+
+    __slots__ = ("num_samples", "payload")
+
+    def __init__(self, payload: bytes, num_samples: int) -> None:
+        self.payload = payload
+        self.num_samples = num_samples
+
+
+class Session:
+    """One caller's conversation with one handler copy over one transport."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        handler: AsyncStreamHandler | StreamHandler,
+        transport: Transport,
+        *,
+        input_sample_rate: int,
+        output_sample_rate: int,
+        session_id: str | None = None,
+        clock: Clock | None = None,
+        max_lead_ms: int = 60,
+    ) -> None:
+        self.id = session_id or uuid.uuid4().hex
+        self.stream = stream
+        self.handler = handler
+        self.transport = transport
+        self.input_sample_rate = input_sample_rate
+        self.output_sample_rate = output_sample_rate
+        self.clock = clock or MonotonicClock()
+        self._max_lead_s = max_lead_ms / 1000
+        self._args: tuple[Any, ...] = ()
+        # low-latency filter on the way in: soxr's HQ holds back 21-66 ms, which would delay every
+        # end of turn; upsampling needs no anti-alias filter, downsampling gets the LQ one
+        quality = "QQ" if handler.input_sample_rate > input_sample_rate else "LQ"
+        self._in_resampler = StreamingResampler(input_sample_rate, handler.input_sample_rate, quality=quality)
+        self._out_resampler: StreamingResampler | None = None
+        self._in_position = 0
+        self._audio: asyncio.Queue[_Encoded | _Marker] = asyncio.Queue(maxsize=64)
+        self._generation = 0  # bumped by every interruption; stale output is dropped
+        self._play_end = 0.0  # clock time at which the caller will have heard everything sent
+        self._reply_sent_s = 0.0  # seconds of the current reply sent so far
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._subscribers: list[asyncio.Queue[AdditionalOutputs]] = []
+        self.dropped_outputs = 0
+        self._closed = False
+        self._started = False
+        self.stop_reason: str | None = None
+
+    # -- HandlerContext --------------------------------------------------------------------------
+    @property
+    def session_id(self) -> str:
+        return self.id
+
+    @property
+    def latest_args(self) -> Sequence[Any]:
+        return self._args
+
+    def set_args(self, args: tuple[Any, ...]) -> None:
+        self._args = args
+
+    @property
+    def responding(self) -> bool:
+        return not self._audio.empty() or self._play_end > self.clock.now()
+
+    async def send_event(self, event: Event) -> None:
+        if self._closed:
+            return
+        try:
+            await self.transport.send_event(event)
+        except Exception as exc:  # the connection went away; the transport's reader will close us
+            logger.debug("session %s: event not sent (%s)", self.id, type(exc).__name__)
+
+    async def interrupt(self) -> None:
+        self._generation += 1
+        while not self._audio.empty():
+            self._audio.get_nowait()
+        if self._out_resampler is not None:
+            self._out_resampler = None  # its filter holds audio of the reply being dropped
+        now = self.clock.now()
+        unheard = max(0.0, self._play_end - now)
+        heard_ms = max(0, round((self._reply_sent_s - unheard) * 1000))
+        self._play_end = now
+        self._reply_sent_s = 0.0
+        await self.send_event(Interrupted(heard_ms=heard_ms))
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Attach and start the handler, then start the session's own tasks."""
+        self.handler.attach(self)
+        if isinstance(self.handler, AsyncStreamHandler):
+            await self.handler.start_up()
+        else:
+            await asyncio.to_thread(self.handler.start_up)
+        self._started = True
+        self._spawn(self._emit_loop(), "emit")
+        if self.stream.mode != "send":
+            self._spawn(self._pace(), "pace")
+        if self.stream.time_limit is not None:
+            self._spawn(self._enforce_time_limit(self.stream.time_limit), "time-limit")
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.create_task(coro, name=f"session-{self.id[:8]}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception())
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def tasks(self) -> frozenset[asyncio.Task[Any]]:
+        return frozenset(self._tasks)
+
+    async def close(self, reason: str = "client_stop") -> None:
+        """Cancel everything the session owns and shut the handler down. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop_reason = self.stop_reason or reason
+        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
+            for task in pending:
+                logger.warning("session %s: task %s did not stop in time", self.id, task.get_name())
+        if self._started:
+            try:
+                if isinstance(self.handler, AsyncStreamHandler):
+                    await asyncio.wait_for(self.handler.shutdown(), _CLOSE_TIMEOUT_S)
+                else:
+                    await asyncio.wait_for(asyncio.to_thread(self.handler.shutdown), _CLOSE_TIMEOUT_S)
+            except Exception:
+                logger.exception("session %s: handler shutdown failed", self.id)
+        self.stream._forget(self)
+        logger.info("session %s closed (%s)", self.id, self.stop_reason)
+
+    # -- audio in --------------------------------------------------------------------------------
+    async def receive_audio(self, payload: bytes, codec: Codec = "pcm_s16le") -> None:
+        """Take one message of the caller's audio; raises `AudioFormatError` for unusable data."""
+        if codec == "pcm_s16le" and len(payload) % 2:
+            raise AudioFormatError("16-bit PCM must have an even number of bytes", num_bytes=len(payload))
+        samples = await run_audio_job(self._convert_input, payload, codec)
+        if samples.shape[0] == 0:
+            return
+        frame = AudioFrame(samples, self.handler.input_sample_rate, self._in_position)
+        self._in_position += frame.num_samples
+        if isinstance(self.handler, AsyncStreamHandler):
+            await self.handler.receive(frame)
+        else:
+            await asyncio.to_thread(self.handler.receive, frame)
+
+    def _convert_input(self, payload: bytes, codec: Codec) -> Samples:
+        return self._in_resampler.process(_decode(payload, codec))
+
+    # -- audio and outputs out -------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[AdditionalOutputs]:
+        queue: asyncio.Queue[AdditionalOutputs] = asyncio.Queue(maxsize=64)
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[AdditionalOutputs]) -> None:
+        with contextlib.suppress(ValueError):
+            self._subscribers.remove(queue)
+
+    async def _next_output(self) -> EmitType:
+        if isinstance(self.handler, AsyncStreamHandler):
+            return await self.handler.emit()
+        item = await asyncio.to_thread(self.handler.emit)
+        if item is None:
+            await asyncio.sleep(_POLL_S)
+        return item
+
+    async def _emit_loop(self) -> None:
+        while True:
+            item = await self._next_output()
+            if item is None:
+                continue
+            if isinstance(item, AdditionalOutputs):
+                await self._publish(item)
+            elif isinstance(item, ReplyEnd):
+                await self._end_reply()
+            elif self.stream.mode != "send":
+                await self._queue_audio(to_audio_frame(item))
+
+    async def _publish(self, outputs: AdditionalOutputs) -> None:
+        for queue in self._subscribers:
+            if queue.full():  # keep the latest: drop the oldest and count it
+                queue.get_nowait()
+                self.dropped_outputs += 1
+            queue.put_nowait(outputs)
+        try:
+            event = AdditionalOutputsEvent(data=list(outputs.args))
+            await self.send_event(event)
+        except (TypeError, ValueError):
+            logger.debug("session %s: additional outputs are not JSON-able; kept server-side", self.id)
+
+    def _convert_output(self, resampler: StreamingResampler, samples: Samples, last: bool) -> _Encoded:
+        out = resampler.process(samples, last=last)
+        return _Encoded(self.transport.encode_audio(out), int(out.shape[0]))
+
+    async def _queue_audio(self, frame: AudioFrame) -> None:
+        generation = self._generation
+        if self._out_resampler is None or self._out_resampler.in_rate != frame.sample_rate:
+            self._out_resampler = StreamingResampler(frame.sample_rate, self.output_sample_rate)
+        encoded = await run_audio_job(self._convert_output, self._out_resampler, frame.samples, False)
+        if generation == self._generation and encoded.num_samples:
+            await self._audio.put(encoded)
+
+    async def _end_reply(self) -> None:
+        generation = self._generation
+        resampler, self._out_resampler = self._out_resampler, None
+        if resampler is not None:
+            tail = np.zeros(0, dtype=np.float32)
+            encoded = await run_audio_job(self._convert_output, resampler, tail, True)
+            if generation == self._generation and encoded.num_samples:
+                await self._audio.put(encoded)
+        if generation == self._generation:
+            await self._audio.put(_Marker())
+
+    async def _pace(self) -> None:
+        """Send queued audio in real time, `max_lead_ms` ahead of the caller's ear at most."""
+        step = self.output_sample_rate * FRAME_MS // 1000
+        while True:
+            item = await self._audio.get()
+            if isinstance(item, _Marker):
+                sent_ms = round(self._reply_sent_s * 1000)
+                self._reply_sent_s = 0.0
+                await self.send_event(ResponseDone(audio_ms=sent_ms))
+                continue
+            generation = self._generation
+            width = self.transport.bytes_per_sample
+            for start in range(0, item.num_samples, step):
+                now = self.clock.now()
+                if self._play_end < now:  # the caller's buffer ran dry: playout restarts now
+                    self._play_end = now
+                await self.clock.sleep_until(self._play_end - self._max_lead_s)
+                if generation != self._generation:
+                    break  # interrupted while waiting
+                count = min(step, item.num_samples - start)
+                await self.transport.send_audio(item.payload[start * width : (start + count) * width])
+                duration_s = count / self.output_sample_rate
+                self._play_end += duration_s
+                self._reply_sent_s += duration_s
+
+    async def _enforce_time_limit(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        logger.info("session %s reached its time limit of %.0f s", self.id, seconds)
+        self.stop_reason = "time_limit"
+        await self.send_event(ErrorEvent(code="time_limit", message="session time limit reached", fatal=True))
+        await self.send_event(Stopped(reason="time_limit"))
+        await self.transport.close(1008, "time limit reached")
+
+
+SessionFactory = Callable[[Transport], Session]

@@ -1,0 +1,136 @@
+"""`Stream`: a handler served to many callers over every transport, FastRTC-style."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any, Literal
+
+from agentkit.exceptions import CapacityError, ConfigError
+from agentkit.stream._handlers import AdditionalOutputs, AsyncStreamHandler, StreamHandler
+from agentkit.stream._session import Session, Transport
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["Mode", "Stream"]
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["send-receive", "send", "receive"]
+
+
+class Stream:
+    """Serve `handler` to callers; each session gets its own `handler.copy()`.
+
+    `mode` is seen from the caller: "send-receive" (talk and listen), "send" (the caller only sends
+    audio: no audio goes back, events and additional outputs still do) or "receive" (the caller only
+    listens; audio from it is refused). `concurrency_limit` caps simultaneous sessions across all
+    transports (None: no cap) and `time_limit` caps each session's length in seconds. Refusals are
+    explicit: an `over_capacity` or `time_limit` error reaches the caller before the close.
+    """
+
+    def __init__(
+        self,
+        handler: AsyncStreamHandler | StreamHandler,
+        *,
+        modality: Literal["audio"] = "audio",
+        mode: Mode = "send-receive",
+        concurrency_limit: int | None = 20,
+        time_limit: float | None = None,
+        max_message_bytes: int = 64 * 1024,
+    ) -> None:
+        if modality != "audio":
+            raise ConfigError("only modality='audio' is supported", modality=modality)
+        if mode not in ("send-receive", "send", "receive"):
+            raise ConfigError("mode must be 'send-receive', 'send' or 'receive'", mode=mode)
+        if concurrency_limit is not None and concurrency_limit < 1:
+            raise ConfigError("concurrency_limit must be at least 1 (or None)")
+        if time_limit is not None and time_limit <= 0:
+            raise ConfigError("time_limit must be positive (or None)")
+        if not isinstance(handler, AsyncStreamHandler | StreamHandler):
+            raise ConfigError("handler must be a StreamHandler, AsyncStreamHandler or ReplyOnPause")
+        self.handler = handler
+        self.modality = modality
+        self.mode: Mode = mode
+        self.concurrency_limit = concurrency_limit
+        self.time_limit = time_limit
+        self.max_message_bytes = max_message_bytes
+        self._sessions: dict[str, Session] = {}
+
+    @property
+    def sessions(self) -> dict[str, Session]:
+        """Open sessions by id (a copy)."""
+        return dict(self._sessions)
+
+    def open_session(
+        self,
+        transport: Transport,
+        *,
+        input_sample_rate: int,
+        output_sample_rate: int | None = None,
+        session_id: str | None = None,
+    ) -> Session:
+        """Register a new session for `transport`; raises `CapacityError` at the concurrency limit.
+
+        The caller (a transport) must `await session.start()` and, in the end, `await session.close()`.
+        """
+        if self.concurrency_limit is not None and len(self._sessions) >= self.concurrency_limit:
+            logger.warning("refusing a session: %d of %d in use", len(self._sessions), self.concurrency_limit)
+            raise CapacityError(
+                "the server is at capacity; try again later", limit=self.concurrency_limit
+            )
+        if session_id is not None and session_id in self._sessions:
+            raise ConfigError("a session with this id is already open")
+        handler = self.handler.copy()
+        session = Session(
+            self,
+            handler,
+            transport,
+            input_sample_rate=input_sample_rate,
+            output_sample_rate=output_sample_rate or handler.output_sample_rate,
+            session_id=session_id,
+        )
+        self._sessions[session.id] = session
+        return session
+
+    def _forget(self, session: Session) -> None:
+        self._sessions.pop(session.id, None)
+
+    def set_input(self, session_id: str, *args: Any) -> None:
+        """Give a session's handler new input values (passed to a `ReplyOnPause` fn after the audio)."""
+        self._session(session_id).set_args(args)
+
+    async def output_stream(self, session_id: str) -> AsyncIterator[AdditionalOutputs]:
+        """The `AdditionalOutputs` a session's handler emits, from now until the session ends."""
+        session = self._session(session_id)
+        queue = session.subscribe()
+        try:
+            while not session.closed:
+                try:
+                    yield await asyncio.wait_for(queue.get(), timeout=0.5)
+                except TimeoutError:
+                    continue
+        finally:
+            session.unsubscribe(queue)
+
+    def _session(self, session_id: str) -> Session:
+        try:
+            return self._sessions[session_id]
+        except KeyError:
+            raise KeyError(f"no open session {session_id!r}") from None
+
+    def mount(self, app: FastAPI, path: str = "") -> None:
+        """Add this stream's endpoints to a FastAPI app under `path`.
+
+        `{path}/ws` speaks agentkit's WebSocket protocol (docs/websocket-protocol.md) and
+        `{path}/websocket/offer` the FastRTC-compatible one.
+        """
+        from agentkit.transports.websocket import add_websocket_routes
+
+        add_websocket_routes(app, self, prefix=path.rstrip("/"))
+
+    async def aclose(self) -> None:
+        """Close every open session (server shutdown)."""
+        await asyncio.gather(*(s.close("server_shutdown") for s in list(self._sessions.values())))

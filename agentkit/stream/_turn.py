@@ -1,0 +1,319 @@
+"""Turn-taking: a per-chunk state machine over VAD probabilities, with thresholds in milliseconds.
+
+```
+            speech for speech_start_ms               silence < end_of_turn_silence_ms
+  SILENT ───────────────────────────────► SPEAKING ◄──────────────────────────────► PAUSED
+    ▲        (StartedTalking)                                                         │
+    └─────────────────────────────────────────────────────────────────────────────────┘
+         silence reaches end_of_turn_silence_ms (TurnEnded, or TurnDiscarded if too little speech)
+```
+
+Silence is counted from the acoustic end of speech. Silero's recurrent state keeps its probability
+high for one to three chunks after a voice stops, so the VAD alone would end every turn 30-100 ms
+late. Once the VAD says silence, the detector looks back through the VAD's tail (`vad_tail_ms`, never
+past the VAD's own end of speech, so background noise cannot delay a turn) for the last 8 ms block
+that stands `energy_margin_db` above the tracked noise floor, and counts silence from there. The
+decision is checked on every chunk and, in silence, on every partial chunk too, so the end of a turn
+is declared within one chunk (usually one input frame) of the configured silence. Audio from just before the onset (`pre_roll_ms`) is kept with the turn so the
+first syllable is not lost. The detector is plain synchronous code: run `process` in an executor.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentkit.audio import AudioFrame, Samples
+from agentkit.providers.vad import VADStream
+
+__all__ = [
+    "TurnDetector",
+    "TurnDiscarded",
+    "TurnEnded",
+    "TurnEvent",
+    "TurnState",
+    "TurnStarted",
+    "TurnTakingOptions",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class TurnTakingOptions:
+    """When a caller's turn starts and ends. Durations are in milliseconds of audio."""
+
+    speech_threshold: float = 0.5
+    """VAD probability at or above which a chunk counts as speech."""
+    silence_threshold: float = 0.35
+    """VAD probability below which a chunk counts as silence (between the two, the state holds)."""
+    speech_start_ms: int = 64
+    """Continuous speech needed before the caller is said to have started talking (and barge-in fires)."""
+    min_speech_ms: int = 200
+    """Speech a turn must contain in all; shorter bursts (a cough, a click) are discarded."""
+    end_of_turn_silence_ms: int = 500
+    """Silence after speech that ends the turn."""
+    max_turn_ms: int = 30_000
+    """A turn this long is ended even if the caller keeps talking."""
+    pre_roll_ms: int = 256
+    """Audio kept from before the detected onset, so the first syllable reaches the handler."""
+    trailing_ms: int = 64
+    """Audio kept after the end of speech at the end of the turn."""
+    vad_tail_ms: int = 96
+    """How far back from the VAD's end of speech to look for the acoustic end (see `TurnDetector`)."""
+    energy_margin_db: float = 15.0
+    """A block this far above the noise floor counts as sound when locating the end of speech."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.silence_threshold <= self.speech_threshold < 1.0:
+            raise ValueError("need 0 < silence_threshold <= speech_threshold < 1")
+        for name in ("speech_start_ms", "min_speech_ms", "end_of_turn_silence_ms", "max_turn_ms"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.pre_roll_ms < 0 or self.trailing_ms < 0 or self.vad_tail_ms < 0:
+            raise ValueError("pre_roll_ms, trailing_ms and vad_tail_ms must not be negative")
+
+
+class TurnState(enum.Enum):
+    SILENT = "silent"
+    SPEAKING = "speaking"
+    PAUSED = "paused"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnStarted:
+    """The caller started talking: `speech_start_ms` of speech were heard."""
+
+    onset_samples: int
+    """Media-clock position where the speech began."""
+    decided_samples: int
+    """Media-clock position at which the onset was decided."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """The caller's turn is over; `audio` holds it, pre-roll included."""
+
+    audio: AudioFrame
+    speech_end_samples: int
+    """Media-clock position where speech ended (acoustically, see the module docstring)."""
+    decided_samples: int
+    """Media-clock position at which the end of turn was decided."""
+    speech_ms: int
+    """Milliseconds of speech in the turn."""
+    cut: bool
+    """True when `max_turn_ms` ended the turn rather than silence."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnDiscarded:
+    """A burst of speech too short to be a turn ended; nothing is replied."""
+
+    speech_ms: int
+    decided_samples: int
+
+
+TurnEvent = TurnStarted | TurnEnded | TurnDiscarded
+
+
+_BLOCKS_PER_CHUNK = 4  # energy resolution: 8 ms blocks at 16 kHz
+_NOISE_FLOOR_INIT_DB = -60.0
+_NOISE_FLOOR_RANGE_DB = (-90.0, -25.0)
+_ABSOLUTE_SOUND_DB = -60.0  # a block above this always counts as sound
+
+
+def _block_db(samples: Samples, block: int) -> Samples:
+    """RMS level in dBFS of each whole `block`-sample block of `samples`."""
+    n = samples.shape[0] // block
+    blocks = samples[: n * block].reshape(n, block)
+    power = np.mean(blocks * blocks, axis=1, dtype=np.float64)
+    return (10.0 * np.log10(power + 1e-12)).astype(np.float32)
+
+
+class TurnDetector:
+    """Feeds a VAD stream chunk by chunk and turns probabilities into turn events.
+
+    `process` accepts audio of any length at the VAD's sample rate and returns the events the new
+    audio caused, in order. Not thread-safe; one detector per session.
+    """
+
+    def __init__(
+        self,
+        vad: VADStream,
+        *,
+        sample_rate: int,
+        chunk_samples: int,
+        options: TurnTakingOptions | None = None,
+    ) -> None:
+        self.options = options or TurnTakingOptions()
+        self._vad = vad
+        self._rate = sample_rate
+        self._chunk = chunk_samples
+        self._block = chunk_samples // _BLOCKS_PER_CHUNK
+        self._chunk_ms = 1000.0 * chunk_samples / sample_rate
+        opts = self.options
+        self._start_chunks = max(1, math.ceil(opts.speech_start_ms / self._chunk_ms))
+        self._min_speech_chunks = max(1, math.ceil(opts.min_speech_ms / self._chunk_ms))
+        self._max_chunks = max(1, math.ceil(opts.max_turn_ms / self._chunk_ms))
+        self._silence_samples = round(opts.end_of_turn_silence_ms * sample_rate / 1000)
+        self._trailing_samples = round(opts.trailing_ms * sample_rate / 1000)
+        self._tail_samples = round(opts.vad_tail_ms * sample_rate / 1000)
+        pre_roll_chunks = math.ceil(opts.pre_roll_ms / self._chunk_ms)
+
+        self._pending = np.zeros(chunk_samples, dtype=np.float32)  # partial chunk, preallocated
+        self._pending_len = 0
+        self._position = 0  # media-clock position of the next chunk's first sample
+        self._history: deque[Samples] = deque(maxlen=pre_roll_chunks + self._start_chunks)
+        # (end position, dBFS) of recent 8 ms blocks, enough to cover the VAD tail
+        tail_blocks = math.ceil(self._tail_samples / self._block) + 2 * _BLOCKS_PER_CHUNK
+        self._blocks: deque[tuple[int, float]] = deque(maxlen=tail_blocks)
+        self._noise_db = _NOISE_FLOOR_INIT_DB
+        self._state = TurnState.SILENT
+        self._run = 0  # consecutive speech chunks while SILENT
+        self._turn: list[Samples] = []
+        self._turn_start = 0
+        self._speech_chunks = 0
+        self._silent_chunks = 0  # consecutive chunks the VAD calls silence, while in a turn
+        self._vad_speech_end = 0  # end of the last chunk the VAD called speech
+        self._speech_end = 0  # acoustic end of speech, located once the VAD says silence
+        self.last_probability = 0.0
+
+    @property
+    def state(self) -> TurnState:
+        return self._state
+
+    @property
+    def position_samples(self) -> int:
+        """Media-clock position up to which audio has been analysed."""
+        return self._position + self._pending_len
+
+    def reset(self) -> None:
+        """Drop any turn in progress and return to SILENT (the VAD keeps its recurrent state)."""
+        self._state = TurnState.SILENT
+        self._run = 0
+        self._turn = []
+        self._speech_chunks = 0
+        self._silent_chunks = 0
+
+    def process(self, samples: Samples) -> list[TurnEvent]:
+        events: list[TurnEvent] = []
+        offset = 0
+        n = samples.shape[0]
+        while offset < n:
+            take = min(self._chunk - self._pending_len, n - offset)
+            self._pending[self._pending_len : self._pending_len + take] = samples[offset : offset + take]
+            self._pending_len += take
+            offset += take
+            if self._pending_len == self._chunk:
+                chunk = self._pending.copy()
+                self._pending_len = 0
+                event = self._step(chunk)
+                if event is not None:
+                    events.append(event)
+            elif offset == n:
+                event = self._check_partial()
+                if event is not None:
+                    events.append(event)
+        return events
+
+    def _sound_threshold_db(self) -> float:
+        return min(self._noise_db + self.options.energy_margin_db, _ABSOLUTE_SOUND_DB)
+
+    def _step(self, chunk: Samples) -> TurnEvent | None:
+        start = self._position
+        self._position += self._chunk
+        p = self._vad.probability(chunk)
+        self.last_probability = p
+        opts = self.options
+        levels = _block_db(chunk, self._block)
+        for k, level in enumerate(levels):
+            self._blocks.append((start + (k + 1) * self._block, float(level)))
+        if p < opts.silence_threshold:
+            self._track_noise(levels)
+
+        if self._state is TurnState.SILENT:
+            self._history.append(chunk)
+            self._run = self._run + 1 if p >= opts.speech_threshold else 0
+            if self._run < self._start_chunks:
+                return None
+            # onset: the turn holds the pre-roll and the speech chunks that proved the onset
+            self._turn = list(self._history)
+            self._history.clear()
+            self._turn_start = self._position - len(self._turn) * self._chunk
+            self._speech_chunks = self._run
+            self._silent_chunks = 0
+            self._vad_speech_end = self._position
+            self._run = 0
+            self._state = TurnState.SPEAKING
+            onset = self._position - self._start_chunks * self._chunk
+            return TurnStarted(onset_samples=onset, decided_samples=self._position)
+
+        self._turn.append(chunk)
+        speaking = self._state is TurnState.SPEAKING
+        if p >= opts.speech_threshold or (speaking and p >= opts.silence_threshold):
+            self._speech_chunks += 1
+            self._silent_chunks = 0
+            self._vad_speech_end = self._position
+            self._state = TurnState.SPEAKING
+        else:
+            if self._silent_chunks == 0:
+                self._speech_end = self._locate_speech_end()
+            self._silent_chunks += 1
+            self._state = TurnState.PAUSED
+
+        if self._state is TurnState.PAUSED and self._position - self._speech_end >= self._silence_samples:
+            return self._finish(cut=False, decided=self._position)
+        if len(self._turn) >= self._max_chunks:
+            self._speech_end = self._position
+            return self._finish(cut=True, decided=self._position)
+        return None
+
+    def _check_partial(self) -> TurnEvent | None:
+        """In a pause, end the turn mid-chunk once the silence is long enough and the new audio is quiet."""
+        if self._state is not TurnState.PAUSED:
+            return None
+        now = self._position + self._pending_len
+        if now - self._speech_end < self._silence_samples:
+            return None
+        levels = _block_db(self._pending[: self._pending_len], self._block)
+        if levels.size == 0 or float(levels.max()) >= self._sound_threshold_db():
+            return None
+        return self._finish(cut=False, decided=now)
+
+    def _locate_speech_end(self) -> int:
+        """The acoustic end of speech: the last loud block within the VAD's tail."""
+        earliest = max(self._vad_speech_end - self._tail_samples, self._turn_start)
+        threshold = self._sound_threshold_db()
+        for end, level in reversed(self._blocks):
+            if end <= earliest:
+                break
+            if end <= self._vad_speech_end and level >= threshold:
+                return end
+        return earliest
+
+    def _track_noise(self, levels: Samples) -> None:
+        """Follow the noise floor: down at once, up slowly (speech must not drag it up)."""
+        low, high = _NOISE_FLOOR_RANGE_DB
+        for level in levels:
+            db = float(level)
+            self._noise_db = db if db < self._noise_db else self._noise_db + 0.05 * (db - self._noise_db)
+        self._noise_db = min(max(self._noise_db, low), high)
+
+    def _finish(self, *, cut: bool, decided: int) -> TurnEvent:
+        speech_ms = round(self._speech_chunks * self._chunk_ms)
+        enough = self._speech_chunks >= self._min_speech_chunks
+        audio = np.concatenate(self._turn) if self._turn else np.zeros(0, dtype=np.float32)
+        keep = max(0, min(audio.shape[0], self._speech_end + self._trailing_samples - self._turn_start))
+        turn_start, speech_end = self._turn_start, self._speech_end
+        self.reset()
+        if not enough:
+            return TurnDiscarded(speech_ms=speech_ms, decided_samples=decided)
+        return TurnEnded(
+            audio=AudioFrame(audio[:keep], self._rate, turn_start),
+            speech_end_samples=speech_end,
+            decided_samples=decided,
+            speech_ms=speech_ms,
+            cut=cut,
+        )

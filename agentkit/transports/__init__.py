@@ -1,0 +1,1 @@
+"""Transports: each turns its wire format into audio in and out of a `Session`."""

@@ -1,0 +1,158 @@
+"""What both WebSocket protocols share: one connection's lifecycle around a `Session`."""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import json
+import logging
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from agentkit.exceptions import AgentkitError, AudioFormatError, CapacityError
+from agentkit.stream import Session, Stream
+from agentkit.stream._events import ErrorEvent, Event, Stopped
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_POLICY = 1008  # time limit
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_LATER = 1013  # over capacity
+
+
+class WebSocketConnection(abc.ABC):
+    """One caller on one WebSocket: reads messages until the end, and closes its session whatever happens.
+
+    Subclasses speak a protocol: they parse messages (`on_text`, `on_bytes`) and encode events.
+    """
+
+    protocol = "websocket"
+
+    def __init__(self, websocket: WebSocket, stream: Stream) -> None:
+        self.websocket = websocket
+        self.stream = stream
+        self.session: Session | None = None
+        self._send_lock = asyncio.Lock()
+        self._closing = False
+
+    # -- Transport (used by the session) ---------------------------------------------------------
+    @abc.abstractmethod
+    async def send_event(self, event: Event) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        async with self._send_lock:
+            if self.websocket.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(Exception):
+                    await self.websocket.close(code, reason)
+
+    # -- sending ---------------------------------------------------------------------------------
+    async def send_json(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        async with self._send_lock:
+            if not self._closing:
+                await self.websocket.send_text(text)
+
+    async def send_binary(self, payload: bytes) -> None:
+        async with self._send_lock:
+            if not self._closing:
+                await self.websocket.send_bytes(payload)
+
+    async def report(self, error: AgentkitError | str, message: str | None = None, *, fatal: bool = False) -> None:
+        """Send an `error` event (logged without payloads)."""
+        code = error if isinstance(error, str) else error.code
+        text = message or (error.message if isinstance(error, AgentkitError) else code)
+        logger.info("%s: %s error (%s)%s", self.protocol, code, text, " - closing" if fatal else "")
+        with contextlib.suppress(Exception):
+            await self.send_event(ErrorEvent(code=code, message=text, fatal=fatal))
+
+    # -- the connection --------------------------------------------------------------------------
+    async def run(self) -> None:
+        await self.websocket.accept()
+        try:
+            while not self._closing:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text, data = message.get("text"), message.get("bytes")
+                size = len(text.encode()) if text is not None else len(data or b"")
+                if size > self.stream.max_message_bytes:
+                    await self.report(
+                        "message_too_large",
+                        f"message of {size} bytes is over the limit of {self.stream.max_message_bytes}",
+                        fatal=True,
+                    )
+                    await self.close(CLOSE_TOO_BIG, "message too large")
+                    break
+                if text is not None:
+                    await self._on_text(text)
+                elif data is not None:
+                    await self.on_bytes(data)
+        except WebSocketDisconnect:
+            pass
+        except Exception:
+            logger.exception("%s: connection failed", self.protocol)
+            await self.report("internal", "internal server error", fatal=True)
+            await self.close(CLOSE_INTERNAL, "internal error")
+        finally:
+            if self.session is not None:
+                await self.session.close("client_stop")
+
+    async def _on_text(self, text: str) -> None:
+        try:
+            message = json.loads(text)
+        except ValueError:
+            await self.report("bad_json", "message is not valid JSON")
+            return
+        if not isinstance(message, dict):
+            await self.report("unknown_message", "message must be a JSON object")
+            return
+        await self.on_message(message)
+
+    @abc.abstractmethod
+    async def on_message(self, message: dict[str, Any]) -> None: ...
+
+    @abc.abstractmethod
+    async def on_bytes(self, data: bytes) -> None: ...
+
+    # -- helpers for subclasses ------------------------------------------------------------------
+    async def open_session(
+        self, *, input_sample_rate: int, output_sample_rate: int | None, session_id: str | None
+    ) -> Session | None:
+        """Open and start the session; on refusal, tell the caller and close. None if refused."""
+        try:
+            session = self.stream.open_session(
+                self,  # type: ignore[arg-type]  # subclasses implement the audio half of Transport
+                input_sample_rate=input_sample_rate,
+                output_sample_rate=output_sample_rate,
+                session_id=session_id,
+            )
+        except CapacityError as exc:
+            await self.refuse_capacity(exc)
+            return None
+        self.session = session
+        await session.start()
+        logger.info("%s: session %s started", self.protocol, session.id)
+        return session
+
+    async def refuse_capacity(self, exc: CapacityError) -> None:
+        await self.report(exc, fatal=True)
+        await self.close(CLOSE_TRY_LATER, "over capacity")
+
+    async def feed(self, payload: bytes, codec: str) -> None:
+        assert self.session is not None
+        try:
+            await self.session.receive_audio(payload, codec)  # type: ignore[arg-type]
+        except AudioFormatError as exc:
+            await self.report("odd_length_pcm" if "even" in exc.message else exc.code, exc.message)
+
+    async def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.send_event(Stopped(reason="client_stop"))
+        await self.close(CLOSE_NORMAL, "stopped")

@@ -1,0 +1,209 @@
+"""WebSocket transports: agentkit's own protocol at `/ws`, and FastRTC's at `/websocket/offer`.
+
+The native protocol (docs/websocket-protocol.md) carries 16-bit PCM as binary messages and events
+as JSON text. The FastRTC-compatible one carries base64 mu-law in JSON, so FastRTC clients (and the
+side-by-side benchmark) work unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket
+
+from agentkit.audio import Samples, check_sample_rate, float_to_pcm16, mulaw_encode
+from agentkit.exceptions import AudioFormatError
+from agentkit.stream._events import (
+    ErrorEvent,
+    Event,
+    Interrupted,
+    PauseDetected,
+    ResponseStarting,
+    StartedTalking,
+    Stopped,
+)
+from agentkit.transports._ws_common import WebSocketConnection
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from agentkit.exceptions import CapacityError
+    from agentkit.stream import Stream
+
+__all__ = ["FastRTCConnection", "NativeConnection", "add_websocket_routes"]
+
+logger = logging.getLogger(__name__)
+
+FRAME_MS = 20
+
+
+class NativeConnection(WebSocketConnection):
+    """agentkit's WebSocket protocol: binary PCM s16le both ways, JSON events."""
+
+    protocol = "ws"
+    bytes_per_sample = 2
+
+    def encode_audio(self, samples: Samples) -> bytes:
+        return float_to_pcm16(samples)
+
+    async def send_audio(self, payload: bytes) -> None:
+        await self.send_binary(payload)
+
+    async def send_event(self, event: Event) -> None:
+        await self.send_json(event.to_json())
+
+    async def on_bytes(self, data: bytes) -> None:
+        if self.session is None:
+            await self.report("not_started", "send a start message before audio")
+        elif self.stream.mode == "receive":
+            await self.report("receive_only", "this stream only sends audio to the caller")
+        else:
+            await self.feed(data, "pcm_s16le")
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "start":
+            await self._start(message)
+        elif kind == "ping":
+            await self.send_json({"type": "pong", "id": message.get("id")})
+        elif kind == "stop":
+            await self.stop()
+        elif kind == "input":
+            if self.session is None:
+                await self.report("not_started", "send a start message before input")
+                return
+            args = message.get("args", [])
+            if not isinstance(args, list):
+                await self.report("bad_input", "input args must be a list")
+                return
+            self.session.set_args(tuple(args))
+        else:
+            await self.report("unknown_message", f"unknown message type {str(kind)[:40]!r}")
+
+    async def _start(self, message: dict[str, Any]) -> None:
+        if self.session is not None:
+            await self.report("already_started", "this connection already has a session")
+            return
+        try:
+            rate = check_sample_rate(message.get("sample_rate"))
+            out = message.get("output_sample_rate")
+            out_rate = None if out is None else check_sample_rate(out)
+            encoding = message.get("encoding", "pcm_s16le")
+            if encoding != "pcm_s16le":
+                raise AudioFormatError("encoding must be 'pcm_s16le'")
+            session_id = message.get("session_id")
+            if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 128):
+                raise AudioFormatError("session_id must be a string of 1 to 128 characters")
+            args = message.get("args", [])
+            if not isinstance(args, list):
+                raise AudioFormatError("args must be a list")
+        except AudioFormatError as exc:
+            await self.report("bad_start", exc.message)
+            return
+        session = await self.open_session(input_sample_rate=rate, output_sample_rate=out_rate, session_id=session_id)
+        if session is None:
+            return
+        session.set_args(tuple(args))
+        await self.send_json(
+            {
+                "type": "started",
+                "session_id": session.id,
+                "input_sample_rate": rate,
+                "output_sample_rate": session.output_sample_rate,
+                "encoding": "pcm_s16le",
+                "frame_ms": FRAME_MS,
+            }
+        )
+
+
+class FastRTCConnection(WebSocketConnection):
+    """FastRTC 0.0.34's WebSocket protocol: base64 mu-law media in JSON, `log` events."""
+
+    protocol = "fastrtc-ws"
+    bytes_per_sample = 1
+
+    def __init__(self, websocket: WebSocket, stream: Stream, *, input_sample_rate: int, output_sample_rate: int):
+        super().__init__(websocket, stream)
+        self._in_rate = input_sample_rate
+        self._out_rate = output_sample_rate
+
+    def encode_audio(self, samples: Samples) -> bytes:
+        return mulaw_encode(
+            (samples.clip(-1.0, 32767 / 32768) * 32768).astype("int16")  # type: ignore[arg-type]
+        )
+
+    async def send_audio(self, payload: bytes) -> None:
+        await self.send_json({"event": "media", "media": {"payload": base64.b64encode(payload).decode()}})
+
+    async def send_event(self, event: Event) -> None:
+        if isinstance(event, StartedTalking | PauseDetected | ResponseStarting):
+            await self.send_json({"type": "log", "data": event.type})
+        elif isinstance(event, Interrupted):
+            await self.send_json({"event": "clear"})
+        elif isinstance(event, ErrorEvent):
+            await self.send_json({"type": "error", "message": event.message, "code": event.code})
+        elif isinstance(event, Stopped):
+            await self.send_json({"type": "log", "data": "stopped"})
+
+    async def refuse_capacity(self, exc: CapacityError) -> None:
+        await self.send_json(
+            {"status": "failed", "meta": {"error": "concurrency_limit_reached", "limit": exc.context.get("limit")}}
+        )
+        await super().refuse_capacity(exc)
+
+    async def on_bytes(self, data: bytes) -> None:
+        await self.report("unknown_message", "this protocol carries audio as JSON media messages")
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("event")
+        if kind == "start":
+            if self.session is None:
+                ws_id = message.get("websocket_id")
+                await self.open_session(
+                    input_sample_rate=self._in_rate,
+                    output_sample_rate=self._out_rate,
+                    session_id=ws_id if isinstance(ws_id, str) and 0 < len(ws_id) <= 128 else None,
+                )
+        elif kind == "media":
+            if self.session is None:
+                await self.report("not_started", "send a start message before media")
+                return
+            try:
+                payload = base64.b64decode(message["media"]["payload"], validate=True)
+            except (KeyError, TypeError, binascii.Error):
+                await self.report("bad_media", "media.payload must be base64 mu-law audio")
+                return
+            await self.feed(payload, "mulaw")
+        elif kind == "stop":
+            await self.stop()
+        else:
+            await self.report("unknown_message", f"unknown event {str(kind)[:40]!r}")
+
+
+def add_websocket_routes(
+    app: FastAPI,
+    stream: Stream,
+    *,
+    prefix: str = "",
+    fastrtc_input_sample_rate: int = 48000,
+    fastrtc_output_sample_rate: int = 24000,
+) -> None:
+    """Mount `{prefix}/ws` (native) and `{prefix}/websocket/offer` (FastRTC-compatible)."""
+
+    async def native(websocket: WebSocket) -> None:
+        await NativeConnection(websocket, stream).run()
+
+    async def fastrtc(websocket: WebSocket) -> None:
+        connection = FastRTCConnection(
+            websocket,
+            stream,
+            input_sample_rate=fastrtc_input_sample_rate,
+            output_sample_rate=fastrtc_output_sample_rate,
+        )
+        await connection.run()
+
+    app.add_api_websocket_route(f"{prefix}/ws", native)
+    app.add_api_websocket_route(f"{prefix}/websocket/offer", fastrtc)

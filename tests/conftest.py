@@ -1,0 +1,55 @@
+"""Shared fixtures: the real model folder and the baseline speech recordings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agentkit.audio import AudioFrame, StreamingResampler, read_wav
+from agentkit.providers.vad import SileroVAD
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = REPO.parent / "shared"
+SPEECH_DIR = SHARED / "baselines" / "fastrtc" / "audio"
+
+
+def _models_dir() -> Path:
+    return Path(os.environ.get("AGENTKIT_MODELS_DIR", SHARED / "models"))
+
+
+os.environ.setdefault("AGENTKIT_MODELS_DIR", str(_models_dir()))
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    path = _models_dir()
+    if not (path / "silero-vad" / "silero_vad.onnx").is_file():
+        pytest.fail(f"model files not found in {path}; set AGENTKIT_MODELS_DIR")
+    return path
+
+
+@pytest.fixture(scope="session")
+def silero(models_dir: Path) -> SileroVAD:
+    vad = SileroVAD(models_dir / "silero-vad" / "silero_vad.onnx")
+    vad.load()
+    return vad
+
+
+def speech(name: str, sample_rate: int = 16000) -> AudioFrame:
+    """One of the baseline recordings (`utt1`: two sentences, `utt2`: one), resampled."""
+    frame = read_wav(SPEECH_DIR / f"{name}_raw.wav")
+    resampler = StreamingResampler(frame.sample_rate, sample_rate)
+    return AudioFrame(resampler.process(frame.samples, last=True), sample_rate)
+
+
+def speech_bounds_s(samples: np.ndarray, sample_rate: int, dbfs: float = -45.0) -> tuple[float, float]:
+    """First and last 10 ms block above `dbfs`: the benchmark client's definition of speech."""
+    hop = sample_rate // 100
+    n = samples.shape[0] // hop
+    blocks = samples[: n * hop].astype(np.float64).reshape(n, hop)
+    level = 10 * np.log10((blocks**2).mean(axis=1) + 1e-12)
+    loud = np.nonzero(level > dbfs)[0]
+    return loud[0] * hop / sample_rate, (loud[-1] + 1) * hop / sample_rate
