@@ -140,9 +140,12 @@ class ReplyOnPause(AsyncStreamHandler):
         try:
             result = self.fn(audio, *self.context.latest_args)
             if inspect.isasyncgen(result):
-                async for item in result:
-                    if item is not None:
-                        await self._outputs.put(item)
+                try:
+                    async for item in result:
+                        if item is not None:
+                            await self._outputs.put(item)
+                finally:
+                    await result.aclose()  # a cancelled reply closes its generator now, not at GC
             elif inspect.isgenerator(result):
                 await self._drive_sync(result)
             else:

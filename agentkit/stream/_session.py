@@ -83,15 +83,21 @@ def _decode(payload: bytes, codec: Codec) -> Samples:
 class _Marker:
     """End of a reply, travelling through the audio queue behind the reply's last frame."""
 
+    __slots__ = ("generation",)
+
+    def __init__(self, generation: int) -> None:
+        self.generation = generation
+
 
 class _Encoded:
     """Reply audio resampled and encoded for the wire, waiting for the pacer."""
 
-    __slots__ = ("num_samples", "payload")
+    __slots__ = ("generation", "num_samples", "payload")
 
-    def __init__(self, payload: bytes, num_samples: int) -> None:
+    def __init__(self, payload: bytes, num_samples: int, generation: int = 0) -> None:
         self.payload = payload
         self.num_samples = num_samples
+        self.generation = generation
 
 
 class Session:
@@ -298,8 +304,9 @@ class Session:
         if self._out_resampler is None or self._out_resampler.in_rate != frame.sample_rate:
             self._out_resampler = StreamingResampler(frame.sample_rate, self.output_sample_rate)
         encoded = await run_audio_job(self._convert_output, self._out_resampler, frame.samples, False)
+        encoded.generation = generation
         if generation == self._generation and encoded.num_samples:
-            await self._audio.put(encoded)
+            await self._audio.put(encoded)  # may wait for room; the pacer drops it if interrupted meanwhile
 
     async def _end_reply(self) -> None:
         generation = self._generation
@@ -307,22 +314,25 @@ class Session:
         if resampler is not None:
             tail = np.zeros(0, dtype=np.float32)
             encoded = await run_audio_job(self._convert_output, resampler, tail, True)
+            encoded.generation = generation
             if generation == self._generation and encoded.num_samples:
                 await self._audio.put(encoded)
         if generation == self._generation:
-            await self._audio.put(_Marker())
+            await self._audio.put(_Marker(generation))
 
     async def _pace(self) -> None:
         """Send queued audio in real time, `max_lead_ms` ahead of the caller's ear at most."""
         step = self.output_sample_rate * FRAME_MS // 1000
         while True:
             item = await self._audio.get()
+            if item.generation != self._generation:
+                continue  # queued before an interruption (put while the flush emptied the queue)
             if isinstance(item, _Marker):
                 sent_ms = round(self._reply_sent_s * 1000)
                 self._reply_sent_s = 0.0
                 await self.send_event(ResponseDone(audio_ms=sent_ms))
                 continue
-            generation = self._generation
+            generation = item.generation
             width = self.transport.bytes_per_sample
             for start in range(0, item.num_samples, step):
                 now = self.clock.now()

@@ -1,0 +1,233 @@
+"""Sessions and handlers without a network: ReplyOnPause, barge-in, limits, inputs, handler kinds."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import speech
+
+from agentkit import AdditionalOutputs, AsyncStreamHandler, AudioFrame, ReplyOnPause, Stream, StreamHandler
+from agentkit.audio import float_to_pcm16
+from agentkit.exceptions import CapacityError, ConfigError
+from agentkit.stream import TurnTakingOptions
+from agentkit.stream._handlers import EmitType
+from agentkit.testing._transport import open_recorded_session
+
+FAST = TurnTakingOptions(end_of_turn_silence_ms=300)
+
+
+async def feed(session: Any, samples: np.ndarray, frame: int = 320) -> None:
+    """Push 16 kHz audio into a session as 20 ms PCM messages, as fast as it takes them."""
+    for start in range(0, samples.shape[0], frame):
+        await session.receive_audio(float_to_pcm16(samples[start : start + frame]))
+
+
+def utterance(tail_s: float = 0.6) -> np.ndarray:
+    lead = np.zeros(8000, dtype=np.float32)
+    return np.concatenate([lead, speech("utt2").samples, np.zeros(round(tail_s * 16000), dtype=np.float32)])
+
+
+async def test_echo_reply_is_paced_and_complete(models_dir: object) -> None:
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        yield audio
+
+    stream = Stream(ReplyOnPause(echo, options=FAST))
+    session, transport = open_recorded_session(stream)
+    await session.start()
+    try:
+        await feed(session, utterance())
+        paused = await transport.wait_for("pause_detected")
+        done = await transport.wait_for("response_done", timeout_s=10)
+        types = transport.event_types()
+        assert types.index("started_talking") < types.index("pause_detected") < types.index("response_starting")
+        sent = sum(a.samples.shape[0] for a in transport.audio) / 24000
+        turn_s = done.event.audio_ms / 1000  # type: ignore[union-attr]
+        assert sent == pytest.approx(turn_s, abs=0.02)
+        assert 2.5 < sent < 4.5
+        # paced: audio went out over about its own duration, never ahead by more than the lead
+        span = transport.audio[-1].t - transport.audio[0].t
+        assert span > sent - 0.2
+        assert transport.audio[0].t - paused.t < 0.2
+    finally:
+        await session.close()
+    assert stream.sessions == {} and not session.tasks
+
+
+async def test_barge_in_stops_the_reply_and_flushes(models_dir: object) -> None:
+    cancelled = asyncio.Event()
+
+    async def long_reply(audio: AudioFrame) -> AsyncIterator[AudioFrame]:
+        try:
+            for _ in range(200):  # 100 s of tone in 0.5 s pieces: more than the queues hold
+                t = np.arange(12000) / 24000
+                yield AudioFrame((0.2 * np.sin(2 * np.pi * 300 * t)).astype(np.float32), 24000)
+        except GeneratorExit:  # closed by the interruption
+            cancelled.set()
+            raise
+
+    stream = Stream(ReplyOnPause(long_reply, options=FAST))
+    session, transport = open_recorded_session(stream)
+    await session.start()
+    try:
+        await feed(session, utterance(tail_s=0.4))
+        await transport.wait_for("response_starting")
+        await asyncio.sleep(0.8)  # the caller hears part of the reply
+        assert session.responding
+        await feed(session, utterance(tail_s=0.0)[:16000])  # the caller talks over it
+        interrupted = await transport.wait_for("interrupted", timeout_s=3)
+        assert cancelled.is_set()
+        heard_ms = interrupted.event.heard_ms  # type: ignore[union-attr]
+        assert 700 <= heard_ms <= 1300
+        assert interrupted.event.clear  # type: ignore[union-attr]
+        await asyncio.sleep(0.3)
+        after = [a for a in transport.audio if a.t > interrupted.t]
+        assert after == []  # nothing queued survives the flush
+        assert not session.responding
+        talking = transport.events_of("started_talking")[-1]
+        assert interrupted.t - talking.t < 0.1  # flushed on the onset, not at the end of the turn
+    finally:
+        await session.close()
+
+
+async def test_without_can_interrupt_speech_during_reply_is_ignored(models_dir: object) -> None:
+    async def reply(audio: AudioFrame) -> AsyncIterator[AudioFrame]:
+        yield AudioFrame(np.full(24000, 0.1, dtype=np.float32), 24000)
+
+    stream = Stream(ReplyOnPause(reply, options=FAST, can_interrupt=False))
+    session, transport = open_recorded_session(stream)
+    await session.start()
+    try:
+        await feed(session, utterance(tail_s=0.4))
+        await transport.wait_for("response_starting")
+        await feed(session, utterance(tail_s=0.4))
+        await transport.wait_for("response_done", timeout_s=5)
+        assert transport.events_of("interrupted") == []
+        assert len(transport.events_of("response_starting")) == 1
+    finally:
+        await session.close()
+
+
+async def test_sync_generator_inputs_and_additional_outputs(models_dir: object) -> None:
+    seen: list[tuple[Any, ...]] = []
+
+    def reply(audio: AudioFrame, *inputs: Any) -> Iterator[Any]:
+        seen.append(inputs)
+        yield AdditionalOutputs({"turn_s": round(audio.duration_s, 1)})
+        yield (16000, np.zeros(1600, dtype=np.int16))  # FastRTC-style (rate, samples)
+
+    stream = Stream(ReplyOnPause(reply, options=FAST))
+    session, transport = open_recorded_session(stream)
+    await session.start()
+    outputs: list[AdditionalOutputs] = []
+
+    async def collect() -> None:
+        async for item in stream.output_stream(session.id):
+            outputs.append(item)
+            return
+
+    collector = asyncio.create_task(collect())
+    try:
+        await asyncio.sleep(0)
+        stream.set_input(session.id, "voice-a", 3)
+        await feed(session, utterance())
+        await transport.wait_for("response_done")
+        await asyncio.wait_for(collector, 2)
+        assert seen == [("voice-a", 3)]
+        assert outputs and outputs[0].args[0]["turn_s"] > 2.5
+        extra = transport.events_of("additional_outputs")[0].event
+        assert extra.data[0]["turn_s"] > 2.5  # type: ignore[union-attr]
+        assert sum(a.samples.shape[0] for a in transport.audio) == pytest.approx(2400, abs=2)
+    finally:
+        collector.cancel()
+        await session.close()
+    with pytest.raises(KeyError):
+        stream.set_input(session.id, "late")
+
+
+class Doubler(StreamHandler):
+    """A blocking handler: returns each frame twice as loud, on worker threads."""
+
+    def __init__(self) -> None:
+        self.queue: list[AudioFrame] = []
+        self.started = self.stopped = False
+
+    def copy(self) -> Doubler:
+        return Doubler()
+
+    def start_up(self) -> None:
+        self.started = True
+
+    def shutdown(self) -> None:
+        self.stopped = True
+
+    def receive(self, frame: AudioFrame) -> None:
+        self.queue.append(AudioFrame(frame.samples * 2, frame.sample_rate))
+
+    def emit(self) -> EmitType:
+        return self.queue.pop(0) if self.queue else None
+
+
+async def test_sync_stream_handler_runs_and_shuts_down() -> None:
+    stream = Stream(Doubler(), concurrency_limit=2)
+    session, transport = open_recorded_session(stream, output_sample_rate=16000)
+    await session.start()
+    handler = session.handler
+    assert isinstance(handler, Doubler) and handler.started and handler is not stream.handler
+    await session.receive_audio(float_to_pcm16(np.full(1600, 0.1, dtype=np.float32)))
+    async with asyncio.timeout(2):
+        while sum(a.samples.shape[0] for a in transport.audio) < 1500:
+            await asyncio.sleep(0.02)
+    assert np.allclose(np.concatenate([a.samples for a in transport.audio])[:1000], 0.2, atol=0.01)
+    await session.close()
+    assert handler.stopped
+
+
+class Silent(AsyncStreamHandler):
+    def copy(self) -> Silent:
+        return Silent()
+
+    async def receive(self, frame: AudioFrame) -> None:
+        pass
+
+    async def emit(self) -> EmitType:
+        await asyncio.sleep(3600)
+        return None
+
+
+async def test_concurrency_limit_refuses_clearly_and_frees_on_close() -> None:
+    stream = Stream(Silent(), concurrency_limit=2)
+    first, _ = open_recorded_session(stream)
+    second, _ = open_recorded_session(stream)
+    with pytest.raises(CapacityError) as refused:
+        open_recorded_session(stream)
+    assert refused.value.retryable and "capacity" in str(refused.value)
+    await first.start()
+    await first.close()
+    third, _ = open_recorded_session(stream)  # a slot is free again
+    assert set(stream.sessions) == {second.id, third.id}
+
+
+async def test_time_limit_ends_the_session_with_a_reason() -> None:
+    stream = Stream(Silent(), time_limit=0.2)
+    session, transport = open_recorded_session(stream)
+    await session.start()
+    await transport.wait_for("stopped", timeout_s=2)
+    assert transport.event_types()[-2:] == ["error", "stopped"]
+    assert transport.closed is not None and transport.closed[0] == 1008
+    await session.close()
+    assert session.stop_reason == "time_limit"
+
+
+def test_stream_arguments_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        Stream(Silent(), modality="video")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        Stream(Silent(), mode="both")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError):
+        Stream(Silent(), concurrency_limit=0)
+    with pytest.raises(ConfigError):
+        Stream(object())  # type: ignore[arg-type]
