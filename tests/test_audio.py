@@ -74,7 +74,9 @@ def test_frame_validation() -> None:
     assert sub.timestamp_samples == 360 and sub.num_samples == 40
 
 
-@pytest.mark.parametrize(("in_rate", "out_rate"), [(48000, 16000), (8000, 16000), (16000, 24000), (24000, 8000)])
+@pytest.mark.parametrize(
+    ("in_rate", "out_rate"), [(48000, 16000), (8000, 16000), (16000, 24000), (24000, 8000)]
+)
 def test_streaming_resampler_is_seamless(in_rate: int, out_rate: int) -> None:
     """20 ms chunks through one stream give the same signal as resampling it whole: no clicks."""
     t = np.arange(in_rate) / in_rate

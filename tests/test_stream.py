@@ -43,7 +43,9 @@ async def test_echo_reply_is_paced_and_complete(models_dir: object) -> None:
         paused = await transport.wait_for("pause_detected")
         done = await transport.wait_for("response_done", timeout_s=10)
         types = transport.event_types()
-        assert types.index("started_talking") < types.index("pause_detected") < types.index("response_starting")
+        assert (
+            types.index("started_talking") < types.index("pause_detected") < types.index("response_starting")
+        )
         sent = sum(a.samples.shape[0] for a in transport.audio) / 24000
         turn_s = done.event.audio_ms / 1000  # type: ignore[union-attr]
         assert sent == pytest.approx(turn_s, abs=0.02)
@@ -180,7 +182,7 @@ async def test_sync_stream_handler_runs_and_shuts_down() -> None:
     await session.receive_audio(float_to_pcm16(np.full(1600, 0.1, dtype=np.float32)))
     async with asyncio.timeout(2):
         while sum(a.samples.shape[0] for a in transport.audio) < 1500:
-            await asyncio.sleep(0.02)
+            await transport.changed()
     assert np.allclose(np.concatenate([a.samples for a in transport.audio])[:1000], 0.2, atol=0.01)
     await session.close()
     assert handler.stopped

@@ -20,4 +20,4 @@ def pcm16_to_float(data: bytes | bytearray | memoryview) -> Samples:
 def float_to_pcm16(samples: Samples) -> bytes:
     """Float samples → little-endian signed 16-bit PCM bytes, clipping to the 16-bit range."""
     scaled = np.clip(samples * np.float32(32768.0), -32768.0, 32767.0)
-    return np.rint(scaled).astype("<i2").tobytes()
+    return bytes(np.rint(scaled).astype("<i2").tobytes())

@@ -156,7 +156,7 @@ class ReplyOnPause(AsyncStreamHandler):
             logger.exception("reply function failed in session %s", self.context.session_id)
         await self._outputs.put(_DONE)
 
-    async def _drive_sync(self, gen: Iterator[EmitType]) -> None:
+    async def _drive_sync(self, gen: Iterator[Any]) -> None:
         """Pull a sync generator on a worker thread, one item at a time."""
         loop = asyncio.get_running_loop()
         try:
@@ -169,4 +169,4 @@ class ReplyOnPause(AsyncStreamHandler):
         finally:
             # a generator still running on its thread cannot be closed; it is dropped instead
             with contextlib.suppress(ValueError):
-                gen.close()  # type: ignore[attr-defined]
+                getattr(gen, "close", lambda: None)()

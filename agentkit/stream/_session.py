@@ -336,8 +336,7 @@ class Session:
             width = self.transport.bytes_per_sample
             for start in range(0, item.num_samples, step):
                 now = self.clock.now()
-                if self._play_end < now:  # the caller's buffer ran dry: playout restarts now
-                    self._play_end = now
+                self._play_end = max(self._play_end, now)  # a dry buffer restarts playout now
                 await self.clock.sleep_until(self._play_end - self._max_lead_s)
                 if generation != self._generation:
                     break  # interrupted while waiting

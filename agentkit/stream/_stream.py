@@ -78,9 +78,7 @@ class Stream:
         """
         if self.concurrency_limit is not None and len(self._sessions) >= self.concurrency_limit:
             logger.warning("refusing a session: %d of %d in use", len(self._sessions), self.concurrency_limit)
-            raise CapacityError(
-                "the server is at capacity; try again later", limit=self.concurrency_limit
-            )
+            raise CapacityError("the server is at capacity; try again later", limit=self.concurrency_limit)
         if session_id is not None and session_id in self._sessions:
             raise ConfigError("a session with this id is already open")
         handler = self.handler.copy()

@@ -14,8 +14,10 @@ late. Once the VAD says silence, the detector looks back through the VAD's tail 
 past the VAD's own end of speech, so background noise cannot delay a turn) for the last 8 ms block
 that stands `energy_margin_db` above the tracked noise floor, and counts silence from there. The
 decision is checked on every chunk and, in silence, on every partial chunk too, so the end of a turn
-is declared within one chunk (usually one input frame) of the configured silence. Audio from just before the onset (`pre_roll_ms`) is kept with the turn so the
-first syllable is not lost. The detector is plain synchronous code: run `process` in an executor.
+is declared within one chunk (usually one input frame) of the configured silence.
+
+Audio from just before the onset (`pre_roll_ms`) is kept with the turn so the first syllable is not
+lost. The detector is plain synchronous code: run `process` in an executor.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ __all__ = [
     "TurnDiscarded",
     "TurnEnded",
     "TurnEvent",
-    "TurnState",
     "TurnStarted",
+    "TurnState",
     "TurnTakingOptions",
 ]
 

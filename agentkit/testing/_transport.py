@@ -55,6 +55,11 @@ class RecordingTransport:
         self.closed = (code, reason)
         self._changed.set()
 
+    async def changed(self) -> None:
+        """Wait until the session sends or closes something."""
+        self._changed.clear()
+        await self._changed.wait()
+
     def event_types(self) -> list[str]:
         return [e.event.type for e in self.events]
 
@@ -69,8 +74,7 @@ class RecordingTransport:
         """Wait until `count` events of `type` were sent; return the last of them."""
         async with asyncio.timeout(timeout_s):
             while len(self.events_of(type)) < count:
-                self._changed.clear()
-                await self._changed.wait()
+                await self.changed()
         return self.events_of(type)[count - 1]
 
 

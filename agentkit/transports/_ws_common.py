@@ -64,7 +64,9 @@ class WebSocketConnection(abc.ABC):
             if not self._closing:
                 await self.websocket.send_bytes(payload)
 
-    async def report(self, error: AgentkitError | str, message: str | None = None, *, fatal: bool = False) -> None:
+    async def report(
+        self, error: AgentkitError | str, message: str | None = None, *, fatal: bool = False
+    ) -> None:
         """Send an `error` event (logged without payloads)."""
         code = error if isinstance(error, str) else error.code
         text = message or (error.message if isinstance(error, AgentkitError) else code)

@@ -12,6 +12,7 @@ import binascii
 import logging
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from starlette.websockets import WebSocket
 
 from agentkit.audio import Samples, check_sample_rate, float_to_pcm16, mulaw_encode
@@ -38,6 +39,7 @@ __all__ = ["FastRTCConnection", "NativeConnection", "add_websocket_routes"]
 logger = logging.getLogger(__name__)
 
 FRAME_MS = 20
+MAX_WIRE_SAMPLE_RATE = 48000
 
 
 class NativeConnection(WebSocketConnection):
@@ -89,8 +91,12 @@ class NativeConnection(WebSocketConnection):
             return
         try:
             rate = check_sample_rate(message.get("sample_rate"))
+            if rate > MAX_WIRE_SAMPLE_RATE:
+                raise AudioFormatError(f"sample_rate must be at most {MAX_WIRE_SAMPLE_RATE} Hz")
             out = message.get("output_sample_rate")
             out_rate = None if out is None else check_sample_rate(out)
+            if out_rate is not None and out_rate > MAX_WIRE_SAMPLE_RATE:
+                raise AudioFormatError(f"output_sample_rate must be at most {MAX_WIRE_SAMPLE_RATE} Hz")
             encoding = message.get("encoding", "pcm_s16le")
             if encoding != "pcm_s16le":
                 raise AudioFormatError("encoding must be 'pcm_s16le'")
@@ -103,7 +109,9 @@ class NativeConnection(WebSocketConnection):
         except AudioFormatError as exc:
             await self.report("bad_start", exc.message)
             return
-        session = await self.open_session(input_sample_rate=rate, output_sample_rate=out_rate, session_id=session_id)
+        session = await self.open_session(
+            input_sample_rate=rate, output_sample_rate=out_rate, session_id=session_id
+        )
         if session is None:
             return
         session.set_args(tuple(args))
@@ -125,15 +133,15 @@ class FastRTCConnection(WebSocketConnection):
     protocol = "fastrtc-ws"
     bytes_per_sample = 1
 
-    def __init__(self, websocket: WebSocket, stream: Stream, *, input_sample_rate: int, output_sample_rate: int):
+    def __init__(
+        self, websocket: WebSocket, stream: Stream, *, input_sample_rate: int, output_sample_rate: int
+    ):
         super().__init__(websocket, stream)
         self._in_rate = input_sample_rate
         self._out_rate = output_sample_rate
 
     def encode_audio(self, samples: Samples) -> bytes:
-        return mulaw_encode(
-            (samples.clip(-1.0, 32767 / 32768) * 32768).astype("int16")  # type: ignore[arg-type]
-        )
+        return mulaw_encode((samples.clip(-1.0, 32767 / 32768) * 32768).astype(np.int16))
 
     async def send_audio(self, payload: bytes) -> None:
         await self.send_json({"event": "media", "media": {"payload": base64.b64encode(payload).decode()}})
@@ -150,7 +158,10 @@ class FastRTCConnection(WebSocketConnection):
 
     async def refuse_capacity(self, exc: CapacityError) -> None:
         await self.send_json(
-            {"status": "failed", "meta": {"error": "concurrency_limit_reached", "limit": exc.context.get("limit")}}
+            {
+                "status": "failed",
+                "meta": {"error": "concurrency_limit_reached", "limit": exc.context.get("limit")},
+            }
         )
         await super().refuse_capacity(exc)
 
