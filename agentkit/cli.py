@@ -1,0 +1,230 @@
+"""The `agentkit` command: serve an agent file, and manage the model files.
+
+```
+agentkit run [FILE] [--host H] [--port P] [--reload] [--models-dir DIR]
+agentkit models list|verify|download [NAME ...] [--models-dir DIR]
+```
+
+`agentkit run FILE` imports FILE and serves its `app` (any ASGI app, e.g. FastAPI) or, failing that,
+its `stream` (an `agentkit.Stream`) through `agentkit.server.create_app`. Without FILE it serves the
+built-in default agent (`agentkit/_default_agent.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from starlette.types import ASGIApp
+
+from agentkit.config import load_settings
+from agentkit.exceptions import AgentkitError, ConfigError
+from agentkit.models import MODELS, ModelSpec, model_path, models_dir, verify
+
+__all__ = ["load_app", "main"]
+
+logger = logging.getLogger(__name__)
+
+_FILE_ENV = "AGENTKIT_RUN_FILE"  # hands FILE to the worker process under --reload
+_DEFAULT_AGENT = "agentkit._default_agent"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `agentkit` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
+    try:
+        if args.models_dir is not None:
+            os.environ["AGENTKIT_MODELS_DIR"] = str(Path(args.models_dir).expanduser().absolute())
+        command: Callable[[argparse.Namespace], int] = args.command
+        return command(args)
+    except AgentkitError as exc:
+        print(f"agentkit: error: {exc.message}", file=sys.stderr)
+        return 1
+
+
+def load_app(
+    path: str | Path | None = None, *, create_app: Callable[[Any], ASGIApp] | None = None
+) -> ASGIApp:
+    """The ASGI app that `agentkit run` serves for the agent file at `path` (None: the default agent).
+
+    The file's module attribute `app` is used as is; else its `stream` is passed to `create_app`
+    (default `agentkit.server.create_app`). Raises `ConfigError` if it defines neither.
+    """
+    if path is None:
+        module, where = importlib.import_module(_DEFAULT_AGENT), "the default agent"
+    else:
+        module, where = _import_file(Path(path)), str(path)
+    app = getattr(module, "app", None)
+    if app is not None:
+        if not callable(app):
+            raise ConfigError(f"{where}: `app` is a {type(app).__name__}, not an ASGI app", file=where)
+        served: ASGIApp = app
+        return served
+    stream = getattr(module, "stream", None)
+    if stream is not None:
+        return (create_app or _create_app)(stream)
+    raise ConfigError(
+        f"{where} defines neither `app` (a FastAPI app) nor `stream` (an agentkit.Stream); add one, e.g. "
+        '`stream = Stream(ReplyOnPause(reply), modality="audio", mode="send-receive")`',
+        file=where,
+    )
+
+
+def _factory() -> ASGIApp:
+    """App factory for `uvicorn --reload` workers: loads the file named in `AGENTKIT_RUN_FILE`."""
+    return load_app(os.environ.get(_FILE_ENV) or None)
+
+
+def _create_app(stream: Any) -> ASGIApp:
+    from agentkit.server import create_app
+    from agentkit.stream import Stream
+
+    if not isinstance(stream, Stream):
+        raise ConfigError(f"`stream` must be an agentkit.Stream, not a {type(stream).__name__}")
+    return create_app(stream)
+
+
+def _import_file(path: Path) -> ModuleType:
+    path = path.expanduser().absolute()
+    if not path.is_file():
+        raise ConfigError(f"no such agent file: {path}", file=str(path))
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # so the agent can import its neighbours
+    name = path.stem
+    if not name.isidentifier() or name in sys.modules:
+        name = "_agentkit_app_" + "".join(c if c.isalnum() else "_" for c in path.stem)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ConfigError(f"cannot import {path} as Python", file=str(path))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    settings = load_settings()
+    host: str = args.host or settings.host
+    port: int = args.port if args.port is not None else settings.port
+    url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    file = Path(args.file).expanduser().absolute() if args.file else None
+    label = args.file or "the default agent"
+    if args.reload:
+        if file is not None and not file.is_file():
+            raise ConfigError(f"no such agent file: {file}", file=str(file))
+        os.environ[_FILE_ENV] = str(file or "")
+        watched = file.parent if file else Path(__file__).parent
+        logger.info("serving %s at %s (reloading on changes under %s)", label, url, watched)
+        uvicorn.run(
+            "agentkit.cli:_factory",
+            factory=True,
+            reload=True,
+            reload_dirs=[str(watched)],
+            host=host,
+            port=port,
+        )
+        return 0
+    app = load_app(file)
+    logger.info("serving %s at %s", label, url)
+    uvicorn.run(app, host=host, port=port)
+    return 0
+
+
+def _models_list(args: argparse.Namespace) -> int:
+    root = models_dir()
+    print(f"models dir: {root}")
+    for spec in _selected(args.names):
+        print(f"{spec.name}: {spec.description}")
+        for model_file in spec.files:
+            present = next(
+                (
+                    root / spec.name / v.name
+                    for v in model_file.variants
+                    if (root / spec.name / v.name).is_file()
+                ),
+                None,
+            )
+            state = f"present ({present.name})" if present else "missing"
+            print(f"  {model_file.name:28} {model_file.size_bytes / 1e6:7.1f} MB  {state}")
+    return 0
+
+
+def _models_verify(args: argparse.Namespace) -> int:
+    failed = False
+    for spec in _selected(args.names):
+        problems = verify(spec.name)
+        failed = failed or bool(problems)
+        print(f"{spec.name}: {'ok' if not problems else 'FAILED'}")
+        for problem in problems:
+            print(f"  {problem}")
+    return 1 if failed else 0
+
+
+def _models_download(args: argparse.Namespace) -> int:
+    for spec in _selected(args.names):
+        print(f"{spec.name}: {model_path(spec.name, download=True)}")
+    return 0
+
+
+def _selected(names: list[str]) -> list[ModelSpec]:
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    return [MODELS[n] for n in names or MODELS]
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--models-dir",
+        metavar="DIR",
+        help="folder laid out like DIR/silero-vad/silero_vad.onnx (sets AGENTKIT_MODELS_DIR)",
+    )
+    parser = argparse.ArgumentParser(prog="agentkit", description="Real-time voice agents.")
+    commands = parser.add_subparsers(dest="name", required=True, metavar="COMMAND")
+
+    run = commands.add_parser(
+        "run", parents=[common], help="serve an agent file (default: the built-in agent)"
+    )
+    run.add_argument("file", nargs="?", metavar="FILE", help="Python file defining `app` or `stream`")
+    run.add_argument("--host", help="address to bind (default: AGENTKIT_HOST or 127.0.0.1)")
+    run.add_argument("--port", type=int, help="port to listen on (default: AGENTKIT_PORT or 8000)")
+    run.add_argument("--reload", action="store_true", help="restart when files next to FILE change")
+    run.set_defaults(command=_run)
+
+    models = commands.add_parser("models", help="list, verify or download model files")
+    actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, command, text in (
+        ("list", _models_list, "show each model's files and whether they are present"),
+        ("verify", _models_verify, "check present files by size and sha256 (exit 1 on any problem)"),
+        ("download", _models_download, "download missing files into the models dir"),
+    ):
+        sub = actions.add_parser(action, parents=[common], help=text)
+        sub.add_argument(
+            "names", nargs="*", metavar="NAME", help=f"models (default: all of {', '.join(MODELS)})"
+        )
+        sub.set_defaults(command=command)
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())
