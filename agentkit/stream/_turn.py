@@ -12,7 +12,8 @@ Silence is counted from the acoustic end of speech. Silero's recurrent state kee
 high for one to three chunks after a voice stops, so the VAD alone would end every turn 30-100 ms
 late. Once the VAD says silence, the detector looks back through the VAD's tail (`vad_tail_ms`, never
 past the VAD's own end of speech, so background noise cannot delay a turn) for the last 8 ms block
-that stands `energy_margin_db` above the tracked noise floor, and counts silence from there. The
+that stands `energy_margin_db` above the tracked noise floor and within `speech_drop_db` of the
+turn's typical speech level, and counts silence from there. The
 decision is checked on every chunk and, in silence, on every partial chunk too, so the end of a turn
 is declared within one chunk (usually one input frame) of the configured silence.
 
@@ -66,7 +67,9 @@ class TurnTakingOptions:
     vad_tail_ms: int = 96
     """How far back from the VAD's end of speech to look for the acoustic end (see `TurnDetector`)."""
     energy_margin_db: float = 15.0
-    """A block this far above the noise floor counts as sound when locating the end of speech."""
+    """A block this far above the noise floor counts as sound when locating the end of speech..."""
+    speech_drop_db: float = 20.0
+    """...unless it is this far below the turn's typical speech level (a breath, a fading release)."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silence_threshold <= self.speech_threshold < 1.0:
@@ -123,7 +126,6 @@ TurnEvent = TurnStarted | TurnEnded | TurnDiscarded
 _BLOCKS_PER_CHUNK = 4  # energy resolution: 8 ms blocks at 16 kHz
 _NOISE_FLOOR_INIT_DB = -60.0
 _NOISE_FLOOR_RANGE_DB = (-90.0, -25.0)
-_ABSOLUTE_SOUND_DB = -60.0  # a block above this always counts as sound
 
 
 def _block_db(samples: Samples, block: int) -> Samples:
@@ -172,6 +174,8 @@ class TurnDetector:
         tail_blocks = math.ceil(self._tail_samples / self._block) + 2 * _BLOCKS_PER_CHUNK
         self._blocks: deque[tuple[int, float]] = deque(maxlen=tail_blocks)
         self._noise_db = _NOISE_FLOOR_INIT_DB
+        self._speech_db_sum = 0.0  # level of the current turn's speech blocks, for `speech_drop_db`
+        self._speech_db_count = 0
         self._state = TurnState.SILENT
         self._run = 0  # consecutive speech chunks while SILENT
         self._turn: list[Samples] = []
@@ -221,7 +225,16 @@ class TurnDetector:
         return events
 
     def _sound_threshold_db(self) -> float:
-        return min(self._noise_db + self.options.energy_margin_db, _ABSOLUTE_SOUND_DB)
+        threshold = self._noise_db + self.options.energy_margin_db
+        if self._speech_db_count:
+            typical = self._speech_db_sum / self._speech_db_count
+            threshold = max(threshold, typical - self.options.speech_drop_db)
+        return threshold
+
+    def _track_speech_level(self, levels: Samples) -> None:
+        loud = levels[levels > self._noise_db + self.options.energy_margin_db]
+        self._speech_db_sum += float(loud.sum())
+        self._speech_db_count += int(loud.shape[0])
 
     def _step(self, chunk: Samples) -> TurnEvent | None:
         start = self._position
@@ -248,6 +261,8 @@ class TurnDetector:
             self._silent_chunks = 0
             self._vad_speech_end = self._position
             self._run = 0
+            self._speech_db_sum, self._speech_db_count = 0.0, 0
+            self._track_speech_level(levels)
             self._state = TurnState.SPEAKING
             onset = self._position - self._start_chunks * self._chunk
             return TurnStarted(onset_samples=onset, decided_samples=self._position)
@@ -258,6 +273,8 @@ class TurnDetector:
             self._speech_chunks += 1
             self._silent_chunks = 0
             self._vad_speech_end = self._position
+            if p >= opts.speech_threshold:
+                self._track_speech_level(levels)
             self._state = TurnState.SPEAKING
         else:
             if self._silent_chunks == 0:
