@@ -6,7 +6,7 @@ import asyncio
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "MonotonicClock"]
+__all__ = ["Clock", "FastForwardClock", "MonotonicClock"]
 
 
 class Clock(Protocol):
@@ -27,3 +27,23 @@ class MonotonicClock:
         delay = deadline - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+class FastForwardClock:
+    """Real time that skips every wait: `sleep_until` jumps the clock to the deadline at once.
+
+    Work still takes its real time, so latencies measured on it are real, but paced playout costs
+    nothing: `agentkit talk` runs a whole conversation in the time its computation takes.
+    """
+
+    def __init__(self) -> None:
+        self._skipped_s = 0.0
+
+    def now(self) -> float:
+        return time.monotonic() + self._skipped_s
+
+    async def sleep_until(self, deadline: float) -> None:
+        ahead = deadline - self.now()
+        if ahead > 0:
+            self._skipped_s += ahead
+        await asyncio.sleep(0)

@@ -9,6 +9,7 @@ AgentkitError                 base; carries `retryable` and keyword context
 │   └── MessageTooLargeError  a message over the configured size limit
 ├── CapacityError             the stream is at its `concurrency_limit` (retryable)
 ├── TimeLimitError            a session ran past its `time_limit`
+├── TransportClosedError      the caller's connection is gone (sending to it failed)
 └── ProviderError             a VAD/STT/LLM/TTS provider failed
     └── ProviderTimeoutError  ... by not answering in time (retryable)
 ```
@@ -32,6 +33,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "TimeLimitError",
+    "TransportClosedError",
 ]
 
 
@@ -80,6 +82,10 @@ class CapacityError(AgentkitError):
 
 class TimeLimitError(AgentkitError):
     code = "time_limit"
+
+
+class TransportClosedError(AgentkitError):
+    code = "transport_closed"
 
 
 class ProviderError(AgentkitError):

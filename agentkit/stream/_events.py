@@ -20,6 +20,8 @@ __all__ = [
     "ResponseStarting",
     "StartedTalking",
     "Stopped",
+    "TranscriptEvent",
+    "TurnMetricsEvent",
 ]
 
 
@@ -95,6 +97,30 @@ class ErrorEvent(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
+class TranscriptEvent(_EventBase):
+    """What was said in a turn, for the caller's own display (agents send these; logs never hold them)."""
+
+    role: Literal["user", "assistant"]
+    """`user`: the caller's transcribed turn; `assistant`: the agent's reply."""
+    text: str
+    """For an interrupted reply, only the words the caller heard."""
+    interrupted: bool = False
+    """The caller spoke over this reply."""
+    type: Literal["transcript"] = "transcript"
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMetricsEvent(_EventBase):
+    """Per-turn latency and size figures of an agent turn (see `agentkit.store.TurnMetrics`)."""
+
+    turn_index: int
+    """0-based turn number within the conversation."""
+    metrics: dict[str, float | int | bool | None] = field(default_factory=dict)
+    """Field name to value: `*_ms` in milliseconds, `*_s` in seconds, counts as integers."""
+    type: Literal["metrics"] = "metrics"
+
+
+@dataclass(frozen=True, slots=True)
 class Stopped(_EventBase):
     """The session ended."""
 
@@ -110,5 +136,7 @@ Event = (
     | Interrupted
     | AdditionalOutputsEvent
     | ErrorEvent
+    | TranscriptEvent
+    | TurnMetricsEvent
     | Stopped
 )

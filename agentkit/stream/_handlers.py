@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
@@ -20,6 +21,7 @@ from agentkit.audio import AudioFrame
 if TYPE_CHECKING:
     from typing import Self
 
+    from agentkit.clock import Clock
     from agentkit.stream._events import Event
 
 __all__ = [
@@ -27,6 +29,9 @@ __all__ = [
     "AsyncStreamHandler",
     "EmitType",
     "HandlerContext",
+    "PlayoutEvent",
+    "PlayoutFinished",
+    "PlayoutStarted",
     "ReplyEnd",
     "StreamHandler",
     "to_audio_frame",
@@ -70,11 +75,47 @@ def to_audio_frame(item: AudioFrame | tuple[int, np.ndarray]) -> AudioFrame:
     return AudioFrame(np.asarray(samples), int(sample_rate))
 
 
+@dataclass(frozen=True, slots=True)
+class PlayoutStarted:
+    """The first audio of a reply went out to the caller."""
+
+    at_s: float
+    """Session clock time at which it was sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlayoutFinished:
+    """The last audio of a reply (the one ended by `ReplyEnd`) went out to the caller."""
+
+    at_s: float
+    """Session clock time at which it was sent (the caller hears its end up to `max_lead_ms` later)."""
+    audio_ms: int
+    """Length of the reply audio sent, in milliseconds."""
+
+
+PlayoutEvent: TypeAlias = PlayoutStarted | PlayoutFinished
+
+
 class HandlerContext(Protocol):
     """What a session offers the handler copy it owns."""
 
     @property
     def session_id(self) -> str: ...
+
+    @property
+    def channel(self) -> str:
+        """The transport's protocol name, e.g. `websocket`, `fastrtc-ws`, `twilio`."""
+        ...
+
+    @property
+    def caller(self) -> str | None:
+        """The caller's id when the transport knows one (a phone number, a client-chosen id)."""
+        ...
+
+    @property
+    def clock(self) -> Clock:
+        """The session's clock, the one its playout is timed on."""
+        ...
 
     @property
     def latest_args(self) -> Sequence[Any]:
@@ -90,8 +131,11 @@ class HandlerContext(Protocol):
         """Send a control event to the caller at once (ahead of queued audio)."""
         ...
 
-    async def interrupt(self) -> None:
-        """Barge-in: drop all queued reply audio and tell the caller to clear its buffer."""
+    async def interrupt(self) -> int:
+        """Barge-in: drop all queued reply audio and tell the caller to clear its buffer.
+
+        Returns how much of the reply the caller had heard, in milliseconds of reply audio.
+        """
         ...
 
 
@@ -112,6 +156,13 @@ class _HandlerBase(abc.ABC):
     def attach(self, context: HandlerContext) -> None:
         """Called by the session before `start_up`."""
         self._context = context
+
+    def on_playout(self, event: PlayoutEvent) -> None:
+        """Called by the session as reply audio goes out; override to time or track replies.
+
+        Runs on the event loop and must not block.
+        """
+        del event  # the default ignores playout
 
     @abc.abstractmethod
     def copy(self) -> Self:

@@ -22,7 +22,7 @@ import numpy as np
 from agentkit._executor import run_audio_job
 from agentkit.audio import AudioFrame, Samples, StreamingResampler, mulaw_decode, pcm16_to_float
 from agentkit.clock import Clock, MonotonicClock
-from agentkit.exceptions import AudioFormatError
+from agentkit.exceptions import AudioFormatError, TransportClosedError
 from agentkit.stream._events import (
     AdditionalOutputsEvent,
     ErrorEvent,
@@ -35,6 +35,9 @@ from agentkit.stream._handlers import (
     AdditionalOutputs,
     AsyncStreamHandler,
     EmitType,
+    PlayoutEvent,
+    PlayoutFinished,
+    PlayoutStarted,
     ReplyEnd,
     StreamHandler,
     to_audio_frame,
@@ -114,14 +117,18 @@ class Session:
         session_id: str | None = None,
         clock: Clock | None = None,
         max_lead_ms: int = 60,
+        channel: str = "websocket",
+        caller: str | None = None,
     ) -> None:
         self.id = session_id or uuid.uuid4().hex
+        self.channel = channel
+        self.caller = caller
         self.stream = stream
         self.handler = handler
         self.transport = transport
         self.input_sample_rate = input_sample_rate
         self.output_sample_rate = output_sample_rate
-        self.clock = clock or MonotonicClock()
+        self._clock: Clock = clock or MonotonicClock()
         self._max_lead_s = max_lead_ms / 1000
         self._args: tuple[Any, ...] = ()
         # low-latency filter on the way in: soxr's HQ holds back 21-66 ms, which would delay every
@@ -147,6 +154,10 @@ class Session:
         return self.id
 
     @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    @property
     def latest_args(self) -> Sequence[Any]:
         return self._args
 
@@ -155,7 +166,7 @@ class Session:
 
     @property
     def responding(self) -> bool:
-        return not self._audio.empty() or self._play_end > self.clock.now()
+        return not self._audio.empty() or self._play_end > self._clock.now()
 
     async def send_event(self, event: Event) -> None:
         if self._closed:
@@ -165,18 +176,19 @@ class Session:
         except Exception as exc:  # the connection went away; the transport's reader will close us
             logger.debug("session %s: event not sent (%s)", self.id, type(exc).__name__)
 
-    async def interrupt(self) -> None:
+    async def interrupt(self) -> int:
         self._generation += 1
         while not self._audio.empty():
             self._audio.get_nowait()
         if self._out_resampler is not None:
             self._out_resampler = None  # its filter holds audio of the reply being dropped
-        now = self.clock.now()
+        now = self._clock.now()
         unheard = max(0.0, self._play_end - now)
         heard_ms = max(0, round((self._reply_sent_s - unheard) * 1000))
         self._play_end = now
         self._reply_sent_s = 0.0
         await self.send_event(Interrupted(heard_ms=heard_ms))
+        return heard_ms
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -309,6 +321,10 @@ class Session:
             await self._audio.put(encoded)  # may wait for room; the pacer drops it if interrupted meanwhile
 
     async def _end_reply(self) -> None:
+        if self.stream.mode == "send":  # nothing is played back, so the reply is done at once
+            self._notify(PlayoutFinished(at_s=self._clock.now(), audio_ms=0))
+            await self.send_event(ResponseDone(audio_ms=0))
+            return
         generation = self._generation
         resampler, self._out_resampler = self._out_resampler, None
         if resampler is not None:
@@ -321,30 +337,67 @@ class Session:
             await self._audio.put(_Marker(generation))
 
     async def _pace(self) -> None:
-        """Send queued audio in real time, `max_lead_ms` ahead of the caller's ear at most."""
-        step = self.output_sample_rate * FRAME_MS // 1000
+        """Send queued audio in real time, `max_lead_ms` ahead of the caller's ear at most.
+
+        Audio goes out in whole `FRAME_MS` frames: the tail of a piece that does not fill a frame waits
+        for the next piece of the same reply when that is already queued, and goes out short otherwise.
+        """
+        width = self.transport.bytes_per_sample
+        step = self.output_sample_rate * FRAME_MS // 1000 * width
+        held, held_generation = b"", -1
         while True:
             item = await self._audio.get()
             if item.generation != self._generation:
                 continue  # queued before an interruption (put while the flush emptied the queue)
+            pending = held if held_generation == item.generation else b""
+            held = b""
             if isinstance(item, _Marker):
+                if pending and not await self._send_paced(pending, item.generation):
+                    return
                 sent_ms = round(self._reply_sent_s * 1000)
                 self._reply_sent_s = 0.0
+                self._notify(PlayoutFinished(at_s=self._clock.now(), audio_ms=sent_ms))
                 await self.send_event(ResponseDone(audio_ms=sent_ms))
                 continue
-            generation = item.generation
-            width = self.transport.bytes_per_sample
-            for start in range(0, item.num_samples, step):
-                now = self.clock.now()
-                self._play_end = max(self._play_end, now)  # a dry buffer restarts playout now
-                await self.clock.sleep_until(self._play_end - self._max_lead_s)
-                if generation != self._generation:
-                    break  # interrupted while waiting
-                count = min(step, item.num_samples - start)
-                await self.transport.send_audio(item.payload[start * width : (start + count) * width])
-                duration_s = count / self.output_sample_rate
-                self._play_end += duration_s
-                self._reply_sent_s += duration_s
+            payload = pending + item.payload
+            whole = len(payload) - len(payload) % step
+            if not await self._send_paced(payload[:whole], item.generation):
+                return
+            tail = payload[whole:]
+            if tail and item.generation == self._generation:
+                if self._audio.empty():  # nothing more yet: don't keep the caller waiting for it
+                    if not await self._send_paced(tail, item.generation):
+                        return
+                else:
+                    held, held_generation = tail, item.generation
+
+    def _notify(self, event: PlayoutEvent) -> None:
+        try:
+            self.handler.on_playout(event)
+        except Exception:
+            logger.exception("session %s: handler on_playout failed", self.id)
+
+    async def _send_paced(self, payload: bytes, generation: int) -> bool:
+        """Send `payload` frame by frame in real time; False once the caller is gone."""
+        width = self.transport.bytes_per_sample
+        step = self.output_sample_rate * FRAME_MS // 1000 * width
+        for start in range(0, len(payload), step):
+            self._play_end = max(self._play_end, self._clock.now())  # a dry buffer restarts playout now
+            await self._clock.sleep_until(self._play_end - self._max_lead_s)
+            if generation != self._generation:
+                return True  # interrupted while waiting: the rest is dropped
+            chunk = payload[start : start + step]
+            if self._reply_sent_s == 0.0:
+                self._notify(PlayoutStarted(at_s=self._clock.now()))
+            try:
+                await self.transport.send_audio(chunk)
+            except TransportClosedError:
+                logger.debug("session %s: caller gone, pacer stops", self.id)
+                return False  # the transport's reader sees the disconnect and closes the session
+            duration_s = len(chunk) // width / self.output_sample_rate
+            self._play_end += duration_s
+            self._reply_sent_s += duration_s
+        return True
 
     async def _enforce_time_limit(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -7,7 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
-from agentkit.exceptions import CapacityError, ConfigError
+from agentkit.clock import Clock
+from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
 from agentkit.stream._handlers import AdditionalOutputs, AsyncStreamHandler, StreamHandler
 from agentkit.stream._session import Session, Transport
 
@@ -71,8 +72,13 @@ class Stream:
         input_sample_rate: int,
         output_sample_rate: int | None = None,
         session_id: str | None = None,
+        channel: str = "websocket",
+        caller: str | None = None,
+        clock: Clock | None = None,
     ) -> Session:
-        """Register a new session for `transport`; raises `CapacityError` at the concurrency limit.
+        """Register a new session for `transport`.
+
+        Raises `CapacityError` at the concurrency limit and `ProtocolError` for a `session_id` in use.
 
         The caller (a transport) must `await session.start()` and, in the end, `await session.close()`.
         """
@@ -80,7 +86,7 @@ class Stream:
             logger.warning("refusing a session: %d of %d in use", len(self._sessions), self.concurrency_limit)
             raise CapacityError("the server is at capacity; try again later", limit=self.concurrency_limit)
         if session_id is not None and session_id in self._sessions:
-            raise ConfigError("a session with this id is already open")
+            raise ProtocolError("a session with this id is already open")
         handler = self.handler.copy()
         session = Session(
             self,
@@ -89,6 +95,9 @@ class Stream:
             input_sample_rate=input_sample_rate,
             output_sample_rate=output_sample_rate or handler.output_sample_rate,
             session_id=session_id,
+            channel=channel,
+            caller=caller,
+            clock=clock,
         )
         self._sessions[session.id] = session
         return session

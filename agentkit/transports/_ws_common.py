@@ -11,7 +11,13 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from agentkit.exceptions import AgentkitError, AudioFormatError, CapacityError
+from agentkit.exceptions import (
+    AgentkitError,
+    AudioFormatError,
+    CapacityError,
+    ProtocolError,
+    TransportClosedError,
+)
 from agentkit.stream import Session, Stream
 from agentkit.stream._events import ErrorEvent, Event, Stopped
 
@@ -54,15 +60,21 @@ class WebSocketConnection(abc.ABC):
 
     # -- sending ---------------------------------------------------------------------------------
     async def send_json(self, message: dict[str, Any]) -> None:
-        text = json.dumps(message)
-        async with self._send_lock:
-            if not self._closing:
-                await self.websocket.send_text(text)
+        await self._send({"type": "websocket.send", "text": json.dumps(message)})
 
     async def send_binary(self, payload: bytes) -> None:
+        await self._send({"type": "websocket.send", "bytes": payload})
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        """Send one message; a connection that is gone raises `TransportClosedError`."""
         async with self._send_lock:
-            if not self._closing:
-                await self.websocket.send_bytes(payload)
+            if self._closing:
+                raise TransportClosedError("the connection is closing")
+            try:
+                await self.websocket.send(message)
+            except (WebSocketDisconnect, OSError, RuntimeError) as exc:
+                # Starlette raises WebSocketDisconnect (or RuntimeError once closed) for a peer that left.
+                raise TransportClosedError("the caller disconnected") from exc
 
     async def report(
         self, error: AgentkitError | str, message: str | None = None, *, fatal: bool = False
@@ -125,7 +137,12 @@ class WebSocketConnection(abc.ABC):
 
     # -- helpers for subclasses ------------------------------------------------------------------
     async def open_session(
-        self, *, input_sample_rate: int, output_sample_rate: int | None, session_id: str | None
+        self,
+        *,
+        input_sample_rate: int,
+        output_sample_rate: int | None,
+        session_id: str | None,
+        caller: str | None = None,
     ) -> Session | None:
         """Open and start the session; on refusal, tell the caller and close. None if refused."""
         try:
@@ -134,9 +151,14 @@ class WebSocketConnection(abc.ABC):
                 input_sample_rate=input_sample_rate,
                 output_sample_rate=output_sample_rate,
                 session_id=session_id,
+                channel=self.protocol,
+                caller=caller,
             )
         except CapacityError as exc:
             await self.refuse_capacity(exc)
+            return None
+        except ProtocolError as exc:
+            await self.report("bad_start", exc.message)
             return None
         self.session = session
         await session.start()

@@ -103,6 +103,9 @@ class NativeConnection(WebSocketConnection):
             session_id = message.get("session_id")
             if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 128):
                 raise AudioFormatError("session_id must be a string of 1 to 128 characters")
+            caller = message.get("caller")
+            if caller is not None and (not isinstance(caller, str) or not 0 < len(caller) <= 128):
+                raise AudioFormatError("caller must be a string of 1 to 128 characters")
             args = message.get("args", [])
             if not isinstance(args, list):
                 raise AudioFormatError("args must be a list")
@@ -110,7 +113,7 @@ class NativeConnection(WebSocketConnection):
             await self.report("bad_start", exc.message)
             return
         session = await self.open_session(
-            input_sample_rate=rate, output_sample_rate=out_rate, session_id=session_id
+            input_sample_rate=rate, output_sample_rate=out_rate, session_id=session_id, caller=caller
         )
         if session is None:
             return
