@@ -3,6 +3,7 @@
 The public names are re-exported here; everything in a `_module` is private.
 """
 
+from agentkit.agent import Agent, StageTimeouts, prompt
 from agentkit.audio import AudioFrame, StreamingResampler, read_wav, write_wav
 from agentkit.exceptions import (
     AgentkitError,
@@ -12,7 +13,9 @@ from agentkit.exceptions import (
     ModelNotFoundError,
     ProtocolError,
     ProviderError,
+    ProviderTimeoutError,
     TimeLimitError,
+    TransportClosedError,
 )
 from agentkit.stream import (
     AdditionalOutputs,
@@ -27,6 +30,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AdditionalOutputs",
+    "Agent",
     "AgentkitError",
     "AsyncStreamHandler",
     "AudioFormatError",
@@ -36,13 +40,17 @@ __all__ = [
     "ModelNotFoundError",
     "ProtocolError",
     "ProviderError",
+    "ProviderTimeoutError",
     "ReplyOnPause",
+    "StageTimeouts",
     "Stream",
     "StreamHandler",
     "StreamingResampler",
     "TimeLimitError",
+    "TransportClosedError",
     "TurnTakingOptions",
     "__version__",
+    "prompt",
     "read_wav",
     "write_wav",
 ]

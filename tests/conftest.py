@@ -21,6 +21,7 @@ def _models_dir() -> Path:
 
 
 os.environ.setdefault("AGENTKIT_MODELS_DIR", str(_models_dir()))
+os.environ.setdefault("AGENTKIT_STORE", "memory://")  # apps built by tests keep no files
 
 
 @pytest.fixture(scope="session")

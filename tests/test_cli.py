@@ -134,7 +134,10 @@ def test_an_agent_file_can_import_its_neighbours(tmp_path: Path) -> None:
 
 def test_a_file_with_neither_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(tmp_path, "empty_agent.py", "x = 1\n")
-    with pytest.raises(ConfigError, match=r"defines neither `app` \(a FastAPI app\) nor `stream`"):
+    with pytest.raises(
+        ConfigError,
+        match=r"defines no `app` \(a FastAPI app\), `stream` \(an agentkit.Stream\) or Agent subclass",
+    ):
         load_app(path)
     assert main(["run", str(path)]) == 1  # fails before serving anything
     err = capsys.readouterr().err

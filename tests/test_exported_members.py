@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import agentkit
+import agentkit.agent
 import agentkit.audio
+import agentkit.providers
+import agentkit.store
 import agentkit.stream
 
 INTENDED = {
     "AdditionalOutputs",
+    "Agent",
     "AgentkitError",
     "AsyncStreamHandler",
     "AudioFormatError",
@@ -17,13 +21,17 @@ INTENDED = {
     "ModelNotFoundError",
     "ProtocolError",
     "ProviderError",
+    "ProviderTimeoutError",
     "ReplyOnPause",
+    "StageTimeouts",
     "Stream",
     "StreamHandler",
     "StreamingResampler",
     "TimeLimitError",
+    "TransportClosedError",
     "TurnTakingOptions",
     "__version__",
+    "prompt",
     "read_wav",
     "write_wav",
 }
@@ -36,7 +44,35 @@ def test_top_level_exports_are_exactly_the_intended_ones() -> None:
 
 
 def test_subpackage_exports_resolve_and_are_public() -> None:
-    for module in (agentkit.audio, agentkit.stream):
+    for module in (agentkit.agent, agentkit.audio, agentkit.providers, agentkit.store, agentkit.stream):
         for name in module.__all__:
             assert not name.startswith("_")
             assert getattr(module, name) is not None
+
+
+def test_testing_kit_exports() -> None:
+    import agentkit.testing
+
+    assert set(agentkit.testing.__all__) == {
+        "CallRefusedError",
+        "FakeAnthropic",
+        "FakeElevenLabs",
+        "FakeGroq",
+        "FakeRequest",
+        "LLMCall",
+        "PlayResult",
+        "ReceivedAudio",
+        "ReceivedEvent",
+        "Reply",
+        "ScriptedLLM",
+        "ScriptedSTT",
+        "ToneTTS",
+        "WebSocketCaller",
+        "concat",
+        "rms_dbfs",
+        "silence",
+        "speech_bounds",
+        "tone",
+    }
+    for name in agentkit.testing.__all__:
+        assert hasattr(agentkit.testing, name), name

@@ -19,7 +19,6 @@ import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-import agentkit.testing
 from agentkit.audio import AudioFrame, float_to_pcm16, pcm16_to_float, read_wav, write_wav
 from agentkit.testing import (
     CallRefusedError,
@@ -116,21 +115,6 @@ async def server() -> AsyncIterator[ScriptedServer]:
         port = next(iter(ws_server.sockets)).getsockname()[1]
         script.url = f"ws://127.0.0.1:{port}/ws"
         yield script
-
-
-def test_exported_names() -> None:
-    assert set(agentkit.testing.__all__) == {
-        "CallRefusedError",
-        "PlayResult",
-        "ReceivedAudio",
-        "ReceivedEvent",
-        "WebSocketCaller",
-        "concat",
-        "rms_dbfs",
-        "silence",
-        "speech_bounds",
-        "tone",
-    }
 
 
 # ---------------------------------------------------------------------- signals

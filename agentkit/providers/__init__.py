@@ -1,5 +1,34 @@
-"""Providers: small adapters behind Protocols (VAD now; STT, LLM and TTS come with the agent pipeline)."""
+"""Providers: small adapters behind Protocols for each stage (VAD, STT, LLM, TTS).
 
+Each stage's package holds its Protocol and its providers; `resolve_stt`, `resolve_llm` and
+`resolve_tts` turn short strings such as `"kokoro/af_heart"` into provider objects.
+"""
+
+from agentkit.providers._registry import resolve_llm, resolve_stt, resolve_tts
+from agentkit.providers.llm import LLM, AnthropicLLM, ChatMessage, GroqLLM, LLMChunk, LLMUsage, LocalLLM
+from agentkit.providers.stt import STT, GroqSTT, MoonshineSTT, Transcript
+from agentkit.providers.tts import TTS, ElevenLabsTTS, KokoroTTS
 from agentkit.providers.vad import VAD, SileroVAD, VADStream
 
-__all__ = ["VAD", "SileroVAD", "VADStream"]
+__all__ = [
+    "LLM",
+    "STT",
+    "TTS",
+    "VAD",
+    "AnthropicLLM",
+    "ChatMessage",
+    "ElevenLabsTTS",
+    "GroqLLM",
+    "GroqSTT",
+    "KokoroTTS",
+    "LLMChunk",
+    "LLMUsage",
+    "LocalLLM",
+    "MoonshineSTT",
+    "SileroVAD",
+    "Transcript",
+    "VADStream",
+    "resolve_llm",
+    "resolve_stt",
+    "resolve_tts",
+]

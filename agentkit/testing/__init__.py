@@ -1,8 +1,10 @@
-"""Test and benchmark helpers: a real-time WebSocket caller and synthetic signals.
+"""Test and benchmark helpers: a real-time WebSocket caller, synthetic signals, in-process provider
+fakes (`ScriptedSTT`, `ScriptedLLM`, `ToneTTS`) and local fake servers for the cloud APIs.
 
 Fakes, not mocks: these speak the real wire protocols over real sockets on loopback.
 """
 
+from agentkit.testing._providers import LLMCall, ScriptedLLM, ScriptedSTT, ToneTTS
 from agentkit.testing._signals import concat, rms_dbfs, silence, speech_bounds, tone
 from agentkit.testing._ws_caller import (
     CallRefusedError,
@@ -11,12 +13,22 @@ from agentkit.testing._ws_caller import (
     ReceivedEvent,
     WebSocketCaller,
 )
+from agentkit.testing.fakes import FakeAnthropic, FakeElevenLabs, FakeGroq, FakeRequest, Reply
 
 __all__ = [
     "CallRefusedError",
+    "FakeAnthropic",
+    "FakeElevenLabs",
+    "FakeGroq",
+    "FakeRequest",
+    "LLMCall",
     "PlayResult",
     "ReceivedAudio",
     "ReceivedEvent",
+    "Reply",
+    "ScriptedLLM",
+    "ScriptedSTT",
+    "ToneTTS",
     "WebSocketCaller",
     "concat",
     "rms_dbfs",

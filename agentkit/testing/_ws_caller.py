@@ -159,6 +159,7 @@ class WebSocketCaller:
         frame_ms: int = 20,
         start_args: Sequence[Any] | None = None,
         session_id: str | None = None,
+        caller: str | None = None,
         open_timeout: float = 10.0,
         auto_start: bool = True,
         clock: Clock | Callable[[], float] = time.perf_counter,
@@ -175,6 +176,7 @@ class WebSocketCaller:
         self._frame_s = frame_ms / 1000
         self._start_args = None if start_args is None else list(start_args)
         self._session_id = session_id
+        self._caller = caller
         self._open_timeout_s = open_timeout
         self._auto_start = auto_start
         self._clock: Clock = _FunctionClock(clock) if callable(clock) else clock
@@ -227,6 +229,8 @@ class WebSocketCaller:
             message["output_sample_rate"] = self.requested_output_sample_rate
         if self._session_id is not None:
             message["session_id"] = self._session_id
+        if self._caller is not None:
+            message["caller"] = self._caller
         if self._start_args is not None:
             message["args"] = self._start_args
         since = len(self.events)

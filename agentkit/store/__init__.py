@@ -1,0 +1,28 @@
+"""The conversation-state store: conversations, messages and per-turn metrics, kept across calls.
+
+`open_store(url)` picks a backend by URL (`sqlite:///path.db`, the default; `memory://`); every
+backend implements the `ConversationStore` Protocol. `conversation_api(store)` serves a store
+read-only as JSON.
+"""
+
+from agentkit.store._api import conversation_api
+from agentkit.store._base import MAX_LIST_LIMIT, ConversationStore
+from agentkit.store._memory import MemoryStore
+from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics
+from agentkit.store._open import SUPPORTED_SCHEMES, open_store
+from agentkit.store._sqlite import SCHEMA_VERSION, SQLiteStore
+
+__all__ = [
+    "MAX_LIST_LIMIT",
+    "SCHEMA_VERSION",
+    "SUPPORTED_SCHEMES",
+    "Conversation",
+    "ConversationStore",
+    "MemoryStore",
+    "Role",
+    "SQLiteStore",
+    "StoredMessage",
+    "TurnMetrics",
+    "conversation_api",
+    "open_store",
+]

@@ -1,0 +1,116 @@
+"""The `ConversationStore` Protocol every backend implements, and the rules they share.
+
+Shared behaviour (the same test suite runs against every backend):
+
+- Ids: `start_conversation` makes a random hex id unless given one; a taken id raises `ValueError`.
+- Order: messages get `index` 0, 1, 2, ... per conversation in the order the store receives them,
+  even from several writers. `list_conversations` is newest first (by `started_at`, then id);
+  `caller_history` is oldest first.
+- Unknown conversation ids raise `KeyError` from the writing methods; `get_conversation` returns
+  `None` and `messages` / `metrics` return `[]`.
+- Each write is complete when its coroutine returns (SQLite: its own committed transaction).
+- After `aclose()`, every method raises `RuntimeError`; `aclose()` itself may be called again.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics
+
+__all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIST_LIMIT", "ConversationStore", "check_limits"]
+
+DEFAULT_LIST_LIMIT = 50
+"""How many conversations `list_conversations` returns when not told."""
+MAX_LIST_LIMIT = 500
+"""The most conversations one `list_conversations` call (and one API page) returns."""
+
+
+@runtime_checkable
+class ConversationStore(Protocol):
+    """Conversations, their messages and per-turn metrics, kept across calls (and processes)."""
+
+    async def start_conversation(
+        self,
+        agent: str,
+        channel: str,
+        caller: str | None = None,
+        conversation_id: str | None = None,
+    ) -> Conversation:
+        """Record a new conversation starting now and return it."""
+        ...
+
+    async def end_conversation(self, conversation_id: str) -> Conversation:
+        """Mark the conversation ended now and return it; ending it again keeps the first end time."""
+        ...
+
+    async def add_message(
+        self,
+        conversation_id: str,
+        role: Role,
+        text: str,
+        *,
+        started_at: float,
+        ended_at: float | None = None,
+        interrupted: bool = False,
+    ) -> StoredMessage:
+        """Append a message to the conversation; the store assigns its `index`."""
+        ...
+
+    async def add_metrics(self, metrics: TurnMetrics) -> None:
+        """Record one turn's metrics; a second record for the same turn raises `ValueError`."""
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """The conversation with this id, or `None`."""
+        ...
+
+    async def messages(self, conversation_id: str) -> list[StoredMessage]:
+        """The conversation's messages in `index` order."""
+        ...
+
+    async def metrics(self, conversation_id: str) -> list[TurnMetrics]:
+        """The conversation's turn metrics in `turn_index` order."""
+        ...
+
+    async def list_conversations(
+        self,
+        *,
+        agent: str | None = None,
+        caller: str | None = None,
+        limit: int = DEFAULT_LIST_LIMIT,
+        before: float | None = None,
+    ) -> list[Conversation]:
+        """Newest first, at most `limit` (1 to `MAX_LIST_LIMIT`), optionally filtered.
+
+        `before` (unix seconds) keeps only conversations that started strictly earlier: pass the
+        `started_at` of the last one of a page to get the next page.
+        """
+        ...
+
+    async def caller_history(
+        self,
+        agent: str,
+        caller: str,
+        *,
+        limit_messages: int = 50,
+        exclude_conversation_id: str | None = None,
+    ) -> list[StoredMessage]:
+        """A returning caller's messages with this agent, across their conversations, oldest first.
+
+        Only the newest `limit_messages` are returned (0 gives `[]`). Pass the current conversation's
+        id as `exclude_conversation_id` to get only the earlier conversations.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release the store's resources (connection, worker thread)."""
+        ...
+
+
+def check_limits(*, limit: int | None = None, limit_messages: int | None = None) -> None:
+    """Raise `ValueError` for a list `limit` outside 1..`MAX_LIST_LIMIT` or a negative `limit_messages`."""
+    if limit is not None and not 1 <= limit <= MAX_LIST_LIMIT:
+        raise ValueError(f"limit must be between 1 and {MAX_LIST_LIMIT}, not {limit}")
+    if limit_messages is not None and limit_messages < 0:
+        raise ValueError(f"limit_messages must be >= 0, not {limit_messages}")

@@ -1,0 +1,158 @@
+"""In-process provider fakes for testing agents: scripted STT and LLM, a tone TTS.
+
+They implement the provider Protocols exactly, record what they were asked, and can be told to
+fail or stall, so an agent's pipeline (history, barge-in, apologies, metrics) is testable with
+exact words and no models. For the cloud SDKs' wire formats, see `agentkit.testing.fakes`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agentkit.audio import AudioFrame
+from agentkit.exceptions import ProviderError
+from agentkit.providers.llm import ChatMessage, LLMChunk, LLMUsage
+from agentkit.providers.stt import Transcript
+
+__all__ = ["LLMCall", "ScriptedLLM", "ScriptedSTT", "ToneTTS"]
+
+
+class ScriptedSTT:
+    """Returns the scripted transcripts in order (the last one repeats); records each turn's audio."""
+
+    name = "scripted-stt"
+    sample_rate = 16000
+
+    def __init__(self, *texts: str, delay_s: float = 0.0) -> None:
+        self.texts = list(texts) or [""]
+        self.delay_s = delay_s
+        self.heard: list[AudioFrame] = []
+        self.fail_next: ProviderError | None = None
+        """Raised (once) by the next call instead of a transcript."""
+
+    async def warm_up(self) -> None:
+        return None
+
+    async def transcribe(self, audio: AudioFrame) -> Transcript:
+        self.heard.append(audio)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        index = min(len(self.heard) - 1, len(self.texts) - 1)
+        return Transcript(self.texts[index], audio.duration_s)
+
+
+@dataclass(frozen=True, slots=True)
+class LLMCall:
+    """What one `ScriptedLLM.stream` call was given."""
+
+    messages: tuple[ChatMessage, ...]
+    instructions: str
+
+
+class ScriptedLLM:
+    """Streams scripted replies word by word (the last reply repeats), `token_delay_s` apart.
+
+    `fail_next` raises before the first word; `fail_after_words` raises after that many words;
+    `stall_s` waits that long before the first word. Each takes effect on the next call only.
+    """
+
+    name = "scripted-llm"
+
+    def __init__(self, *replies: str, token_delay_s: float = 0.0) -> None:
+        self.replies = list(replies) or ["OK."]
+        self.token_delay_s = token_delay_s
+        self.calls: list[LLMCall] = []
+        self.closed_early = 0
+        """Calls that were closed before their reply was complete (barge-in)."""
+        self.fail_next: ProviderError | None = None
+        self.fail_after_words: int | None = None
+        self.stall_s = 0.0
+
+    async def warm_up(self) -> None:
+        return None
+
+    async def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
+        self.calls.append(LLMCall(tuple(messages), instructions))
+        reply = self.replies[min(len(self.calls) - 1, len(self.replies) - 1)]
+        error, self.fail_next = self.fail_next, None
+        fail_after, self.fail_after_words = self.fail_after_words, None
+        stall, self.stall_s = self.stall_s, 0.0
+        if stall:
+            await asyncio.sleep(stall)
+        if error is not None:
+            raise error
+        words = reply.split(" ")
+        complete = False
+        try:
+            for i, word in enumerate(words):
+                if fail_after is not None and i == fail_after:
+                    raise ProviderError("scripted failure mid-reply", retryable=True, provider=self.name)
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+                yield LLMChunk(text=word if i == 0 else " " + word)
+            complete = True
+            yield LLMChunk(
+                usage=LLMUsage(
+                    input_tokens=sum(len(m.text.split()) for m in messages), output_tokens=len(words)
+                )
+            )
+        finally:
+            if not complete:
+                self.closed_early += 1
+
+
+class ToneTTS:
+    """Speaks each text as a tone, `ms_per_char` milliseconds per character, in `frame_ms` frames.
+
+    Every sentence gets its own pitch (cycling through `pitches_hz`), so a test can tell from the
+    audio which sentence was playing. Records the texts it was given.
+    """
+
+    name = "tone-tts"
+
+    def __init__(
+        self,
+        *,
+        sample_rate: int = 24000,
+        ms_per_char: float = 60.0,
+        frame_ms: int = 100,
+        delay_s: float = 0.0,
+        pitches_hz: Sequence[float] = (220.0, 330.0, 440.0, 550.0),
+    ) -> None:
+        self.sample_rate = sample_rate
+        self.ms_per_char = ms_per_char
+        self.frame_ms = frame_ms
+        self.delay_s = delay_s
+        self.pitches_hz = tuple(pitches_hz)
+        self.texts: list[str] = []
+        self.fail_next: ProviderError | None = None
+
+    async def warm_up(self) -> None:
+        return None
+
+    def duration_s(self, text: str) -> float:
+        """Length of the audio `synthesize(text)` yields."""
+        return round(len(text) * self.ms_per_char * self.sample_rate / 1000) / self.sample_rate
+
+    async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
+        self.texts.append(text)
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        pitch = self.pitches_hz[(len(self.texts) - 1) % len(self.pitches_hz)]
+        total = round(len(text) * self.ms_per_char * self.sample_rate / 1000)
+        step = self.sample_rate * self.frame_ms // 1000
+        for start in range(0, total, step):
+            n = min(step, total - start)
+            t = (start + np.arange(n)) / self.sample_rate
+            yield AudioFrame((0.3 * np.sin(2 * np.pi * pitch * t)).astype(np.float32), self.sample_rate)
+            await asyncio.sleep(0)

@@ -1,0 +1,26 @@
+"""Claude on a voice call: Moonshine hears, Claude thinks, Kokoro speaks.
+
+    ANTHROPIC_API_KEY=... agentkit run agents/claude.py
+
+Cloud speech instead of local, chosen by environment variables:
+- `AGENTKIT_CLAUDE_STT=groq`: Groq Whisper (`GROQ_API_KEY`);
+- `AGENTKIT_CLAUDE_TTS=elevenlabs`: ElevenLabs (`ELEVENLABS_API_KEY`; `AGENTKIT_CLAUDE_VOICE_ID` picks
+  the voice).
+"""
+
+import os
+
+from agentkit import Agent, prompt
+from agentkit.providers import AnthropicLLM, ElevenLabsTTS, GroqSTT, KokoroTTS, MoonshineSTT
+
+GROQ_STT = os.environ.get("AGENTKIT_CLAUDE_STT") == "groq"
+ELEVENLABS_TTS = os.environ.get("AGENTKIT_CLAUDE_TTS") == "elevenlabs"
+ELEVENLABS_VOICE = os.environ.get("AGENTKIT_CLAUDE_VOICE_ID", "JBFqnCBsd6RMkjVDRZzb")  # a premade voice
+
+
+class Claude(Agent):
+    instructions = prompt("claude")
+    greeting = "Hi, I'm Claude. What can I do for you?"
+    stt = GroqSTT("whisper-large-v3-turbo") if GROQ_STT else MoonshineSTT("tiny")
+    llm = AnthropicLLM("claude-haiku-4-5", max_tokens=300)
+    tts = ElevenLabsTTS(voice_id=ELEVENLABS_VOICE) if ELEVENLABS_TTS else KokoroTTS(voice="af_heart")

@@ -1,0 +1,53 @@
+"""An Agent served by `create_app` over the WebSocket: transcripts and metrics reach the caller, the
+store keeps the conversation and serves it read-only as JSON, and the caller's id carries over."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from _server import live_server
+from conftest import speech
+
+from agentkit import Agent, Stream, TurnTakingOptions
+from agentkit.store import MemoryStore
+from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS, WebSocketCaller
+
+pytestmark = pytest.mark.slow
+
+
+class Served(Agent):
+    turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    greeting = "Welcome."
+
+
+async def test_agent_over_websocket_with_store_api(models_dir: object) -> None:
+    store = MemoryStore()
+    agent = Served(
+        stt=ScriptedSTT("Book a table for two."),
+        llm=ScriptedLLM("Done. Your table is booked."),
+        tts=ToneTTS(ms_per_char=10),
+        store=store,
+    )
+    async with live_server(Stream(agent)) as server:
+        async with WebSocketCaller(server.ws_url(), caller="guest-1") as caller:
+            await caller.wait_for_event("response_done", timeout_s=10)  # the greeting
+            await caller.play(speech("utt2"), tail_silence_s=0.6, realtime=False)
+            metrics = await caller.wait_for_event("metrics", timeout_s=10)
+            await caller.stop()
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            listing = (await http.get("/api/conversations", params={"caller": "guest-1"})).json()
+            assert len(listing["conversations"]) == 1
+            conversation_id = listing["conversations"][0]["id"]
+            detail = (await http.get(f"/api/conversations/{conversation_id}")).json()
+            missing = await http.get("/api/conversations/nope")
+    transcripts = [(e.data["role"], e.data["text"]) for e in caller.events_of("transcript")]
+    assert transcripts == [
+        ("assistant", "Welcome."),
+        ("user", "Book a table for two."),
+        ("assistant", "Done. Your table is booked."),
+    ]
+    assert metrics.data["turn_index"] == 0 and metrics.data["metrics"]["voice_to_voice_ms"] > 0
+    assert detail["conversation"]["caller"] == "guest-1" and detail["conversation"]["channel"] == "ws"
+    assert [m["text"] for m in detail["messages"]] == [t for _, t in transcripts]
+    assert len(detail["metrics"]) == 1 and detail["metrics"][0]["interrupted"] is False
+    assert missing.status_code == 404

@@ -1,0 +1,254 @@
+"""GroqSTT and ElevenLabsTTS through their real SDKs against the loopback fakes of their APIs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agentkit.audio import AudioFrame
+from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
+from agentkit.providers.stt import GroqSTT
+from agentkit.providers.tts import ElevenLabsTTS
+from agentkit.providers.tts._elevenlabs import PcmFramer
+from agentkit.testing import tone
+from agentkit.testing.fakes import FakeElevenLabs, FakeGroq, Reply
+from tests._cloud import KEY, isolate_cloud_env
+
+FAST_S = 0.3
+LSB = 1.0 / 32768.0  # one step of 16-bit PCM
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    isolate_cloud_env(monkeypatch, tmp_path)
+
+
+@pytest.fixture
+async def groq() -> AsyncIterator[FakeGroq]:
+    async with FakeGroq(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def stt(groq: FakeGroq) -> AsyncIterator[GroqSTT]:
+    provider = GroqSTT(language="en", api_key=KEY, base_url=groq.base_url, timeout_s=FAST_S)
+    yield provider
+    await provider.aclose()
+
+
+@pytest.fixture
+async def eleven() -> AsyncIterator[FakeElevenLabs]:
+    async with FakeElevenLabs(api_key=KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def tts(eleven: FakeElevenLabs) -> AsyncIterator[ElevenLabsTTS]:
+    provider = ElevenLabsTTS(voice_id="voice-1", api_key=KEY, base_url=eleven.base_url, timeout_s=FAST_S)
+    yield provider
+    await provider.aclose()
+
+
+def turn_audio() -> AudioFrame:
+    """0.6 s at 16 kHz: a tone, then a quieter, different one (so order and scale both matter)."""
+    first, second = tone(300, 0.3, amplitude=0.5), tone(700, 0.3, amplitude=0.2)
+    return AudioFrame(np.concatenate([first.samples, second.samples]), 16000)
+
+
+# -- GroqSTT ------------------------------------------------------------------------------------------
+
+
+async def test_transcribe_uploads_a_wav_of_the_turn(groq: FakeGroq, stt: GroqSTT) -> None:
+    groq.push(Reply(text="  What's the weather in Paris?  "))
+    audio = turn_audio()
+    transcript = await stt.transcribe(audio)
+    assert transcript.text == "What's the weather in Paris?"
+    assert transcript.audio_s == pytest.approx(0.6)
+    assert transcript.language == "en"
+    request = groq.requests[0]
+    assert request.path == "/openai/v1/audio/transcriptions"
+    assert request.form == {
+        "model": "whisper-large-v3-turbo",
+        "language": "en",
+        "response_format": "json",
+        "temperature": "0.0",
+    }
+    upload = request.files["file"]
+    assert upload.filename == "audio.wav"
+    assert upload.content_type == "audio/wav"
+    [heard] = groq.received_audio()
+    assert heard.sample_rate == 16000
+    assert heard.num_samples == audio.num_samples
+    assert np.max(np.abs(heard.samples - audio.samples)) <= LSB
+
+
+async def test_empty_turn_is_not_sent(groq: FakeGroq, stt: GroqSTT) -> None:
+    transcript = await stt.transcribe(AudioFrame.silence(0.0, 16000))
+    assert transcript.text == ""
+    assert transcript.audio_s == 0.0
+    assert groq.requests == []
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (401, False), (400, False)])
+async def test_transcription_errors_map_to_provider_errors(
+    groq: FakeGroq, stt: GroqSTT, status: int, retryable: bool
+) -> None:
+    groq.push(Reply(status=status))
+    with pytest.raises(ProviderError) as caught:
+        await stt.transcribe(turn_audio())
+    assert caught.value.retryable is retryable
+    assert caught.value.context == {"provider": "groq", "status": status}
+
+
+async def test_transcription_stall_times_out(groq: FakeGroq, stt: GroqSTT) -> None:
+    groq.push(Reply(stall_before_s=5.0))
+    async with asyncio.timeout(5):  # a guard against hanging, not a measurement
+        with pytest.raises(ProviderTimeoutError):
+            await stt.transcribe(turn_audio())
+
+
+async def test_transcription_cut_is_a_retryable_error(groq: FakeGroq, stt: GroqSTT) -> None:
+    groq.push(Reply(cut_after=0))
+    with pytest.raises(ProviderError) as caught:
+        await stt.transcribe(turn_audio())
+    assert not isinstance(caught.value, ProviderTimeoutError)
+    assert caught.value.retryable
+    assert groq.requests[0].outcome == "cut"
+
+
+async def test_stt_missing_key_names_the_variable() -> None:
+    stt = GroqSTT()
+    assert stt.sample_rate == 16000
+    with pytest.raises(ConfigError, match="GROQ_API_KEY"):
+        await stt.warm_up()
+
+
+# -- ElevenLabsTTS ------------------------------------------------------------------------------------
+
+
+async def test_synthesize_streams_the_pcm_as_frames(eleven: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
+    frames = [frame async for frame in tts.synthesize("Hello there, caller.")]
+    assert len(frames) > 1  # streamed, not one block at the end
+    assert all(f.sample_rate == 24000 and f.num_samples > 0 for f in frames)
+    position = 0
+    for frame in frames:
+        assert frame.timestamp_samples == position
+        position = frame.end_samples
+    received = AudioFrame.concat(frames)
+    [sent] = eleven.sent_audio
+    assert received.num_samples == sent.num_samples == round(len("Hello there, caller.") * 0.06 * 24000)
+    assert np.max(np.abs(received.samples - sent.samples)) <= LSB
+    request = eleven.requests[0]
+    assert request.path == "/v1/text-to-speech/voice-1/stream"
+    assert request.query == {"output_format": "pcm_24000"}
+    assert request.headers["xi-api-key"] == KEY
+    assert request.json() == {"text": "Hello there, caller.", "model_id": "eleven_flash_v2_5"}
+
+
+async def test_other_sample_rates_ask_for_their_pcm_format(eleven: FakeElevenLabs) -> None:
+    voice = tone(440, 0.25, sample_rate=16000)
+    eleven.push(Reply(audio=voice))
+    tts = ElevenLabsTTS(
+        api_key=KEY,
+        base_url=eleven.base_url,
+        sample_rate=16000,
+        model="eleven_turbo_v2_5",
+        language_code="de",
+    )
+    frames = [frame async for frame in tts.synthesize("Hi.")]
+    await tts.aclose()
+    assert eleven.requests[0].query["output_format"] == "pcm_16000"
+    assert eleven.requests[0].json() == {
+        "text": "Hi.",
+        "model_id": "eleven_turbo_v2_5",
+        "language_code": "de",
+    }
+    received = AudioFrame.concat(frames)
+    assert received.sample_rate == tts.sample_rate == 16000
+    assert np.max(np.abs(received.samples - voice.samples)) <= LSB
+
+
+async def test_blank_text_sends_nothing(eleven: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
+    assert [frame async for frame in tts.synthesize("  \n")] == []
+    assert eleven.requests == []
+
+
+@pytest.mark.parametrize(("status", "retryable"), [(429, True), (500, True), (401, False), (404, False)])
+async def test_tts_errors_map_to_provider_errors(
+    eleven: FakeElevenLabs, tts: ElevenLabsTTS, status: int, retryable: bool
+) -> None:
+    eleven.push(Reply(status=status))
+    with pytest.raises(ProviderError) as caught:
+        _ = [frame async for frame in tts.synthesize("Hello.")]
+    assert caught.value.retryable is retryable
+    assert caught.value.context == {"provider": "elevenlabs", "status": status}
+
+
+async def test_tts_wrong_key_is_refused(eleven: FakeElevenLabs) -> None:
+    tts = ElevenLabsTTS(api_key="wrong", base_url=eleven.base_url, timeout_s=FAST_S)
+    with pytest.raises(ProviderError, match="check the API key"):
+        _ = [frame async for frame in tts.synthesize("Hello.")]
+    await tts.aclose()
+
+
+@pytest.mark.parametrize("reply", [Reply(stall_before_s=5.0), Reply(stall_after=2, stall_s=5.0)])
+async def test_tts_stalls_time_out(eleven: FakeElevenLabs, tts: ElevenLabsTTS, reply: Reply) -> None:
+    eleven.push(reply)
+    async with asyncio.timeout(5):
+        with pytest.raises(ProviderTimeoutError):
+            _ = [frame async for frame in tts.synthesize("A sentence long enough for several chunks.")]
+
+
+async def test_tts_cut_stream_is_a_retryable_error(eleven: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
+    eleven.push(Reply(cut_after=3))
+    with pytest.raises(ProviderError) as caught:
+        _ = [frame async for frame in tts.synthesize("A sentence long enough for several chunks.")]
+    assert caught.value.retryable
+    assert not isinstance(caught.value, ProviderTimeoutError)
+
+
+async def test_closing_synthesis_early_hangs_up_on_the_server(
+    eleven: FakeElevenLabs, tts: ElevenLabsTTS
+) -> None:
+    eleven.push(Reply(chunk_delay_s=0.02))
+    stream = tts.synthesize("A long sentence that the caller is about to interrupt, rather rudely.")
+    first = await anext(stream)
+    await stream.aclose()
+    assert first.num_samples > 0
+    await eleven.wait_idle()
+    request = eleven.requests[0]
+    assert request.outcome == "disconnected"
+    assert request.chunks_sent < len(eleven.sent_audio[0].samples) // 2400
+
+
+async def test_tts_missing_key_names_the_variable() -> None:
+    tts = ElevenLabsTTS()
+    with pytest.raises(ConfigError, match="ELEVENLABS_API_KEY"):
+        await tts.warm_up()
+
+
+def test_tts_refuses_unsupported_sample_rates() -> None:
+    with pytest.raises(ValueError, match="sample_rate"):
+        ElevenLabsTTS(sample_rate=8000)
+    with pytest.raises(ValueError, match="voice_id"):
+        ElevenLabsTTS(voice_id="")
+
+
+def test_pcm_framer_carries_an_odd_byte_to_the_next_chunk() -> None:
+    samples = np.array([1000, -2000, 3000, -4000, 32767], dtype="<i2")
+    data = samples.tobytes()
+    framer = PcmFramer(24000)
+    frames = [framer.push(piece) for piece in (data[:1], data[1:5], data[5:])]
+    assert frames[0] is None  # half a sample: held back
+    assert framer.leftover_bytes == 0
+    kept = [f for f in frames if f is not None]
+    assert [f.num_samples for f in kept] == [2, 3]
+    assert [f.timestamp_samples for f in kept] == [0, 2]
+    expected = (samples.astype(np.float32) / 32768.0).tolist()
+    assert np.concatenate([f.samples for f in kept]).tolist() == expected
+    assert framer.push(b"\x01") is None
+    assert framer.leftover_bytes == 1

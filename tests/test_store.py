@@ -1,0 +1,511 @@
+"""The conversation store: one behavioural suite over every backend, the SQLite file's guarantees
+(durability across SIGKILL, several openers), `open_store` URLs, and the read-only JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from _store_writer import AGENT, CALLER, turn_metrics, turn_text
+from fastapi import FastAPI
+
+import agentkit.store
+from agentkit.exceptions import ConfigError
+from agentkit.store import (
+    SCHEMA_VERSION,
+    Conversation,
+    ConversationStore,
+    MemoryStore,
+    Role,
+    SQLiteStore,
+    StoredMessage,
+    TurnMetrics,
+    conversation_api,
+    open_store,
+)
+
+WRITER = Path(__file__).resolve().parent / "_store_writer.py"
+REPO = WRITER.parent.parent
+T0 = 1_700_000_000.0
+
+
+class StepClock:
+    """Unix seconds that advance by one second on every reading."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        self.t += 1.0
+        return self.t
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConversationStore]:
+    if request.param == "memory":
+        s: ConversationStore = MemoryStore(wall_clock=StepClock())
+    else:
+        s = SQLiteStore(tmp_path / "store.db", wall_clock=StepClock())
+    yield s
+    await s.aclose()
+
+
+def metrics_for(conversation_id: str, turn: int, **changes: object) -> TurnMetrics:
+    values = turn_metrics(conversation_id, turn).to_dict() | changes
+    return TurnMetrics.from_dict(values)
+
+
+async def add_turns(store: ConversationStore, conversation_id: str, texts: list[str]) -> list[StoredMessage]:
+    out = []
+    for i, text in enumerate(texts):
+        role: Role = "user" if i % 2 == 0 else "assistant"
+        out.append(await store.add_message(conversation_id, role, text, started_at=T0 + i))
+    return out
+
+
+# -- the behavioural suite, on every backend --------------------------------------------------------
+
+
+async def test_conversation_lifecycle(store: ConversationStore) -> None:
+    assert isinstance(store, ConversationStore)
+    a = await store.start_conversation("claude", "websocket")
+    b = await store.start_conversation("claude", "twilio", caller="+15550123", conversation_id="call-1")
+    assert len(a.id) == 32 and a.id != b.id
+    assert (b.id, b.agent, b.channel, b.caller, b.ended_at) == (
+        "call-1",
+        "claude",
+        "twilio",
+        "+15550123",
+        None,
+    )
+    assert b.started_at > a.started_at
+    assert await store.get_conversation("call-1") == b
+    assert await store.get_conversation("nope") is None
+
+    ended = await store.end_conversation("call-1")
+    assert ended.ended_at is not None and ended.ended_at > b.started_at
+    assert await store.end_conversation("call-1") == ended, "ending twice keeps the first end time"
+    assert await store.get_conversation("call-1") == ended
+    assert (await store.get_conversation(a.id)) == a
+
+    with pytest.raises(ValueError, match="already exists"):
+        await store.start_conversation("claude", "websocket", conversation_id="call-1")
+    with pytest.raises(KeyError):
+        await store.end_conversation("nope")
+
+
+async def test_messages_keep_their_order_and_fields(store: ConversationStore) -> None:
+    conv = await store.start_conversation("claude", "webrtc")
+    other = await store.start_conversation("claude", "webrtc")
+    texts = ["hello", "hi there", "what's the time?", "noon", "thanks"]
+    written = await add_turns(store, conv.id, texts)
+    await store.add_message(other.id, "user", "elsewhere", started_at=T0)
+    cut = await store.add_message(
+        conv.id, "assistant", "you're welc", started_at=T0 + 9, ended_at=T0 + 9.5, interrupted=True
+    )
+    stored = await store.messages(conv.id)
+    assert stored == [*written, cut]
+    assert [m.index for m in stored] == list(range(6))
+    assert [m.text for m in stored[:5]] == texts
+    assert (cut.role, cut.ended_at, cut.interrupted) == ("assistant", T0 + 9.5, True)
+    assert not stored[0].interrupted and stored[0].ended_at is None
+    assert [m.index for m in await store.messages(other.id)] == [0]
+    assert await store.messages("nope") == []
+    json.dumps([m.to_dict() for m in stored])
+
+
+async def test_message_errors_store_nothing(store: ConversationStore) -> None:
+    conv = await store.start_conversation("claude", "talk")
+    with pytest.raises(ValueError, match="role"):
+        await store.add_message(conv.id, "system", "x", started_at=T0)  # type: ignore[arg-type]
+    with pytest.raises(KeyError):
+        await store.add_message("nope", "user", "x", started_at=T0)
+    assert await store.messages(conv.id) == []
+    assert await store.messages("nope") == []
+
+
+async def test_concurrent_writers_get_distinct_consecutive_indexes(store: ConversationStore) -> None:
+    conv = await store.start_conversation("claude", "websocket")
+    written = await asyncio.gather(
+        *(store.add_message(conv.id, "user", f"m{i}", started_at=T0 + i) for i in range(20))
+    )
+    assert sorted(m.index for m in written) == list(range(20))
+    assert await store.messages(conv.id) == sorted(written, key=lambda m: m.index)
+
+
+async def test_metrics_round_trip_in_turn_order(store: ConversationStore) -> None:
+    conv = await store.start_conversation("claude", "twilio", caller="+15550123")
+    turns = [metrics_for(conv.id, i) for i in (2, 0, 1)]
+    for m in turns:
+        await store.add_metrics(m)
+    stored = await store.metrics(conv.id)
+    assert stored == sorted(turns, key=lambda m: m.turn_index)
+    assert stored[0].stt_ms is None and stored[0].tts_ttfa_ms is None and stored[1].interrupted
+    assert json.loads(json.dumps(stored[1].to_dict())) == stored[1].to_dict()
+    with pytest.raises(ValueError, match="already stored"):
+        await store.add_metrics(metrics_for(conv.id, 1, stt_ms=1.0))
+    assert (await store.metrics(conv.id))[1] == turns[2]
+    with pytest.raises(KeyError):
+        await store.add_metrics(metrics_for("nope", 0))
+    assert await store.metrics("nope") == []
+
+
+def test_records_reject_bad_values() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        metrics_for("c", 0, voice_to_voice_ms=float("nan"))
+    with pytest.raises(ValueError, match="turn_index"):
+        metrics_for("c", -1)
+    with pytest.raises(ValueError, match="role"):
+        StoredMessage("c", 0, "robot", "x", T0, None, False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="index"):
+        StoredMessage("c", -1, "user", "x", T0, None, False)
+    with pytest.raises(TypeError):
+        TurnMetrics.from_dict({"conversation_id": "c", "turn_index": 0})
+
+
+async def test_list_conversations_filters_and_pages(store: ConversationStore) -> None:
+    made: list[Conversation] = []
+    for i in range(7):
+        agent = "claude" if i % 2 == 0 else "groq"
+        made.append(await store.start_conversation(agent, "twilio", caller=f"+1555000{i % 3}"))
+    newest_first = made[::-1]
+    assert await store.list_conversations() == newest_first
+    assert await store.list_conversations(agent="claude") == [c for c in newest_first if c.agent == "claude"]
+    assert await store.list_conversations(caller="+15550001") == [
+        c for c in newest_first if c.caller == "+15550001"
+    ]
+    assert await store.list_conversations(agent="groq", caller="+15550000") == [made[3]]
+    assert await store.list_conversations(agent="nobody") == []
+
+    pages: list[list[Conversation]] = []
+    before = None
+    while page := await store.list_conversations(limit=3, before=before):
+        pages.append(page)
+        before = page[-1].started_at
+    assert [len(p) for p in pages] == [3, 3, 1]
+    assert [c for p in pages for c in p] == newest_first
+    assert await store.list_conversations(before=made[0].started_at) == []
+
+    for bad in (0, -1, 501):
+        with pytest.raises(ValueError, match="limit"):
+            await store.list_conversations(limit=bad)
+
+
+async def test_caller_history_spans_their_earlier_conversations_only(store: ConversationStore) -> None:
+    first = await store.start_conversation("claude", "twilio", caller="+15550123")
+    mine1 = await add_turns(store, first.id, ["my name is Ada", "hello Ada"])
+    await store.end_conversation(first.id)
+    other_agent = await store.start_conversation("groq", "twilio", caller="+15550123")
+    await add_turns(store, other_agent.id, ["not for claude"])
+    other_caller = await store.start_conversation("claude", "twilio", caller="+15550999")
+    await add_turns(store, other_caller.id, ["someone else"])
+    anonymous = await store.start_conversation("claude", "websocket")
+    await add_turns(store, anonymous.id, ["no caller id"])
+    second = await store.start_conversation("claude", "twilio", caller="+15550123")
+    mine2 = await add_turns(store, second.id, ["it's Ada again", "welcome back", "bye"])
+    now = await store.start_conversation("claude", "twilio", caller="+15550123")
+    current = await add_turns(store, now.id, ["hi"])
+
+    assert await store.caller_history("claude", "+15550123") == mine1 + mine2 + current
+    earlier = await store.caller_history("claude", "+15550123", exclude_conversation_id=now.id)
+    assert earlier == mine1 + mine2
+    assert await store.caller_history("claude", "+15550123", limit_messages=3) == [*mine2[1:], *current]
+    assert await store.caller_history("claude", "+15550123", limit_messages=0) == []
+    assert await store.caller_history("claude", "+15559999") == []
+    assert await store.caller_history("nobody", "+15550123") == []
+    with pytest.raises(ValueError, match="limit_messages"):
+        await store.caller_history("claude", "+15550123", limit_messages=-1)
+
+
+async def test_closed_store_refuses_calls(store: ConversationStore) -> None:
+    await store.start_conversation("claude", "websocket", conversation_id="c")
+    await store.aclose()
+    await store.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.get_conversation("c")
+    with pytest.raises(RuntimeError, match="closed"):
+        await store.add_message("c", "user", "x", started_at=T0)
+
+
+# -- the JSON API, on every backend ----------------------------------------------------------------
+
+
+@pytest.fixture
+async def api(store: ConversationStore) -> AsyncIterator[httpx.AsyncClient]:
+    app = FastAPI()
+    app.include_router(conversation_api(store))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+
+
+async def test_api_lists_conversations_with_filters_and_pages(
+    store: ConversationStore, api: httpx.AsyncClient
+) -> None:
+    made = [
+        await store.start_conversation("claude" if i < 3 else "groq", "twilio", caller=f"+1555{i % 2}")
+        for i in range(5)
+    ]
+    body = (await api.get("/api/conversations")).json()
+    assert body == {"conversations": [c.to_dict() for c in made[::-1]], "next_before": None}
+    body = (await api.get("/api/conversations", params={"agent": "claude", "caller": "+15550"})).json()
+    assert [c["id"] for c in body["conversations"]] == [made[2].id, made[0].id]
+
+    seen: list[str] = []
+    params: dict[str, str | int | float] = {"limit": 2}
+    while True:
+        page = (await api.get("/api/conversations", params=params)).json()
+        seen += [c["id"] for c in page["conversations"]]
+        if page["next_before"] is None:
+            break
+        params["before"] = page["next_before"]
+    assert seen == [c.id for c in made[::-1]]
+
+    for bad in ({"limit": 0}, {"limit": 501}, {"limit": "many"}, {"before": "nan"}, {"before": "soon"}):
+        response = await api.get("/api/conversations", params=bad)
+        assert response.status_code == 422, bad
+        assert "detail" in response.json()
+    assert (await api.get("/api/conversations", params={"limit": 500})).status_code == 200
+
+
+async def test_api_shows_one_conversation_or_404(store: ConversationStore, api: httpx.AsyncClient) -> None:
+    conv = await store.start_conversation("claude", "talk", caller="client-7")
+    messages = await add_turns(store, conv.id, ["hello", "hi"])
+    await store.add_metrics(metrics_for(conv.id, 0))
+    await store.end_conversation(conv.id)
+
+    response = await api.get(f"/api/conversations/{conv.id}")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["conversation"] == (await store.get_conversation(conv.id)).to_dict()  # type: ignore[union-attr]
+    assert body["messages"] == [m.to_dict() for m in messages]
+    assert body["metrics"] == [metrics_for(conv.id, 0).to_dict()]
+
+    missing = await api.get("/api/conversations/nope")
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/json"
+    assert missing.json() == {"detail": "no such conversation"}
+
+
+# -- SQLite: the file's guarantees -----------------------------------------------------------------
+
+
+async def test_sqlite_file_survives_reopening_and_has_its_schema(tmp_path: Path) -> None:
+    path = tmp_path / "deep" / "er" / "c.db"
+    first = SQLiteStore(path)
+    conv = await first.start_conversation("claude", "twilio", caller="+15550123")
+    written = await add_turns(first, conv.id, ["a", "b"])
+    await first.aclose()
+
+    second = SQLiteStore(path)
+    assert await second.get_conversation(conv.id) == conv
+    assert await second.messages(conv.id) == written
+    await second.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    db.close()
+
+
+async def test_two_stores_on_one_file_see_each_others_writes(tmp_path: Path) -> None:
+    a = SQLiteStore(tmp_path / "shared.db")
+    b = SQLiteStore(tmp_path / "shared.db")
+    try:
+        conv = await a.start_conversation("claude", "websocket", caller="x")
+        assert await b.get_conversation(conv.id) == conv
+        await b.add_message(conv.id, "user", "from b", started_at=T0)
+        assert [m.text for m in await a.messages(conv.id)] == ["from b"]
+        writes = [
+            s.add_message(conv.id, "assistant", f"{name}{i}", started_at=T0 + i)
+            for i in range(15)
+            for s, name in ((a, "a"), (b, "b"))
+        ]
+        await asyncio.gather(*writes)
+        stored = await a.messages(conv.id)
+        assert [m.index for m in stored] == list(range(31))
+        assert await b.messages(conv.id) == stored
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+def expected_lines(turns: int) -> list[str]:
+    """What the writer prints for `turns` complete turns."""
+    return [f"{what} {t}" for t in range(turns) for what in ("user", "assistant", "turn")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kill_after", ["turn 24", "user 25", "assistant 25"])
+def test_sigkill_loses_no_reported_write(kill_after: str, tmp_path: Path) -> None:
+    """Kill the writer right after it reports `kill_after`, i.e. while its next write is under way."""
+    path = tmp_path / "kill.db"
+    cid = uuid.uuid4().hex
+    script = expected_lines(26)
+    script = script[: script.index(kill_after) + 1]
+    # opened before the writer starts, so it also proves a second process's writes are visible
+    watcher = SQLiteStore(path)
+    # the checkout first on the path, whether or not agentkit is installed
+    pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    writer = subprocess.Popen(
+        [sys.executable, str(WRITER), str(path), cid],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=os.environ | {"PYTHONPATH": pythonpath},
+    )
+    try:
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == "started\n"
+        for expected in script:
+            assert writer.stdout.readline() == expected + "\n"
+        writer.send_signal(signal.SIGKILL)
+    finally:
+        writer.kill()
+        writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
+    assert writer.returncode == -signal.SIGKILL
+    turns = sum(line.startswith("turn ") for line in script)
+    reported_messages = len(script) - turns
+
+    async def check(store: SQLiteStore) -> None:
+        messages = await store.messages(cid)
+        metrics = await store.metrics(cid)
+        assert len(messages) >= reported_messages and len(metrics) >= turns
+        assert len(messages) <= reported_messages + 1 and len(metrics) <= turns + 1
+        assert [m.index for m in messages] == list(range(len(messages)))
+        for i, message in enumerate(messages[:reported_messages]):
+            turn, role = divmod(i, 2)
+            assert message.role == ("user", "assistant")[role]
+            assert message.text == turn_text(turn, message.role)
+            assert message.started_at == turn + 0.5 * role
+            assert message.interrupted == (role == 1 and turn % 2 == 1)
+        assert metrics[:turns] == [turn_metrics(cid, t) for t in range(turns)]
+        assert [c.id for c in await store.list_conversations(agent=AGENT, caller=CALLER)] == [cid]
+
+    async def main() -> None:
+        try:
+            await check(watcher)
+        finally:
+            await watcher.aclose()
+        reopened = SQLiteStore(path)
+        try:
+            await check(reopened)
+        finally:
+            await reopened.aclose()
+
+    asyncio.run(main())
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    db.close()
+
+
+# -- opening by URL, and bad places ----------------------------------------------------------------
+
+
+async def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AGENTKIT_STORE", raising=False)
+    opened = [
+        (open_store("memory://"), MemoryStore),
+        (open_store(), tmp_path / "agentkit-data" / "conversations.db"),
+        (open_store("sqlite:///rel/a.db"), tmp_path / "rel" / "a.db"),
+        (open_store(f"sqlite:///{tmp_path}/abs%20b.db?synchronous=full"), tmp_path / "abs b.db"),
+        (open_store("sqlite:///:memory:"), None),
+    ]
+    monkeypatch.setenv("AGENTKIT_STORE", "sqlite:///from-env.db")
+    opened.append((open_store(), tmp_path / "from-env.db"))
+    for store, expected in opened:
+        if expected is MemoryStore:
+            assert isinstance(store, MemoryStore)
+        else:
+            assert isinstance(store, SQLiteStore)
+            if expected is not None:
+                assert isinstance(expected, Path) and expected.is_file()
+        conv = await store.start_conversation("claude", "websocket")
+        assert await store.get_conversation(conv.id) == conv
+        await store.aclose()
+    assert opened[3][0].synchronous == "full"  # type: ignore[attr-defined]
+    assert opened[2][0].synchronous == "normal"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("url", "match"),
+    [
+        ("postgres://db/x", "unknown.*sqlite, memory"),
+        ("redis://:hunter2@127.0.0.1:6379/0", "not available yet"),
+        ("rediss://127.0.0.1", "not available yet"),
+        ("conversations.db", "needs a scheme"),
+        ("sqlite://host/x.db", "no host"),
+        ("sqlite:///", "names no file"),
+        ("sqlite:///x.db?journal=off", "unknown sqlite store option"),
+        ("sqlite:///x.db?synchronous=sometimes", "normal or full"),
+        ("memory://somewhere", "takes no path"),
+    ],
+)
+def test_open_store_rejects_bad_urls(
+    url: str, match: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=match) as caught:
+        open_store(url)
+    assert "hunter2" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unusable_paths_raise_config_error_naming_them(tmp_path: Path) -> None:
+    a_file = tmp_path / "plain.txt"
+    a_file.write_text("not a folder")
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"this is not an sqlite database at all" * 100)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE invoices (id INTEGER)")
+    db.close()
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    db.close()
+
+    cases = {
+        a_file / "c.db": "folder cannot be created",
+        tmp_path: "is a folder",
+        garbage: "not a database",
+        foreign: "something else",
+        newer: "newer than",
+    }
+    for path, reason in cases.items():
+        with pytest.raises(ConfigError, match=reason) as caught:
+            open_store(f"sqlite:///{path}")
+        assert str(path) in str(caught.value)
+        assert caught.value.context["path"] == str(path)
+    with pytest.raises(ConfigError, match="synchronous"):
+        SQLiteStore(tmp_path / "x.db", synchronous="off")  # type: ignore[arg-type]
+
+
+def test_exported_names() -> None:
+    assert set(agentkit.store.__all__) == {
+        "MAX_LIST_LIMIT",
+        "SCHEMA_VERSION",
+        "SUPPORTED_SCHEMES",
+        "Conversation",
+        "ConversationStore",
+        "MemoryStore",
+        "Role",
+        "SQLiteStore",
+        "StoredMessage",
+        "TurnMetrics",
+        "conversation_api",
+        "open_store",
+    }
+    for name in agentkit.store.__all__:
+        assert getattr(agentkit.store, name) is not None
