@@ -318,3 +318,23 @@ def test_bad_settings_and_provider_strings() -> None:
         Helper(stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS(), voice="x")
     with pytest.raises(ConfigError, match="unknown LLM provider 'openai/gpt'"):
         Helper(stt=ScriptedSTT(), llm="openai/gpt", tts=ToneTTS())
+
+
+async def test_logs_hold_no_words(models_dir: object, caplog: pytest.LogCaptureFixture) -> None:
+    """Failures are logged with the stage and error code, never with what was said."""
+    caplog.set_level("DEBUG", logger="agentkit")
+    stt = ScriptedSTT("my secret account number", "second secret question")
+    llm = ScriptedLLM("The private answer. More private words.")
+    llm.fail_after_words = 3
+    session, transport, _ = await start(
+        make_agent(stt=stt, llm=llm, tts=ToneTTS(ms_per_char=5), llm_retries=0)
+    )
+    try:
+        await feed(session, utterance())
+        await transport.wait_for("metrics", timeout_s=10)
+    finally:
+        await session.close()
+    logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
+    assert "failed" in logged  # the failure itself is logged...
+    for secret in ("secret", "account", "private", "answer"):
+        assert secret not in logged.lower()  # ...but none of the words

@@ -28,6 +28,7 @@ __all__ = ["ReplyTimings", "SpokenReply", "StageTimeouts", "speak"]
 logger = logging.getLogger(__name__)
 
 _SENTENCES_AHEAD = 4
+_FIRST_CLAUSE_CHARS = 24  # the first piece of a reply may end at a comma past this: earlier first audio
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +139,7 @@ async def speak(
     failure: list[BaseException] = []
 
     async def write() -> None:
-        splitter = SentenceSplitter(max_chars=max_sentence_chars)
+        splitter = SentenceSplitter(max_chars=max_sentence_chars, first_clause_chars=_FIRST_CLAUSE_CHARS)
         timings.llm_started_at = clock.now()
         try:
             async with contextlib.aclosing(text) as stream:  # type: ignore[type-var]

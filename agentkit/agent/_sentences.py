@@ -48,9 +48,16 @@ def _is_abbreviation(text: str, dot: int) -> bool:
 class SentenceSplitter:
     """Incremental sentence splitter for one reply (make a new one per reply)."""
 
-    def __init__(self, *, max_chars: int = 160, min_chars: int = 2) -> None:
+    def __init__(
+        self, *, max_chars: int = 160, min_chars: int = 2, first_clause_chars: int | None = None
+    ) -> None:
         self.max_chars = max_chars
         """A sentence longer than this is cut at its last clause boundary."""
+        self.first_clause_chars = first_clause_chars
+        """If set, the first piece of the reply ends at the first clause boundary past this many
+        characters: a shorter first piece means earlier first audio from a TTS that speaks whole
+        pieces."""
+        self._emitted = False
         self.min_chars = min_chars
         """Fragments shorter than this (a lone "-", say) are joined to the next sentence."""
         self._buffer = ""
@@ -60,15 +67,23 @@ class SentenceSplitter:
         """Add streamed text; return the sentences it completed, in order."""
         self._buffer += delta
         out: list[str] = []
-        while (cut := self._next_cut()) is not None:
-            self._emit(self._buffer[:cut], out)
-            self._buffer = self._buffer[cut:]
-            self._scanned = 0
+        while True:
+            cut = self._next_cut()
+            if not self._emitted and self.first_clause_chars is not None:
+                clause = self._first_clause_cut(self.first_clause_chars)
+                if clause is not None and (cut is None or clause < cut):
+                    cut = clause
+            if cut is None:
+                break
+            self._take(cut, out)
         while len(self._buffer) > self.max_chars and (cut := self._clause_cut()) is not None:
-            self._emit(self._buffer[:cut], out)
-            self._buffer = self._buffer[cut:]
-            self._scanned = 0
+            self._take(cut, out)
         return out
+
+    def _take(self, cut: int, out: list[str]) -> None:
+        self._emit(self._buffer[:cut], out)
+        self._buffer = self._buffer[cut:]
+        self._scanned = 0
 
     def flush(self) -> list[str]:
         """End of the reply: whatever is left, as a last sentence (or nothing)."""
@@ -86,6 +101,7 @@ class SentenceSplitter:
         if len(text) < self.min_chars and any(c.isalnum() for c in self._buffer[len(sentence) :]):
             return  # too short to say on its own; it stays with the next sentence
         out.append(text)
+        self._emitted = True
 
     def _next_cut(self) -> int | None:
         """Index just past the first decided sentence boundary in the buffer, if any."""
@@ -111,6 +127,13 @@ class SentenceSplitter:
         self._scanned = len(text)
         return None
 
+    def _first_clause_cut(self, min_chars: int) -> int | None:
+        """Index just past the first clause boundary at or beyond `min_chars`, if there is one."""
+        for match in _CLAUSE.finditer(self._buffer):
+            if match.end() >= min_chars:
+                return match.end()
+        return None
+
     def _clause_cut(self) -> int | None:
         """Index just past the last clause boundary within `max_chars`, if there is one."""
         window = self._buffer[: self.max_chars]
@@ -118,7 +141,7 @@ class SentenceSplitter:
         return cuts[-1] if cuts and cuts[-1] >= self.min_chars else None
 
 
-def split_sentences(text: str, *, max_chars: int = 160) -> list[str]:
+def split_sentences(text: str, *, max_chars: int = 160, first_clause_chars: int | None = None) -> list[str]:
     """Split a whole text the way a streamed one would be."""
-    splitter = SentenceSplitter(max_chars=max_chars)
+    splitter = SentenceSplitter(max_chars=max_chars, first_clause_chars=first_clause_chars)
     return splitter.push(text) + splitter.flush()
