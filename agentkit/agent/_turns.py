@@ -245,7 +245,7 @@ class AgentSession:
                 transcript = await stt.transcribe(audio)
         except TimeoutError:
             raise ProviderTimeoutError(f"STT took over {timeout_s:g} s", stage="stt") from None
-        reply.stt_ms = (clock.now() - started) * 1000
+        reply.stt_ms = round((clock.now() - started) * 1000, 1)
         return transcript.text
 
     async def _speak(self, reply: _Reply, text: AsyncIterator[Any]) -> None:

