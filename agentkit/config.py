@@ -9,6 +9,10 @@
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
 | `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | conversation store URL (`agentkit.store`) |
+| `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
+| `AGENTKIT_PUBLIC_URL` | unset | the server's public base URL (`https://agent.example`), for Twilio |
+| `TWILIO_AUTH_TOKEN` | unset | checks the `X-Twilio-Signature` of Twilio's webhooks |
+| `AGENTKIT_TWILIO_VALIDATE` | `1` | `0` accepts unsigned webhooks (local development only) |
 
 See `agentkit.models` for when models are downloaded. Settings are read when asked for
 (`load_settings()`), never cached at import time, so a changed environment takes effect at once.
@@ -18,9 +22,10 @@ The default conversation store file is relative to the current directory.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentkit.exceptions import ConfigError
 
@@ -46,6 +51,21 @@ class AgentkitSettings(BaseSettings):
     """Port `agentkit run` listens on."""
     store: str = "sqlite:///agentkit-data/conversations.db"
     """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db` or `memory://`."""
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Other sites whose pages may embed the web widget and connect (comma-separated; `*`: any)."""
+    public_url: str | None = None
+    """Base URL callers reach the server at (`https://agent.example`); None: from proxy headers."""
+    twilio_auth_token: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "AGENTKIT_TWILIO_AUTH_TOKEN")
+    )
+    """Twilio account's auth token (`TWILIO_AUTH_TOKEN`), which signs its webhook requests."""
+    twilio_validate: bool = True
+    """Check the signature of Twilio's webhook requests; turn off only for local development."""
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        return [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
 
 
 def load_settings() -> AgentkitSettings:

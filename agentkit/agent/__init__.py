@@ -3,6 +3,7 @@
 from agentkit.agent._agent import Agent
 from agentkit.agent._events import (
     AgentEvent,
+    DtmfReceived,
     ReplyFinished,
     ReplyInterrupted,
     ReplyStarted,
@@ -19,6 +20,7 @@ from agentkit.agent._sentences import SentenceSplitter, split_sentences
 __all__ = [
     "Agent",
     "AgentEvent",
+    "DtmfReceived",
     "ReplyFinished",
     "ReplyInterrupted",
     "ReplyStarted",

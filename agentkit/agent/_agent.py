@@ -25,7 +25,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 from agentkit._executor import run_audio_job
-from agentkit.agent._events import AgentEvent
+from agentkit.agent._events import AgentEvent, DtmfReceived
 from agentkit.agent._pipeline import StageTimeouts
 from agentkit.agent._turns import AgentSession
 from agentkit.audio import AudioFrame
@@ -119,6 +119,7 @@ class Agent(AsyncStreamHandler):
         self.output_sample_rate = self.tts_provider.sample_rate
         self._detector: TurnDetector | None = None
         self._conversation: AgentSession | None = None
+        self._event_tasks: set[asyncio.Task[None]] = set()  # `on_event` calls for keys pressed
 
     @property
     def agent_name(self) -> str:
@@ -156,6 +157,7 @@ class Agent(AsyncStreamHandler):
         clone = copy.copy(self)
         clone._detector = None
         clone._conversation = None
+        clone._event_tasks = set()
         return clone
 
     async def start_up(self) -> None:
@@ -171,6 +173,8 @@ class Agent(AsyncStreamHandler):
         await self._conversation.open()
 
     async def shutdown(self) -> None:
+        for task in list(self._event_tasks):
+            task.cancel()
         if self._conversation is not None:
             await self._conversation.close()
 
@@ -193,6 +197,18 @@ class Agent(AsyncStreamHandler):
     def on_playout(self, event: PlayoutEvent) -> None:
         if self._conversation is not None:
             self._conversation.on_playout(event)
+
+    def on_dtmf(self, digit: str) -> None:
+        """A phone key reaches `on_event` as `DtmfReceived` (in a task the agent owns)."""
+        task = asyncio.create_task(self._deliver(DtmfReceived(digit)), name="agent-dtmf")
+        self._event_tasks.add(task)
+        task.add_done_callback(self._event_tasks.discard)
+
+    async def _deliver(self, event: AgentEvent) -> None:
+        try:
+            await self.on_event(event)
+        except Exception:
+            logger.exception("%s: on_event failed for %s", self.agent_name, type(event).__name__)
 
     # -- the default LLM step ----------------------------------------------------------------------
     async def _llm_with_retry(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:

@@ -20,6 +20,7 @@ from agentkit.store import TurnMetrics
 
 __all__ = [
     "AgentEvent",
+    "DtmfReceived",
     "ReplyFinished",
     "ReplyInterrupted",
     "ReplyStarted",
@@ -103,6 +104,14 @@ class ReplyInterrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class DtmfReceived:
+    """The caller pressed a key on their phone (telephone transports only)."""
+
+    digit: str
+    """One of `0`-`9`, `*`, `#`, `A`-`D`."""
+
+
+@dataclass(frozen=True, slots=True)
 class TurnMetricsReady:
     """Latency and size figures of one finished (or interrupted) turn."""
 
@@ -118,4 +127,5 @@ AgentEvent: TypeAlias = (
     | ReplyFinished
     | ReplyInterrupted
     | TurnMetricsReady
+    | DtmfReceived
 )

@@ -161,8 +161,9 @@ async def speak(
                 await sentences.put(sentence)
         except ProviderError as exc:
             failure.append(exc)  # what is already queued is still spoken
-        finally:
-            await sentences.put(None)
+        # the speaker's stop sign; not in a `finally`: when cancelled, the queue may be full with
+        # nobody left to read it, and waiting for room there would stall the barge-in
+        await sentences.put(None)
 
     async def say() -> None:
         while (sentence := await sentences.get()) is not None:

@@ -9,17 +9,21 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from fastapi import FastAPI
 
 from agentkit.agent import Agent
+from agentkit.config import load_settings
+from agentkit.server._web import add_web_routes
 from agentkit.store import ConversationStore, conversation_api, open_store
 from agentkit.stream import Stream
+from agentkit.transports.twilio import add_twilio_routes
+from agentkit.transports.webrtc import RTCConfigSource, add_webrtc_routes
 from agentkit.transports.websocket import add_websocket_routes
 
-__all__ = ["create_app"]
+__all__ = ["add_web_routes", "create_app"]
 
 
 def create_app(
@@ -29,11 +33,24 @@ def create_app(
     fastrtc_input_sample_rate: int = 48000,
     fastrtc_output_sample_rate: int = 24000,
     title: str = "agentkit",
+    allowed_origins: Sequence[str] | None = None,
+    rtc_configuration: RTCConfigSource = None,
+    client_rtc_configuration: RTCConfigSource = None,
+    public_url: str | None = None,
+    validate_twilio_signatures: bool = True,
 ) -> FastAPI:
-    """A FastAPI app with `stream` mounted under `path` and a `/healthz` probe.
+    """A FastAPI app with `stream` mounted under `path`, the web client and a `/healthz` probe.
 
-    The app closes every open session on shutdown.
+    `allowed_origins`: other sites whose pages may embed the widget and connect (default:
+    `AGENTKIT_ALLOWED_ORIGINS`); the server's own pages and non-browser clients are always allowed.
+    `rtc_configuration` / `client_rtc_configuration`: the server's and the browser's ICE servers for
+    WebRTC (see `agentkit.transports.webrtc`; None: no STUN/TURN, host candidates only).
+    `public_url` / `validate_twilio_signatures`: for the Twilio webhook and media stream under
+    `/telephone` (see `agentkit.transports.twilio`; default `AGENTKIT_PUBLIC_URL`, checks on).
+    The app closes every open session and WebRTC peer connection on shutdown.
     """
+    if allowed_origins is None:
+        allowed_origins = load_settings().allowed_origins
 
     agent = stream.handler if isinstance(stream.handler, Agent) else None
     owned_store: ConversationStore | None = None
@@ -47,6 +64,7 @@ def create_app(
         try:
             yield
         finally:
+            await webrtc_peers.aclose()
             await stream.aclose()
             if owned_store is not None:
                 await owned_store.aclose()
@@ -60,6 +78,24 @@ def create_app(
         prefix=path.rstrip("/"),
         fastrtc_input_sample_rate=fastrtc_input_sample_rate,
         fastrtc_output_sample_rate=fastrtc_output_sample_rate,
+        allowed_origins=allowed_origins,
+    )
+    webrtc_peers = add_webrtc_routes(
+        app,
+        stream,
+        prefix=path.rstrip("/"),
+        rtc_configuration=rtc_configuration,
+        client_rtc_configuration=client_rtc_configuration,
+        allowed_origins=allowed_origins,
+    )
+    app.state.webrtc_peers = webrtc_peers
+    add_web_routes(app, allowed_origins=allowed_origins, prefix=path.rstrip("/"))
+    add_twilio_routes(
+        app,
+        stream,
+        public_url=public_url,
+        validate_signatures=validate_twilio_signatures,
+        prefix=path.rstrip("/") + "/telephone",
     )
 
     @app.get("/healthz")

@@ -164,6 +164,14 @@ class _HandlerBase(abc.ABC):
         """
         del event  # the default ignores playout
 
+    def on_dtmf(self, digit: str) -> None:
+        """Called by the session when the caller presses a phone key (`0`-`9`, `*`, `#`, `A`-`D`).
+
+        Only telephone transports (Twilio) deliver keys. Runs on the event loop and must not block;
+        the default ignores keys.
+        """
+        del digit
+
     @abc.abstractmethod
     def copy(self) -> Self:
         """A fresh handler for a new session (state must not be shared between callers)."""

@@ -22,7 +22,7 @@ import numpy as np
 from agentkit._executor import run_audio_job
 from agentkit.audio import AudioFrame, Samples, StreamingResampler, mulaw_decode, pcm16_to_float
 from agentkit.clock import Clock, MonotonicClock
-from agentkit.exceptions import AudioFormatError, TransportClosedError
+from agentkit.exceptions import AudioFormatError, ProtocolError, TransportClosedError
 from agentkit.stream._events import (
     AdditionalOutputsEvent,
     ErrorEvent,
@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 
 Codec = Literal["pcm_s16le", "mulaw"]
 FRAME_MS = 20
+DTMF_DIGITS = frozenset("0123456789*#ABCD")
+"""The keys of a phone keypad (A-D exist on some), as `Session.receive_dtmf` accepts them."""
 _CLOSE_TIMEOUT_S = 2.0
 _POLL_S = 0.02
 
@@ -261,6 +263,15 @@ class Session:
             await self.handler.receive(frame)
         else:
             await asyncio.to_thread(self.handler.receive, frame)
+
+    async def receive_dtmf(self, digit: str) -> None:
+        """Take one key the caller pressed; raises `ProtocolError` for anything but a phone key."""
+        if digit not in DTMF_DIGITS:
+            raise ProtocolError("a DTMF digit is one of 0-9, *, #, A-D", num_chars=len(digit))
+        try:
+            self.handler.on_dtmf(digit)
+        except Exception:
+            logger.exception("session %s: handler on_dtmf failed", self.id)
 
     def _convert_input(self, payload: bytes, codec: Codec) -> Samples:
         return self._in_resampler.process(_decode(payload, codec))

@@ -1,4 +1,5 @@
-"""Test and benchmark helpers: a real-time WebSocket caller, synthetic signals, in-process provider
+"""Test and benchmark helpers: a real-time WebSocket caller, a Twilio phone-call simulator
+(`TwilioCaller`), synthetic signals, in-process provider
 fakes (`ScriptedSTT`, `ScriptedLLM`, `ToneTTS`) and local fake servers for the cloud APIs.
 
 Fakes, not mocks: these speak the real wire protocols over real sockets on loopback.
@@ -6,6 +7,7 @@ Fakes, not mocks: these speak the real wire protocols over real sockets on loopb
 
 from agentkit.testing._providers import LLMCall, ScriptedLLM, ScriptedSTT, ToneTTS
 from agentkit.testing._signals import concat, rms_dbfs, silence, speech_bounds, tone
+from agentkit.testing._twilio_caller import TwilioCaller, WebhookAnswer, sign_twilio_request
 from agentkit.testing._ws_caller import (
     CallRefusedError,
     PlayResult,
@@ -29,9 +31,12 @@ __all__ = [
     "ScriptedLLM",
     "ScriptedSTT",
     "ToneTTS",
+    "TwilioCaller",
     "WebSocketCaller",
+    "WebhookAnswer",
     "concat",
     "rms_dbfs",
+    "sign_twilio_request",
     "silence",
     "speech_bounds",
     "tone",

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import base64
+import binascii
 import contextlib
 import json
 import logging
 from typing import Any
 
+import numpy as np
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from agentkit.audio import Samples, mulaw_encode
 from agentkit.exceptions import (
     AgentkitError,
     AudioFormatError,
@@ -28,6 +32,19 @@ CLOSE_POLICY = 1008  # time limit
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_LATER = 1013  # over capacity
+
+
+def samples_to_mulaw(samples: Samples) -> bytes:
+    """Float samples in [-1, 1) as G.711 mu-law bytes (the base64 JSON protocols' audio)."""
+    return mulaw_encode((samples.clip(-1.0, 32767 / 32768) * 32768).astype(np.int16))
+
+
+def media_payload(message: dict[str, Any]) -> bytes | None:
+    """The audio of a `{"media": {"payload": BASE64}}` message; None when it is missing or not base64."""
+    try:
+        return base64.b64decode(message["media"]["payload"], validate=True)
+    except (KeyError, TypeError, ValueError, binascii.Error):
+        return None
 
 
 class WebSocketConnection(abc.ABC):

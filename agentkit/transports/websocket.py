@@ -8,14 +8,13 @@ side-by-side benchmark) work unchanged.
 from __future__ import annotations
 
 import base64
-import binascii
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from starlette.websockets import WebSocket
 
-from agentkit.audio import Samples, check_sample_rate, float_to_pcm16, mulaw_encode
+from agentkit.audio import Samples, check_sample_rate, float_to_pcm16
 from agentkit.exceptions import AudioFormatError
 from agentkit.stream._events import (
     ErrorEvent,
@@ -26,7 +25,13 @@ from agentkit.stream._events import (
     StartedTalking,
     Stopped,
 )
-from agentkit.transports._ws_common import WebSocketConnection
+from agentkit.transports._origin import OriginPolicy
+from agentkit.transports._ws_common import (
+    CLOSE_POLICY,
+    WebSocketConnection,
+    media_payload,
+    samples_to_mulaw,
+)
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -144,7 +149,7 @@ class FastRTCConnection(WebSocketConnection):
         self._out_rate = output_sample_rate
 
     def encode_audio(self, samples: Samples) -> bytes:
-        return mulaw_encode((samples.clip(-1.0, 32767 / 32768) * 32768).astype(np.int16))
+        return samples_to_mulaw(samples)
 
     async def send_audio(self, payload: bytes) -> None:
         await self.send_json({"event": "media", "media": {"payload": base64.b64encode(payload).decode()}})
@@ -185,9 +190,8 @@ class FastRTCConnection(WebSocketConnection):
             if self.session is None:
                 await self.report("not_started", "send a start message before media")
                 return
-            try:
-                payload = base64.b64decode(message["media"]["payload"], validate=True)
-            except (KeyError, TypeError, binascii.Error):
+            payload = media_payload(message)
+            if payload is None:
                 await self.report("bad_media", "media.payload must be base64 mu-law audio")
                 return
             await self.feed(payload, "mulaw")
@@ -204,13 +208,32 @@ def add_websocket_routes(
     prefix: str = "",
     fastrtc_input_sample_rate: int = 48000,
     fastrtc_output_sample_rate: int = 24000,
+    allowed_origins: Sequence[str] | None = None,
 ) -> None:
-    """Mount `{prefix}/ws` (native) and `{prefix}/websocket/offer` (FastRTC-compatible)."""
+    """Mount `{prefix}/ws` (native) and `{prefix}/websocket/offer` (FastRTC-compatible).
+
+    With `allowed_origins` (a list, possibly empty), a browser page may connect only from the server's
+    own origin or a listed one (`"*"`: any); others are refused before the handshake completes (HTTP
+    403). Connections without an `Origin` header (non-browser clients) are always allowed. `None`
+    checks nothing.
+    """
+    policy = OriginPolicy.of(allowed_origins)
+
+    async def refused(websocket: WebSocket) -> bool:
+        origin = websocket.headers.get("origin")
+        if policy is None or policy.allows(origin, websocket.headers.get("host")):
+            return False
+        logger.info("websocket: refused a connection from origin %.100s", origin)
+        await websocket.close(CLOSE_POLICY)  # before accept: the client's handshake fails with 403
+        return True
 
     async def native(websocket: WebSocket) -> None:
-        await NativeConnection(websocket, stream).run()
+        if not await refused(websocket):
+            await NativeConnection(websocket, stream).run()
 
     async def fastrtc(websocket: WebSocket) -> None:
+        if await refused(websocket):
+            return
         connection = FastRTCConnection(
             websocket,
             stream,

@@ -1,0 +1,216 @@
+"""One Twilio Media Stream (`<Connect><Stream>`, bidirectional) around a `Session`.
+
+In: `connected`, `start` (must carry the one-time token from the TwiML), `media` (base64 mu-law
+8 kHz, any length), `dtmf`, `mark` (Twilio played our audio up to that mark), `stop`.
+Out: `media` (mu-law 8 kHz, one 20 ms frame per message, paced in real time by the session), a `mark`
+every `mark_interval_ms` of reply audio and at the end of each reply, and `clear` on barge-in.
+
+Twilio does not understand agentkit's own events (errors, transcripts), so those stay server-side:
+problems are logged (without numbers or audio) and fatal ones close the socket with a code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from agentkit.audio import Samples
+from agentkit.exceptions import ProtocolError
+from agentkit.stream._events import Event, Interrupted, ResponseDone
+from agentkit.transports._twilio_webhook import TOKEN_PARAMETER, CallTokens
+from agentkit.transports._ws_common import CLOSE_POLICY, WebSocketConnection, media_payload, samples_to_mulaw
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from agentkit.stream import Stream
+
+__all__ = ["TwilioConnection"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_RATE = 8000
+CLOSE_UNSUPPORTED = 1003
+_MAX_PENDING_MARKS = 256
+
+
+class TwilioConnection(WebSocketConnection):
+    """Twilio's Media Streams protocol on one WebSocket."""
+
+    protocol = "twilio"
+    bytes_per_sample = 1
+    start_timeout_s = 10.0
+    """A stream that has not sent a valid `start` by then is closed (1008): no idle sockets pile up."""
+
+    def __init__(
+        self, websocket: WebSocket, stream: Stream, tokens: CallTokens, *, mark_interval_ms: int = 500
+    ) -> None:
+        super().__init__(websocket, stream)
+        self._tokens = tokens
+        self._mark_interval_ms = mark_interval_ms
+        self.stream_sid: str | None = None
+        self.call_sid: str | None = None
+        self._reply_ms = 0.0  # reply audio sent since the reply began
+        self._unmarked_ms = 0.0  # reply audio sent since the last mark
+        self._mark_count = 0
+        self._pending_marks: deque[tuple[str, int]] = deque()  # (name, reply ms up to it), oldest first
+        self.heard_ms = 0
+        """Reply audio Twilio confirmed as played (by its `mark` echoes), for the current reply."""
+        self.complaints: dict[str, int] = {}
+        """How often each kind of bad input was seen (only the first of each kind is logged)."""
+
+    async def run(self) -> None:
+        watchdog = asyncio.create_task(self._require_start(), name="twilio-start-timeout")
+        try:
+            await super().run()
+        finally:
+            watchdog.cancel()
+            await asyncio.wait({watchdog})
+
+    async def _require_start(self) -> None:
+        await asyncio.sleep(self.start_timeout_s)
+        if self.session is None:
+            await self.report("no_start", "no valid start message in time", fatal=True)
+            await self.close(CLOSE_POLICY, "no start message")
+
+    # -- Transport -------------------------------------------------------------------------------
+    def encode_audio(self, samples: Samples) -> bytes:
+        return samples_to_mulaw(samples)
+
+    async def send_audio(self, payload: bytes) -> None:
+        message = {"event": "media", "streamSid": self.stream_sid, "media": {"payload": _b64(payload)}}
+        await self.send_json(message)
+        duration_ms = len(payload) * 1000 / SAMPLE_RATE
+        self._reply_ms += duration_ms
+        self._unmarked_ms += duration_ms
+        if self._unmarked_ms >= self._mark_interval_ms:
+            await self._send_mark()
+
+    async def send_event(self, event: Event) -> None:
+        if isinstance(event, Interrupted):
+            # control beats data: Twilio drops its buffered audio; marks of that audio no longer count
+            self._pending_marks.clear()
+            self._reply_ms = self._unmarked_ms = 0.0
+            self.heard_ms = 0
+            if self.stream_sid is not None:
+                await self.send_json({"event": "clear", "streamSid": self.stream_sid})
+        elif isinstance(event, ResponseDone):
+            await self._send_mark(end=True)
+            self._reply_ms = self._unmarked_ms = 0.0
+        # everything else is agentkit's own vocabulary, which Twilio would reject
+
+    async def _send_mark(self, *, end: bool = False) -> None:
+        if self.stream_sid is None:
+            return
+        self._mark_count += 1
+        name = f"{'end' if end else 'm'}-{self._mark_count}"
+        if len(self._pending_marks) >= _MAX_PENDING_MARKS:
+            self._pending_marks.popleft()
+        self._pending_marks.append((name, round(self._reply_ms)))
+        self._unmarked_ms = 0.0
+        await self.send_json({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    # -- messages from Twilio --------------------------------------------------------------------
+    async def on_bytes(self, data: bytes) -> None:
+        await self.report("binary_frame", "Twilio sends JSON text messages only", fatal=True)
+        await self.close(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
+
+    async def on_message(self, message: dict[str, Any]) -> None:
+        kind = message.get("event")
+        if kind == "media":
+            await self._on_media(message)
+        elif kind == "mark":
+            self._on_mark(message)
+        elif kind == "start":
+            await self._on_start(message)
+        elif kind == "dtmf":
+            await self._on_dtmf(message)
+        elif kind == "stop":
+            logger.info("twilio: stream stopped by Twilio (call %s)", self.call_sid)
+            await self.close(1000, "stopped")
+        elif kind != "connected":
+            await self.complain("unknown_event", f"unknown event {str(kind)[:40]!r}")
+
+    async def complain(self, code: str, message: str) -> None:
+        """Log bad input once per kind (Twilio sends 50 messages a second) and count every one."""
+        seen = self.complaints.get(code, 0)
+        self.complaints[code] = seen + 1
+        if not seen:
+            await self.report(code, message)
+
+    async def _on_start(self, message: dict[str, Any]) -> None:
+        if self.session is not None:
+            await self.complain("already_started", "a second start message was ignored")
+            return
+        start = message.get("start")
+        start = start if isinstance(start, dict) else {}
+        params = start.get("customParameters")
+        params = params if isinstance(params, dict) else {}
+        grant = self._tokens.redeem(params.get(TOKEN_PARAMETER))
+        if grant is None:
+            await self.report("bad_token", "the session token is missing, wrong, expired or used", fatal=True)
+            await self.close(CLOSE_POLICY, "invalid session token")
+            return
+        media_format = start.get("mediaFormat")
+        if isinstance(media_format, dict) and (
+            media_format.get("encoding", "audio/x-mulaw") != "audio/x-mulaw"
+            or str(media_format.get("sampleRate", SAMPLE_RATE)) != str(SAMPLE_RATE)
+        ):
+            await self.report("bad_media_format", "only audio/x-mulaw at 8000 Hz is supported", fatal=True)
+            await self.close(CLOSE_UNSUPPORTED, "unsupported media format")
+            return
+        stream_sid, call_sid = message.get("streamSid") or start.get("streamSid"), start.get("callSid")
+        self.stream_sid = str(stream_sid)[:64] if stream_sid else None
+        self.call_sid = str(call_sid)[:64] if call_sid else grant.call_sid
+        if self.stream_sid is None:
+            await self.report("bad_start", "start carries no streamSid", fatal=True)
+            await self.close(CLOSE_POLICY, "no streamSid")
+            return
+        await self.open_session(
+            input_sample_rate=SAMPLE_RATE,
+            output_sample_rate=SAMPLE_RATE,
+            session_id=None,
+            caller=grant.caller,
+        )
+
+    async def _on_media(self, message: dict[str, Any]) -> None:
+        if self.session is None:
+            await self.complain("not_started", "media before a valid start message was dropped")
+            return
+        media = message.get("media")
+        if isinstance(media, dict) and media.get("track", "inbound") != "inbound":
+            return  # only the caller's side is ours to hear
+        payload = media_payload(message)
+        if payload is None:
+            await self.complain("bad_media", "media.payload must be base64 mu-law audio")
+            return
+        await self.feed(payload, "mulaw")
+
+    async def _on_dtmf(self, message: dict[str, Any]) -> None:
+        dtmf = message.get("dtmf")
+        digit = dtmf.get("digit") if isinstance(dtmf, dict) else None
+        if self.session is None:
+            await self.complain("not_started", "dtmf before a valid start message was dropped")
+            return
+        try:
+            await self.session.receive_dtmf(digit if isinstance(digit, str) else "")
+        except ProtocolError:
+            await self.complain("bad_dtmf", "dtmf.digit must be one phone key")
+
+    def _on_mark(self, message: dict[str, Any]) -> None:
+        mark = message.get("mark")
+        name = mark.get("name") if isinstance(mark, dict) else None
+        names = [n for n, _ in self._pending_marks]
+        if name not in names:
+            return  # a mark of audio dropped by `clear` (Twilio echoes those too), or not ours
+        for _ in range(names.index(name) + 1):
+            _, self.heard_ms = self._pending_marks.popleft()
+        if name.startswith("end-"):
+            self.heard_ms = 0  # the next reply starts from zero
+
+
+def _b64(payload: bytes) -> str:
+    return base64.b64encode(payload).decode("ascii")

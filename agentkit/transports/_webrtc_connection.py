@@ -1,0 +1,280 @@
+"""`WebRTCConnection`: one browser peer (aiortc `RTCPeerConnection`) carrying one `Session`.
+
+The connection is the session's `Transport`. Its `run()` task owns the lifecycle: wait for the peer
+to connect (closed after `connect_timeout_s` otherwise), start the session and the receive loop, then
+wait for the end: the peer fails, closes, stays disconnected past `disconnect_grace_s`, sends `stop`,
+the session hits its time limit, or the server shuts down. Whatever the end, the session is closed,
+the tasks are cancelled, the tracks stopped and the peer connection closed.
+
+Events travel as JSON on the data channel the client opens; until it is open they wait in a bounded
+queue (oldest dropped and counted).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import json
+import logging
+from typing import Any, Literal
+
+import av
+from aiortc import RTCDataChannel, RTCPeerConnection
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from agentkit.audio import Samples, float_to_pcm16
+from agentkit.exceptions import AudioFormatError, TransportClosedError
+from agentkit.stream import Session, Stream
+from agentkit.stream._events import (
+    ErrorEvent,
+    Event,
+    Interrupted,
+    PauseDetected,
+    ResponseDone,
+    ResponseStarting,
+    Stopped,
+)
+from agentkit.transports._webrtc_media import OutgoingAudioTrack, frame_to_mono_pcm16
+
+__all__ = ["CallState", "WebRTCConnection"]
+
+logger = logging.getLogger(__name__)
+
+CallState = Literal["listening", "thinking", "speaking"]
+_DRAIN_TIMEOUT_S = 0.5
+_MAX_PENDING_EVENTS = 64
+
+
+class WebRTCConnection:
+    """The `Transport` of one WebRTC session; see the module docstring for its lifecycle."""
+
+    protocol = "webrtc"
+    bytes_per_sample = 2
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        connect_timeout_s: float = 15.0,
+        disconnect_grace_s: float = 5.0,
+        outgoing: OutgoingAudioTrack | None = None,
+    ) -> None:
+        self.stream = stream
+        self.pc: RTCPeerConnection | None = None
+        self.session: Session | None = None
+        self.outgoing = outgoing or OutgoingAudioTrack()
+        self.channel: RTCDataChannel | None = None
+        self.end_reason: str | None = None
+        """Why the connection ended (`client_stop`, `connect_timeout`, `failed`, ...); None while live."""
+        self.state: CallState | None = None
+        self.dropped_events = 0
+        self._connect_timeout_s = connect_timeout_s
+        self._disconnect_grace_s = disconnect_grace_s
+        self._remote_track: MediaStreamTrack | None = None
+        self._pending: collections.deque[str] = collections.deque()
+        self._wake = asyncio.Event()
+        self._connected = False
+        self._closing = False
+        self._receive_task: asyncio.Task[None] | None = None
+
+    def attach(self, pc: RTCPeerConnection, session: Session) -> None:
+        """Listen to the peer connection's events; call before `setRemoteDescription`."""
+        self.pc, self.session = pc, session
+        pc.on("connectionstatechange", self._on_connection_state)
+        pc.on("track", self._on_track)
+        pc.on("datachannel", self._on_datachannel)
+
+    # -- Transport (used by the session) ---------------------------------------------------------
+    def encode_audio(self, samples: Samples) -> bytes:
+        return float_to_pcm16(samples)
+
+    async def send_audio(self, payload: bytes) -> None:
+        if self._closing:
+            raise TransportClosedError("the peer connection is closing")
+        self.outgoing.put(payload)
+        self._set_state("speaking")
+
+    async def send_event(self, event: Event) -> None:
+        if isinstance(event, Interrupted):
+            self.outgoing.clear()  # barge-in: nothing queued may still reach the caller's ear
+        self._send_json(event.to_json())
+        if isinstance(event, ResponseDone | Interrupted):
+            self._set_state("listening")
+        elif isinstance(event, PauseDetected | ResponseStarting):
+            self._set_state("thinking")
+
+    async def close(self, code: int, reason: str) -> None:
+        """End from the server side (the session's time limit); `run()` does the cleanup."""
+        logger.debug("webrtc: server-side close (%d %s)", code, reason)
+        self.end("time_limit" if code == 1008 else "server_close")
+
+    # -- events on the data channel --------------------------------------------------------------
+    def _set_state(self, state: CallState) -> None:
+        if state != self.state:
+            self.state = state
+            self._send_json({"type": "state", "state": state})
+
+    def _send_json(self, message: dict[str, Any]) -> None:
+        text = json.dumps(message)
+        channel = self.channel
+        if channel is not None and channel.readyState == "open":
+            channel.send(text)
+            return
+        if len(self._pending) >= _MAX_PENDING_EVENTS:
+            self._pending.popleft()
+            self.dropped_events += 1
+        self._pending.append(text)
+
+    def _on_datachannel(self, channel: RTCDataChannel) -> None:
+        if self.channel is not None:
+            logger.debug("webrtc: ignoring extra data channel")
+            return
+        self.channel = channel
+        channel.on("message", self._on_message)
+        if channel.readyState == "open":
+            self._flush_pending()
+        else:
+            channel.on("open", self._flush_pending)
+
+    def _flush_pending(self) -> None:
+        channel = self.channel
+        while self._pending and channel is not None and channel.readyState == "open":
+            channel.send(self._pending.popleft())
+
+    def _on_message(self, message: str | bytes) -> None:
+        size = len(message.encode() if isinstance(message, str) else message)
+        if size > self.stream.max_message_bytes:
+            self._report("message_too_large", f"message of {size} bytes is over the limit")
+            return
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            self._report("bad_json", "message is not valid JSON")
+            return
+        kind = parsed.get("type") if isinstance(parsed, dict) else None
+        if kind == "input":
+            args = parsed.get("args", [])
+            if not isinstance(args, list):
+                self._report("bad_input", "input args must be a list")
+            elif self.session is not None:
+                self.session.set_args(tuple(args))
+        elif kind == "stop":
+            self._send_json(Stopped(reason="client_stop").to_json())
+            self.end("client_stop")
+        elif kind == "ping":
+            self._send_json({"type": "pong", "id": parsed.get("id")})
+        else:
+            self._report("unknown_message", f"unknown message type {str(kind)[:40]!r}")
+
+    def _report(self, code: str, message: str) -> None:
+        logger.info("webrtc: %s error (%s)", code, message)
+        self._send_json(ErrorEvent(code=code, message=message).to_json())
+
+    # -- peer connection events ------------------------------------------------------------------
+    def _on_connection_state(self) -> None:
+        assert self.pc is not None
+        state = self.pc.connectionState
+        logger.debug("webrtc: connection state %s", state)
+        if state == "connected":
+            self._connected = True
+        elif state in ("failed", "closed"):
+            self.end(state)
+        self._wake.set()
+
+    def _on_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio" and self._remote_track is None:
+            self._remote_track = track
+
+    def end(self, reason: str) -> None:
+        """Ask `run()` to finish (the first reason given is kept)."""
+        if self.end_reason is None:
+            self.end_reason = reason
+        self._wake.set()
+
+    # -- the connection's life -------------------------------------------------------------------
+    async def run(self) -> None:
+        """The whole life of the connection; returns once everything it owned is closed."""
+        try:
+            if await self._wait_connected():
+                assert self.session is not None
+                await self.session.start()
+                self._set_state("listening")
+                if self._remote_track is not None:
+                    self._receive_task = asyncio.create_task(
+                        self._receive(self._remote_track), name=f"webrtc-{self.session.id[:8]}-receive"
+                    )
+                logger.info("webrtc: session %s connected", self.session.id)
+                await self._wait_end()
+        finally:
+            await self._cleanup()
+
+    async def _wait_connected(self) -> bool:
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
+                while not self._connected and self.end_reason is None:
+                    self._wake.clear()
+                    await self._wake.wait()
+        except TimeoutError:
+            logger.info("webrtc: peer did not connect within %.0f s", self._connect_timeout_s)
+            self.end("connect_timeout")
+        return self.end_reason is None
+
+    async def _wait_end(self) -> None:
+        assert self.pc is not None
+        while self.end_reason is None:
+            self._wake.clear()
+            grace = self._disconnect_grace_s if self.pc.connectionState == "disconnected" else None
+            try:
+                await asyncio.wait_for(self._wake.wait(), grace)
+            except TimeoutError:
+                self.end("disconnected")
+
+    async def _receive(self, track: MediaStreamTrack) -> None:
+        assert self.session is not None
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                logger.debug("webrtc: the caller's track ended")
+                return
+            if self.stream.mode == "receive":
+                continue  # the caller only listens
+            try:
+                if not isinstance(frame, av.AudioFrame):
+                    raise AudioFormatError("expected decoded audio frames")
+                if frame.sample_rate != self.session.input_sample_rate:
+                    raise AudioFormatError("unexpected sample rate", sample_rate=frame.sample_rate)
+                await self.session.receive_audio(frame_to_mono_pcm16(frame), "pcm_s16le")
+            except AudioFormatError as exc:
+                self._report(exc.code, exc.message)
+                return
+
+    async def _cleanup(self) -> None:
+        self._closing = True
+        task, self._receive_task = self._receive_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.wait([task])  # not `await task`: our own cancellation must still propagate
+        if self.session is not None:
+            await self.session.close(self.end_reason or "client_stop")
+        self.outgoing.stop()
+        if self.end_reason == "server_shutdown":
+            self._send_json(Stopped(reason="server_shutdown").to_json())
+        await self._drain_channel()
+        if self.pc is not None:
+            await self.pc.close()
+        logger.info("webrtc: connection closed (%s)", self.end_reason)
+
+    async def _drain_channel(self) -> None:
+        """Give the last events (`stopped`, `error`) a moment to leave before the transport goes."""
+        channel = self.channel
+        if channel is None or channel.readyState != "open" or self.end_reason in ("failed", "closed"):
+            return
+        if channel.bufferedAmount == 0:
+            return
+        drained = asyncio.Event()
+        channel.bufferedAmountLowThreshold = 0
+        channel.on("bufferedamountlow", drained.set)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(drained.wait(), _DRAIN_TIMEOUT_S)

@@ -1,0 +1,123 @@
+"""Telephony through Twilio: a voice webhook that answers with TwiML, and the Media Stream it opens.
+
+```python
+app = FastAPI()
+add_twilio_routes(app, stream)  # POST /telephone/incoming, WS /telephone/media
+```
+
+Point the phone number's "A call comes in" webhook at `https://PUBLIC_HOST/telephone/incoming`.
+The webhook checks `X-Twilio-Signature` with `TWILIO_AUTH_TOKEN` against the URL Twilio requested
+(`AGENTKIT_PUBLIC_URL` + the path, or the `X-Forwarded-Proto`/`X-Forwarded-Host` of the proxy in
+front), answers `<Connect><Stream url="wss://PUBLIC_HOST/telephone/media">` with the caller, the
+called number and a one-time token as `<Parameter>`s, and the media stream must present that token
+in its `start` message within a minute. See docs/telephony.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from fastapi import Request, Response
+from starlette.websockets import WebSocket
+
+from agentkit.config import load_settings
+from agentkit.transports._twilio_media import TwilioConnection
+from agentkit.transports._twilio_webhook import (
+    CallGrant,
+    CallTokens,
+    SignatureCheck,
+    media_stream_twiml,
+    parse_form,
+    public_base_url,
+    websocket_url,
+)
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from agentkit.stream import Stream
+
+__all__ = ["CallGrant", "CallTokens", "TwilioConnection", "add_twilio_routes"]
+
+logger = logging.getLogger(__name__)
+
+MAX_WEBHOOK_BYTES = 64 * 1024
+"""Twilio's voice webhook bodies are a few hundred bytes; anything far larger is refused."""
+
+
+def add_twilio_routes(
+    app: FastAPI,
+    stream: Stream,
+    *,
+    public_url: str | None = None,
+    validate_signatures: bool = True,
+    prefix: str = "/telephone",
+    auth_token: str | None = None,
+    tokens: CallTokens | None = None,
+) -> CallTokens:
+    """Mount `POST {prefix}/incoming` (Twilio's voice webhook) and `WS {prefix}/media`.
+
+    `public_url`: the base URL Twilio reaches the server at (default `AGENTKIT_PUBLIC_URL`; unset:
+    trust the proxy's `X-Forwarded-Proto`/`X-Forwarded-Host`). `auth_token`: the Twilio auth token
+    that signs webhooks (default `TWILIO_AUTH_TOKEN`). Signatures are checked unless
+    `validate_signatures=False` or `AGENTKIT_TWILIO_VALIDATE=0`, which logs a warning: only for local
+    development. Returns the one-time token book the two routes share.
+    """
+    settings = load_settings()
+    public_url = public_url or settings.public_url
+    if auth_token is None and settings.twilio_auth_token is not None:
+        auth_token = settings.twilio_auth_token.get_secret_value()
+    validate = validate_signatures and settings.twilio_validate
+    signatures = SignatureCheck(auth_token)
+    book = tokens or CallTokens()
+    prefix = prefix.rstrip("/")
+    if not validate:
+        logger.warning(
+            "twilio: webhook signatures are NOT checked; anyone can start calls (development only)"
+        )
+    elif not signatures.configured:
+        logger.info("twilio: TWILIO_AUTH_TOKEN is not set; every webhook request will get 403")
+
+    async def incoming(request: Request) -> Response:
+        body = await _read_body(request)
+        if body is None:
+            logger.warning("twilio: refused a webhook request over %d bytes", MAX_WEBHOOK_BYTES)
+            return Response("request too large", status_code=413, media_type="text/plain")
+        form = parse_form(body)
+        base = public_base_url(public_url, request.headers, request.url.scheme, request.url.netloc)
+        if validate:
+            url = base + f"{prefix}/incoming" + (f"?{request.url.query}" if request.url.query else "")
+            signature = request.headers.get("x-twilio-signature")
+            if not signatures.valid(url, form, signature):
+                logger.warning(
+                    "twilio: refused a webhook request with %s signature",
+                    "an invalid" if signature else "no",
+                )
+                return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
+        caller, called = form.get("From") or None, form.get("To") or None
+        token = book.issue(caller=caller, called=called, call_sid=form.get("CallSid") or None)
+        logger.info("twilio: incoming call %.64s answered with a media stream", form.get("CallSid", "?"))
+        twiml = media_stream_twiml(
+            websocket_url(base, f"{prefix}/media"), token=token, caller=caller, called=called
+        )
+        return Response(twiml, media_type="text/xml")
+
+    async def media(websocket: WebSocket) -> None:
+        await TwilioConnection(websocket, stream, book).run()
+
+    app.add_api_route(f"{prefix}/incoming", incoming, methods=["POST"], include_in_schema=False)
+    app.add_api_websocket_route(f"{prefix}/media", media)
+    return book
+
+
+async def _read_body(request: Request) -> bytes | None:
+    """The request body, or None once it grows over `MAX_WEBHOOK_BYTES`."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_WEBHOOK_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,290 @@
+"""WebRTC transport on aiortc: `POST {prefix}/webrtc/offer` and `GET {prefix}/webrtc/config`.
+
+The browser posts its SDP offer and gets the answer once the server's ICE candidates are gathered
+(no trickle ICE: the answer holds every candidate). Audio is Opus both ways; events travel as JSON
+on a data channel the client opens (docs/webrtc.md). `WebRTCPeers` owns every peer connection and
+closes them all on server shutdown.
+
+ICE servers: the server's own come from `rtc_configuration`, the browser's from
+`client_rtc_configuration`. Each may be an `RTCConfiguration`, a dict in the browser's shape
+(`{"iceServers": [{"urls": ..., "username": ..., "credential": ...}]}`) or a callable (sync or async)
+returning either, called for every offer (short-lived TURN credentials). None means no STUN or TURN
+server at all: host candidates only (aiortc itself would default to a public STUN server).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSender, RTCSessionDescription
+from aiortc.exceptions import InvalidAccessError, OperationError
+from aiortc.sdp import SessionDescription
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
+from agentkit.transports._origin import OriginPolicy
+from agentkit.transports._webrtc_connection import CallState, WebRTCConnection
+from agentkit.transports._webrtc_media import WEBRTC_SAMPLE_RATE, OutgoingAudioTrack, frame_to_mono_pcm16
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from agentkit.stream import Stream
+
+__all__ = [
+    "CallState",
+    "OutgoingAudioTrack",
+    "RTCConfigSource",
+    "WebRTCConnection",
+    "WebRTCPeers",
+    "add_webrtc_routes",
+    "frame_to_mono_pcm16",
+    "resolve_rtc_configuration",
+]
+
+logger = logging.getLogger(__name__)
+
+_ConfigValue: TypeAlias = RTCConfiguration | dict[str, Any] | None
+RTCConfigSource: TypeAlias = _ConfigValue | Callable[[], _ConfigValue] | Callable[[], Awaitable[_ConfigValue]]
+"""Where ICE servers come from: a value, or a (sync or async) callable returning one per offer."""
+
+MAX_SDP_CHARS = 32 * 1024
+_MAX_ID_CHARS = 128
+_CLOSE_TIMEOUT_S = 5.0
+
+
+async def resolve_rtc_configuration(source: RTCConfigSource) -> RTCConfiguration:
+    """The `RTCConfiguration` that `source` stands for; no ICE servers unless it names some."""
+    value: Any = source() if callable(source) else source
+    if inspect.isawaitable(value):
+        value = await value
+    if value is None:
+        return RTCConfiguration(iceServers=[])
+    if isinstance(value, RTCConfiguration):
+        if value.iceServers is None:  # aiortc would fall back to a public STUN server
+            return RTCConfiguration(
+                iceServers=[], iceTransportPolicy=value.iceTransportPolicy, bundlePolicy=value.bundlePolicy
+            )
+        return value
+    if isinstance(value, dict):
+        servers = value.get("iceServers", [])
+        if not isinstance(servers, list):
+            raise ConfigError("iceServers must be a list")
+        return RTCConfiguration(iceServers=[_ice_server(s) for s in servers])
+    raise ConfigError("an RTC configuration must be an RTCConfiguration, a dict or None")
+
+
+def _ice_server(entry: Any) -> RTCIceServer:
+    if isinstance(entry, RTCIceServer):
+        return entry
+    if not isinstance(entry, dict) or not isinstance(entry.get("urls"), str | list):
+        raise ConfigError("each ICE server needs `urls` (a string or a list of strings)")
+    return RTCIceServer(
+        urls=entry["urls"], username=entry.get("username"), credential=entry.get("credential")
+    )
+
+
+def ice_servers_json(config: RTCConfiguration) -> list[dict[str, Any]]:
+    """ICE servers in the browser's `RTCConfiguration.iceServers` shape."""
+    servers = []
+    for server in config.iceServers or []:
+        entry: dict[str, Any] = {"urls": server.urls}
+        if server.username is not None:
+            entry["username"] = server.username
+        if server.credential is not None:
+            entry["credential"] = server.credential
+        servers.append(entry)
+    return servers
+
+
+class OfferRefused(Exception):
+    """An offer answered with an HTTP error instead of an SDP answer."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> JSONResponse:
+        return JSONResponse({"error": self.code, "message": self.message}, status_code=self.status)
+
+
+def _optional_id(body: dict[str, Any], key: str) -> str | None:
+    value = body.get(key)
+    if value is not None and (not isinstance(value, str) or not 0 < len(value) <= _MAX_ID_CHARS):
+        raise OfferRefused(400, "bad_offer", f"{key} must be a string of 1 to {_MAX_ID_CHARS} characters")
+    return value
+
+
+def _check_offer_sdp(sdp: Any) -> str:
+    """Refuse what cannot become a voice call before any peer connection exists."""
+    if not isinstance(sdp, str) or not sdp.startswith("v=0"):
+        raise OfferRefused(400, "bad_sdp", "sdp must be an SDP offer (starting with v=0)")
+    if len(sdp) > MAX_SDP_CHARS:
+        raise OfferRefused(400, "bad_sdp", f"sdp is over {MAX_SDP_CHARS} characters")
+    try:
+        parsed = SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc's parser raises assorted errors for malformed lines
+        raise OfferRefused(400, "bad_sdp", "sdp could not be parsed") from exc
+    audio = [m for m in parsed.media if m.kind == "audio"]
+    if not audio:
+        raise OfferRefused(400, "no_audio", "the offer has no audio m-line")
+    if not any(c.mimeType.lower() == "audio/opus" for m in audio for c in m.rtp.codecs):
+        raise OfferRefused(400, "no_opus", "the offer's audio does not include the Opus codec")
+    return sdp
+
+
+class WebRTCPeers:
+    """Every WebRTC connection of one stream, each with its `run()` task; `aclose()` ends them all."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        *,
+        rtc_configuration: RTCConfigSource = None,
+        connect_timeout_s: float = 15.0,
+        disconnect_grace_s: float = 5.0,
+    ) -> None:
+        self.stream = stream
+        self._rtc_configuration = rtc_configuration
+        self._connect_timeout_s = connect_timeout_s
+        self._disconnect_grace_s = disconnect_grace_s
+        self._tasks: dict[asyncio.Task[None], WebRTCConnection] = {}
+        self._closed = False
+
+    @property
+    def connections(self) -> list[WebRTCConnection]:
+        return list(self._tasks.values())
+
+    async def answer(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Answer an offer body (see `add_webrtc_routes`); raises `OfferRefused`."""
+        if self._closed:
+            raise OfferRefused(503, "shutting_down", "the server is shutting down")
+        if body.get("type") != "offer":
+            raise OfferRefused(400, "bad_offer", "type must be 'offer'")
+        sdp = _check_offer_sdp(body.get("sdp"))
+        session_id, caller = _optional_id(body, "session_id"), _optional_id(body, "caller")
+        connection = WebRTCConnection(
+            self.stream,
+            connect_timeout_s=self._connect_timeout_s,
+            disconnect_grace_s=self._disconnect_grace_s,
+        )
+        try:
+            session = self.stream.open_session(
+                connection,
+                input_sample_rate=WEBRTC_SAMPLE_RATE,
+                output_sample_rate=WEBRTC_SAMPLE_RATE,
+                session_id=session_id,
+                channel=connection.protocol,
+                caller=caller,
+            )
+        except CapacityError as exc:
+            raise OfferRefused(503, exc.code, exc.message) from None
+        except ProtocolError as exc:
+            raise OfferRefused(409, "session_exists", exc.message) from None
+        try:
+            pc = RTCPeerConnection(await resolve_rtc_configuration(self._rtc_configuration))
+        except BaseException:
+            await session.close("error")
+            raise
+        connection.attach(pc, session)
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            _prefer_opus(pc)
+            pc.addTrack(connection.outgoing)
+            await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
+        except BaseException as exc:
+            connection.end("bad_offer")
+            await connection.run()  # closes the session and the peer connection at once
+            if isinstance(exc, ValueError | AssertionError | InvalidAccessError | OperationError):
+                raise OfferRefused(400, "bad_sdp", f"the offer was not accepted: {exc}"[:200]) from None
+            raise
+        task = asyncio.create_task(connection.run(), name=f"webrtc-{session.id[:8]}")
+        self._tasks[task] = connection
+        task.add_done_callback(self._task_done)
+        logger.info("webrtc: answered an offer for session %s", session.id)
+        return {"sdp": pc.localDescription.sdp, "type": "answer", "session_id": session.id}
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("webrtc: connection task failed", exc_info=task.exception())
+
+    async def aclose(self) -> None:
+        """Close every peer connection (server shutdown); later offers are refused."""
+        self._closed = True
+        for connection in self._tasks.values():
+            connection.end("server_shutdown")
+        tasks = list(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending)
+
+
+def _prefer_opus(pc: RTCPeerConnection) -> None:
+    """Answer with Opus only: the session is opened at its 48 kHz."""
+    opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
+    for transceiver in pc.getTransceivers():
+        if transceiver.kind == "audio":
+            transceiver.setCodecPreferences(opus)
+
+
+def add_webrtc_routes(
+    app: FastAPI,
+    stream: Stream,
+    *,
+    prefix: str = "",
+    rtc_configuration: RTCConfigSource = None,
+    client_rtc_configuration: RTCConfigSource = None,
+    connect_timeout_s: float = 15.0,
+    disconnect_grace_s: float = 5.0,
+    allowed_origins: Sequence[str] | None = None,
+) -> WebRTCPeers:
+    """Mount `POST {prefix}/webrtc/offer` and `GET {prefix}/webrtc/config`; returns the peer registry.
+
+    Call `await peers.aclose()` on shutdown (`create_app` does). The offer body is
+    `{"sdp", "type": "offer", "session_id"?, "caller"?}`; the answer `{"sdp", "type": "answer",
+    "session_id"}`. Refusals are JSON `{"error": code, "message"}`: 400 (`bad_json`, `bad_offer`,
+    `bad_sdp`, `no_audio`, `no_opus`), 403 (`origin_not_allowed`: with `allowed_origins`, a browser page
+    from another origin than the server's or a listed one), 409 (`session_exists`), 503
+    (`over_capacity`, `shutting_down`).
+    """
+    policy = OriginPolicy.of(allowed_origins)
+    peers = WebRTCPeers(
+        stream,
+        rtc_configuration=rtc_configuration,
+        connect_timeout_s=connect_timeout_s,
+        disconnect_grace_s=disconnect_grace_s,
+    )
+
+    async def offer(request: Request) -> JSONResponse:
+        origin = request.headers.get("origin")
+        if policy is not None and not policy.allows(origin, request.headers.get("host")):
+            logger.info("webrtc: refused an offer from origin %.100s", origin)
+            return OfferRefused(403, "origin_not_allowed", "this page may not open a session").response()
+        try:
+            body = await request.json()
+        except ValueError:
+            return OfferRefused(400, "bad_json", "the body must be a JSON object").response()
+        if not isinstance(body, dict):
+            return OfferRefused(400, "bad_json", "the body must be a JSON object").response()
+        try:
+            return JSONResponse(await peers.answer(body))
+        except OfferRefused as refusal:
+            logger.info("webrtc: offer refused (%s)", refusal.code)
+            return refusal.response()
+
+    async def config() -> JSONResponse:
+        resolved = await resolve_rtc_configuration(client_rtc_configuration)
+        return JSONResponse({"iceServers": ice_servers_json(resolved)})
+
+    app.add_api_route(f"{prefix}/webrtc/offer", offer, methods=["POST"])
+    app.add_api_route(f"{prefix}/webrtc/config", config, methods=["GET"])
+    return peers

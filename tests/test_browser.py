@@ -1,0 +1,303 @@
+"""The web client in a real browser: Debian's chromium, headless, driven by Playwright, with a fake
+microphone that speaks a recording, against an Agent (scripted STT and LLM, tone TTS, real VAD)
+served by `create_app`.
+
+The talk page: the caller's turn is heard, both sides of the conversation appear, the reply's audio
+really plays through Web Audio, and the latency readout shows the turn's figures. The widget: embedded
+by a page of another origin (a second loopback server), it talks when that origin is on the allow-list
+and says it is not allowed, opening no session, when it is not.
+
+Never `playwright install`: the test needs `/usr/bin/chromium` (apt package `chromium`).
+Set AGENTKIT_WEB_SCREENSHOT=path to save a screenshot of the talk page after the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from _server import LiveServer, live_server
+from conftest import speech
+from playwright.async_api import Browser, async_playwright
+
+from agentkit import Agent, Stream, TurnTakingOptions
+from agentkit.audio import AudioFrame, write_wav
+from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/usr/bin/chromium").exists(), reason="needs Debian's chromium"),
+]
+
+CHROMIUM = "/usr/bin/chromium"
+WAIT_MS = 30_000  # generous for a busy 2-core machine; every wait is for a page state
+USER_SAYS = "Book a table for two."
+AGENT_SAYS = "Done. Your table is booked."
+
+
+class Served(Agent):
+    turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    greeting = "Welcome."
+
+
+def _agent() -> Served:
+    return Served(stt=ScriptedSTT(USER_SAYS), llm=ScriptedLLM(AGENT_SAYS), tts=ToneTTS(ms_per_char=10))
+
+
+def _mic_file(directory: Path, *utterances: tuple[float, str]) -> Path:
+    """The fake microphone's recording (48 kHz): each utterance after its silence in seconds, then
+    12 s of silence (chromium plays the file once: `%noloop`)."""
+    parts = []
+    for silence_s, name in utterances:
+        parts += [np.zeros(round(48000 * silence_s), np.float32), speech(name, 48000).samples]
+    path = directory / "mic.wav"
+    write_wav(path, AudioFrame(np.concatenate([*parts, np.zeros(48000 * 12, np.float32)]), 48000))
+    return path
+
+
+@contextlib.asynccontextmanager
+async def chromium(mic: Path, *, grant_microphone: bool = True) -> AsyncIterator[Browser]:
+    """Headless chromium with a fake microphone and a fresh temporary profile (Playwright makes one
+    per launch and deletes it); always closed, whatever the test did. Without `grant_microphone`
+    the permission prompt is not faked away, and Playwright dismisses it: access is denied."""
+    args = [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--autoplay-policy=no-user-gesture-required",
+        "--use-fake-device-for-media-stream",
+        f"--use-file-for-fake-audio-capture={mic}%noloop",
+    ]
+    if grant_microphone:
+        args.append("--use-fake-ui-for-media-stream")
+    async with async_playwright() as pw:
+        launched = await pw.chromium.launch(executable_path=CHROMIUM, args=args, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Chromium whose microphone says one sentence after 1.5 s."""
+    async with chromium(_mic_file(tmp_path, (1.5, "utt2"))) as launched:
+        yield launched
+
+
+@dataclass
+class Site:
+    """A second web site on another loopback port: answers every request with `html`."""
+
+    port: int = 0
+    html: str = ""
+
+
+@contextlib.asynccontextmanager
+async def page_server() -> AsyncIterator[Site]:
+    site = Site()
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            body = site.html.encode()
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n"
+            writer.write(head.encode() + b"Connection: close\r\n\r\n" + body)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    site.port = int(server.sockets[0].getsockname()[1])
+    try:
+        yield site
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def _conversations(server: LiveServer) -> int:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        return len((await http.get("/api/conversations")).json()["conversations"])
+
+
+async def test_talk_page_turn(browser: Browser, models_dir: Path) -> None:
+    async with live_server(Stream(_agent(), concurrency_limit=1)) as server:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{server.http_url}/")
+        await page.get_by_role("button", name="Start talking").click()
+
+        transcript = page.locator("#transcript")
+        await transcript.locator("[data-role=user]").filter(has_text=USER_SAYS).wait_for(timeout=WAIT_MS)
+        played_before_reply = await page.evaluate("window.agentkitClient.stats.samplesPlayed")
+        reply = transcript.locator("[data-role=assistant]").filter(has_text=AGENT_SAYS)
+        await reply.wait_for(timeout=WAIT_MS)
+        await page.wait_for_function(
+            "([before]) => window.agentkitClient.stats.samplesPlayed > before"
+            " && window.agentkitClient.state === 'listening'",
+            arg=[played_before_reply],
+            timeout=WAIT_MS,
+        )
+        stats = await page.evaluate("({...window.agentkitClient.stats})")
+        output_rate = await page.evaluate("window.agentkitClient._playCtx.sampleRate")
+        latency = await page.locator("#latency-voice_to_voice_ms").text_content()
+        lines = await transcript.locator("li").evaluate_all(
+            "items => items.map(li => [li.dataset.role, li.querySelector('.text').textContent])"
+        )
+        state = await page.locator("#state").text_content()
+        if os.environ.get("AGENTKIT_WEB_SCREENSHOT"):
+            await page.set_viewport_size({"width": 720, "height": 440})
+            await page.screenshot(path=os.environ["AGENTKIT_WEB_SCREENSHOT"])
+
+        # a second caller while the only place is taken
+        second = await browser.new_page()
+        await second.goto(f"{server.http_url}/")
+        await second.get_by_role("button", name="Start talking").click()
+        await second.locator("#error[data-code=over_capacity]").wait_for(timeout=WAIT_MS)
+        busy = await second.locator("#error").text_content()
+        await second.close()
+
+        await page.get_by_role("button", name="Stop").click()
+        await page.get_by_role("button", name="Start talking").wait_for(timeout=WAIT_MS)
+        assert await page.locator("#state").text_content() == "Not connected"
+
+    # the server is gone
+    await page.get_by_role("button", name="Start talking").click()
+    await page.locator("#error[data-code=no_connection]").wait_for(timeout=WAIT_MS)
+    gone = await page.locator("#error").text_content()
+    await page.get_by_role("button", name="Start talking").wait_for(timeout=WAIT_MS)
+    await page.close()
+
+    assert lines == [["assistant", "Welcome."], ["user", USER_SAYS], ["assistant", AGENT_SAYS]]
+    # the greeting's and the reply's tones (10 ms a character) went through Web Audio, all of them
+    tone_s = len("Welcome." + AGENT_SAYS) * 0.010
+    assert stats["samplesPlayed"] == stats["samplesReceived"] >= 0.95 * tone_s * output_rate
+    assert stats["rms"] > 0.05 and stats["peakRms"] >= stats["rms"]
+    assert latency is not None and latency.endswith(" ms") and int(latency.split()[0]) > 0
+    assert state == "Listening"
+    assert busy is not None and "busy" in busy
+    assert gone is not None and "Cannot reach the agent" in gone
+    assert errors == []
+
+
+async def test_talk_page_mic_denied(tmp_path: Path) -> None:
+    mic = _mic_file(tmp_path, (1.5, "utt2"))
+    async with chromium(mic, grant_microphone=False) as launched, live_server(Stream(_agent())) as server:
+        page = await launched.new_page()
+        await page.goto(f"{server.http_url}/")
+        await page.get_by_role("button", name="Start talking").click()
+        error = page.locator("#error[data-code=mic_denied]")
+        await error.wait_for(timeout=WAIT_MS)
+        message = await error.text_content()
+        await page.get_by_role("button", name="Start talking").wait_for(timeout=WAIT_MS)
+        state = await page.locator("#state").get_attribute("data-state")
+        await page.close()
+        sessions = await _conversations(server)
+
+    assert message is not None and "Microphone access was denied" in message
+    assert state == "idle" and sessions == 0
+
+
+WIDGET_PAGE = """<!doctype html><html lang="en"><head><title>A shop</title></head>
+<body><h1>A shop</h1><script type="module" src="{server}/widget.js" data-auto></script></body></html>"""
+
+
+OPEN_WEBSOCKET = """url => new Promise(resolve => {
+  const ws = new WebSocket(url);
+  ws.onopen = () => { resolve("open"); ws.close(); };
+  ws.onclose = (e) => resolve(`closed ${e.code}`);
+})"""
+
+
+async def test_widget_on_another_origin(browser: Browser, models_dir: Path) -> None:
+    async with page_server() as site:
+        # the same site under two origins: 127.0.0.1 is on the allow-list, localhost is not
+        allowed, refused = f"http://127.0.0.1:{site.port}", f"http://localhost:{site.port}"
+        async with live_server(Stream(_agent()), allowed_origins=[allowed]) as server:
+            site.html = WIDGET_PAGE.format(server=server.http_url)
+            seen = await _widget_visits(browser, server, allowed, refused)
+            assert await _conversations(server) == seen["opened"] == 1  # the refused visit opened none
+
+    assert seen["allowed_ws"] == "open"
+    assert seen["code"] == "not_allowed" and "not allowed" in str(seen["message"])
+    assert seen["client"] is None
+    assert seen["refused_ws"] == "closed 1006"  # the handshake was answered with 403
+    assert seen["errors"] == []
+
+
+async def _widget_visits(browser: Browser, server: LiveServer, allowed: str, refused: str) -> dict[str, Any]:
+    page = await browser.new_page()
+    seen: dict[str, Any] = {"errors": []}
+    page.on("pageerror", lambda exc: seen["errors"].append(str(exc)))
+    widget = page.locator("agentkit-widget")
+
+    # an allowed site: the widget connects, and the greeting is heard and shown
+    await page.goto(f"{allowed}/")
+    await widget.locator(".fab").click()
+    greeting = widget.locator("li[data-role=assistant]").filter(has_text="Welcome.")
+    await greeting.wait_for(timeout=WAIT_MS)
+    await page.wait_for_function(
+        "() => document.querySelector('agentkit-widget').client?.stats.samplesPlayed > 0", timeout=WAIT_MS
+    )
+    assert await widget.locator(".error").is_hidden()
+    await widget.locator(".fab").click()  # stop
+    await page.wait_for_function(
+        "() => document.querySelector('agentkit-widget').client === null", timeout=WAIT_MS
+    )
+    seen["opened"] = await _conversations(server)
+    seen["allowed_ws"] = await page.evaluate(OPEN_WEBSOCKET, server.ws_url())
+
+    # a site not on the list: the widget says so, and no session is opened
+    await page.goto(f"{refused}/")
+    await widget.locator(".fab").click()
+    error = widget.locator(".error")
+    await error.wait_for(state="visible", timeout=WAIT_MS)
+    seen["code"] = await error.get_attribute("data-code")
+    seen["message"] = await error.text_content()
+    seen["client"] = await page.evaluate("document.querySelector('agentkit-widget').client")
+    # a page that got the client some other way is still refused by the WebSocket endpoint
+    seen["refused_ws"] = await page.evaluate(OPEN_WEBSOCKET, server.ws_url())
+    await page.close()
+    return seen
+
+
+LONG_REPLY = "Sure. " + "Here is a long answer that keeps going for a while. " * 4
+
+
+async def test_barge_in_clears_playback(tmp_path: Path, models_dir: Path) -> None:
+    """The caller speaks again during a long reply: the page drops what it had scheduled, at once."""
+    agent = Served(stt=ScriptedSTT(USER_SAYS), llm=ScriptedLLM(LONG_REPLY), tts=ToneTTS(ms_per_char=40))
+    mic = _mic_file(tmp_path, (1.5, "utt2"), (2.0, "utt1"))  # the reply lasts ~8 s; utt1 comes ~1.5 s in
+    async with chromium(mic) as launched, live_server(Stream(agent)) as server:
+        page = await launched.new_page()
+        await page.goto(f"{server.http_url}/")
+        await page.get_by_role("button", name="Start talking").click()
+        await page.wait_for_function("() => window.agentkitClient !== undefined", timeout=WAIT_MS)
+        await page.evaluate(
+            """() => { window.cleared = [];
+            window.agentkitClient.on("interrupted", () => window.cleared.push({
+              scheduled: window.agentkitClient._sources.size, state: window.agentkitClient.state,
+              received: window.agentkitClient.stats.samplesReceived })); }"""
+        )
+        cut = page.locator("#transcript [data-role=assistant][title=interrupted]")
+        await cut.wait_for(timeout=WAIT_MS)
+        cleared = await page.evaluate("window.cleared")
+        heard = await cut.locator(".text").text_content()
+        stats = await page.evaluate("({...window.agentkitClient.stats})")
+        await page.close()
+
+    assert len(cleared) == 1 and cleared[0]["scheduled"] == 0 and cleared[0]["state"] == "listening"
+    assert heard is not None and heard.endswith(" …") and len(heard) - 2 < len(LONG_REPLY.strip())
+    assert 0 < stats["samplesPlayed"] <= cleared[0]["received"]

@@ -1,0 +1,141 @@
+"""The served web client's files, their CORS headers, and the WebSocket `Origin` check.
+
+A real uvicorn server on loopback; a real `websockets` client sends the `Origin` header a browser
+would send.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from _server import LiveServer, Silent, live_server
+from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
+from websockets.typing import Origin
+
+from agentkit import Stream
+from agentkit.server._web import web_files_dir
+from agentkit.transports._origin import OriginPolicy
+
+SHOP = "https://shop.example"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[LiveServer]:
+    async with live_server(Stream(Silent()), allowed_origins=[SHOP, "http://127.0.0.1:9/"]) as live:
+        yield live
+
+
+async def _start(url: str, origin: str | None) -> str:
+    """Open a session (`start` → `started`) with this `Origin`; return the reply's type."""
+    async with connect(url, origin=None if origin is None else Origin(origin)) as ws:
+        await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+        reply = json.loads(await ws.recv())
+        await ws.send(json.dumps({"type": "stop"}))
+        return str(reply["type"])
+
+
+async def _refused_status(url: str, origin: str) -> int:
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(url, origin=Origin(origin)):
+            pass
+    return refused.value.response.status_code
+
+
+async def test_files_are_served_with_types_and_revalidation(server: LiveServer) -> None:
+    expected = {
+        "/": ("text/html", "Talk to the agent"),
+        "/agentkit.js": ("text/javascript", "export function connect"),
+        "/widget.js": ("text/javascript", 'customElements.define("agentkit-widget"'),
+        "/talk.css": ("text/css", ".talk-button"),
+    }
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        for path, (content_type, marker) in expected.items():
+            response = await http.get(path)
+            assert response.status_code == 200, path
+            assert response.headers["content-type"].split(";")[0] == content_type
+            assert response.headers["cache-control"] == "no-cache"
+            assert response.headers["x-content-type-options"] == "nosniff"
+            assert marker in response.text
+            assert response.content == web_files_dir().joinpath(path.strip("/") or "index.html").read_bytes()
+            again = await http.get(path, headers={"If-None-Match": response.headers["etag"]})
+            assert again.status_code == 304 and again.content == b""
+            stale = await http.get(path, headers={"If-None-Match": '"not-this-one"'})
+            assert stale.status_code == 200
+        head = await http.head("/agentkit.js")
+        assert head.status_code == 200 and head.content == b""
+        assert (await http.get("/nope.js")).status_code == 404
+        assert (await http.post("/agentkit.js")).status_code == 405
+
+
+async def test_cors_only_for_allowed_origins(server: LiveServer) -> None:
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        for path in ("/agentkit.js", "/talk.css"):
+            allowed = await http.get(path, headers={"Origin": SHOP})
+            assert allowed.headers["access-control-allow-origin"] == SHOP
+            assert allowed.headers["vary"] == "Origin"
+            other = await http.get(path, headers={"Origin": "https://evil.example"})
+            assert other.status_code == 200 and "access-control-allow-origin" not in other.headers
+            assert other.headers["vary"] == "Origin"
+        # the embed stub loads anywhere, so a refused site can still say why it cannot talk
+        stub = await http.get("/widget.js", headers={"Origin": "https://evil.example"})
+        assert stub.headers["access-control-allow-origin"] == "*"
+        page = await http.get("/", headers={"Origin": SHOP})
+        assert "access-control-allow-origin" not in page.headers
+
+
+async def test_websocket_origin_check(server: LiveServer) -> None:
+    url = server.ws_url()
+    assert await _start(url, None) == "started"  # not a browser
+    assert await _start(url, server.http_url) == "started"  # the talk page's own origin
+    assert await _start(url, SHOP) == "started"
+    assert await _start(url, "HTTPS://Shop.Example") == "started"  # origins compare case-blind
+    assert await _start(url, "http://127.0.0.1:9") == "started"  # listed with a trailing slash
+    for origin in ("https://evil.example", "http://127.0.0.1:1", "null", f"https://127.0.0.1:{server.port}x"):
+        assert await _refused_status(url, origin) == 403, origin
+    assert await _refused_status(server.ws_url("/websocket/offer"), "https://evil.example") == 403
+
+
+async def test_allow_list_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTKIT_ALLOWED_ORIGINS", f" {SHOP} , http://other.example:8080")
+    async with live_server(Stream(Silent())) as server:
+        assert await _start(server.ws_url(), "http://other.example:8080") == "started"
+        assert await _refused_status(server.ws_url(), "https://evil.example") == 403
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            response = await http.get("/agentkit.js", headers={"Origin": SHOP})
+            assert response.headers["access-control-allow-origin"] == SHOP
+    monkeypatch.setenv("AGENTKIT_ALLOWED_ORIGINS", "*")
+    async with live_server(Stream(Silent())) as server:
+        assert await _start(server.ws_url(), "https://anyone.example") == "started"
+
+
+async def test_empty_allow_list_keeps_same_origin_and_the_prefix() -> None:
+    async with live_server(Stream(Silent()), allowed_origins=[], path="/agent/") as server:
+        url = server.ws_url("/agent/ws")
+        assert await _start(url, server.http_url) == "started"
+        assert await _refused_status(url, SHOP) == 403
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            assert (await http.get("/agent/")).status_code == 200
+            assert (await http.get("/agent/widget.js")).status_code == 200
+            assert (await http.get("/agentkit.js")).status_code == 404
+            no_cors = await http.get("/agent/agentkit.js", headers={"Origin": SHOP})
+            assert "access-control-allow-origin" not in no_cors.headers
+
+
+def test_origin_policy() -> None:
+    policy = OriginPolicy(["https://A.example/", " ", "http://b.example:8080"])
+    assert policy.allowed_origins == {"https://a.example", "http://b.example:8080"}
+    assert policy.allows(None, None)  # no Origin: not a browser
+    assert policy.allows("https://a.example", "server.example")
+    assert policy.allows("https://server.example", "server.example")  # same origin
+    assert policy.allows("http://server.example:8000", "Server.Example:8000")
+    assert not policy.allows("http://server.example:8001", "server.example:8000")
+    assert not policy.allows("http://b.example", "server.example")  # the port is part of the origin
+    assert not policy.allows("null", "null")
+    assert not policy.allows("https://x.example", None)
+    assert not policy.is_listed(None) and not policy.is_listed("https://server.example")
+    assert OriginPolicy(["*"]).allows("https://anything.example", "server.example")
+    assert OriginPolicy.of(None) is None
