@@ -19,13 +19,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from agentkit.exceptions import ProviderError
-from agentkit.providers._clients import LazyClient, check_timing, sdk_client
 from agentkit.providers._errors import next_within, provider_errors
 from agentkit.providers._keys import import_sdk
 from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage, Role
+from agentkit.providers.llm._cloud import CloudChatLLM
 
 if TYPE_CHECKING:
-    from anthropic import AsyncAnthropic
+    from anthropic import AsyncAnthropic  # noqa: F401  # named in the base class, as a string
     from anthropic.types import MessageParam
 
 __all__ = ["AnthropicLLM"]
@@ -37,7 +37,7 @@ CALL_STARTED = "(The call has started.)"
 the Messages API wants the first message to be the user's."""
 
 
-class AnthropicLLM:
+class AnthropicLLM(CloudChatLLM["AsyncAnthropic"]):
     """Claude, streamed.
 
     The client is created on `warm_up()` (or the first `stream()`), so constructing this object
@@ -50,48 +50,8 @@ class AnthropicLLM:
     every failure surfaces at once as a `ProviderError` with `retryable` set.
     """
 
-    def __init__(
-        self,
-        model: str = "claude-haiku-4-5",
-        *,
-        max_tokens: int = 1024,
-        temperature: float | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout_s: float = 10.0,
-        max_retries: int = 0,
-    ) -> None:
-        check_timing(timeout_s, max_retries)
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        self.model = model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self._client: LazyClient[AsyncAnthropic] = sdk_client(
-            "anthropic",
-            api_key=api_key,
-            base_url=base_url,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            owner="AnthropicLLM",
-        )
-
-    @property
-    def name(self) -> str:
-        return f"anthropic/{self.model}"
-
-    def __repr__(self) -> str:
-        return f"AnthropicLLM({self.model!r})"
-
-    async def warm_up(self) -> None:
-        """Resolve the key and create the SDK client; idempotent."""
-        self._client.get()
-
-    async def aclose(self) -> None:
-        """Close the SDK client's connections (a later call opens a new client)."""
-        await self._client.aclose()
+    vendor = "anthropic"
+    default_model = "claude-haiku-4-5"
 
     async def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
         """Stream Claude's reply to `messages` under `instructions` (sent as the system prompt)."""

@@ -20,13 +20,13 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from agentkit.exceptions import ProviderError
-from agentkit.providers._clients import LazyClient, check_timing, sdk_client
 from agentkit.providers._errors import next_within, provider_errors
 from agentkit.providers._keys import import_sdk
 from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage
+from agentkit.providers.llm._cloud import CloudChatLLM
 
 if TYPE_CHECKING:
-    from groq import AsyncGroq
+    from groq import AsyncGroq  # noqa: F401  # named in the base class, as a string
     from groq.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
     from groq.types.completion_usage import CompletionUsage
 
@@ -35,7 +35,7 @@ __all__ = ["GroqLLM"]
 logger = logging.getLogger(__name__)
 
 
-class GroqLLM:
+class GroqLLM(CloudChatLLM["AsyncGroq"]):
     """A Groq-hosted chat model, streamed.
 
     Like `AnthropicLLM`: the client opens on `warm_up()` or first use (a missing key raises
@@ -43,48 +43,8 @@ class GroqLLM:
     to 0 so that every failure reaches the agent at once with `retryable` set.
     """
 
-    def __init__(
-        self,
-        model: str = "llama-3.3-70b-versatile",
-        *,
-        max_tokens: int = 1024,
-        temperature: float | None = None,
-        api_key: str | None = None,
-        base_url: str | None = None,
-        timeout_s: float = 10.0,
-        max_retries: int = 0,
-    ) -> None:
-        check_timing(timeout_s, max_retries)
-        if max_tokens < 1:
-            raise ValueError("max_tokens must be at least 1")
-        self.model = model
-        self.max_tokens = max_tokens
-        self.temperature = temperature
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self._client: LazyClient[AsyncGroq] = sdk_client(
-            "groq",
-            api_key=api_key,
-            base_url=base_url,
-            timeout_s=timeout_s,
-            max_retries=max_retries,
-            owner="GroqLLM",
-        )
-
-    @property
-    def name(self) -> str:
-        return f"groq/{self.model}"
-
-    def __repr__(self) -> str:
-        return f"GroqLLM({self.model!r})"
-
-    async def warm_up(self) -> None:
-        """Resolve the key and create the SDK client; idempotent."""
-        self._client.get()
-
-    async def aclose(self) -> None:
-        """Close the SDK client's connections (a later call opens a new client)."""
-        await self._client.aclose()
+    vendor = "groq"
+    default_model = "llama-3.3-70b-versatile"
 
     async def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
         """Stream the model's reply to `messages`, with `instructions` as the system message."""
