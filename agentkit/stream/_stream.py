@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.clock import Clock
@@ -59,6 +59,7 @@ class Stream:
         self.time_limit = time_limit
         self.max_message_bytes = max_message_bytes
         self._sessions: dict[str, Session] = {}
+        self._on_close: list[Callable[[], Awaitable[None]]] = []  # transports' own shutdown steps
 
     @property
     def sessions(self) -> dict[str, Session]:
@@ -131,13 +132,25 @@ class Stream:
     def mount(self, app: FastAPI, path: str = "") -> None:
         """Add this stream's endpoints to a FastAPI app under `path`.
 
-        `{path}/ws` speaks agentkit's WebSocket protocol (docs/websocket-protocol.md) and
-        `{path}/websocket/offer` the FastRTC-compatible one.
+        `{path}/ws` speaks agentkit's WebSocket protocol (docs/websocket-protocol.md),
+        `{path}/websocket/offer` the FastRTC-compatible one, `{path}/webrtc/offer` WebRTC
+        (docs/webrtc.md) and `{path}/telephone/...` Twilio Media Streams (docs/telephony.md), all with
+        their default settings; `agentkit.server.create_app` exposes their options. Call
+        `await stream.aclose()` when the app shuts down: it also closes WebRTC peer connections.
         """
+        from agentkit.transports.twilio import add_twilio_routes
+        from agentkit.transports.webrtc import add_webrtc_routes
         from agentkit.transports.websocket import add_websocket_routes
 
-        add_websocket_routes(app, self, prefix=path.rstrip("/"))
+        prefix = path.rstrip("/")
+        add_websocket_routes(app, self, prefix=prefix)
+        peers = add_webrtc_routes(app, self, prefix=prefix)
+        self._on_close.append(peers.aclose)
+        add_twilio_routes(app, self, prefix=f"{prefix}/telephone")
 
     async def aclose(self) -> None:
         """Close every open session (server shutdown)."""
+        closers, self._on_close = self._on_close, []
+        for close in closers:
+            await close()
         await asyncio.gather(*(s.close("server_shutdown") for s in list(self._sessions.values())))
