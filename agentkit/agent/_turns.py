@@ -41,6 +41,7 @@ from agentkit.stream._handlers import (
     PlayoutStarted,
     ReplyEnd,
 )
+from agentkit.stream._outbox import Outbox
 from agentkit.stream._turn import TurnEnded, TurnStarted
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ class AgentSession:
         """What the LLM sees: earlier conversations of a returning caller, then this one."""
         self.turns = 0
         """Caller turns that got a reply."""
-        self._outputs: asyncio.Queue[Any] = asyncio.Queue(maxsize=_MAX_QUEUED_FRAMES)
+        self._outputs: Outbox[Any] = Outbox(_MAX_QUEUED_FRAMES)
         self._reply: _Reply | None = None
         self._carry: AudioFrame | None = None  # a turn cut off before it was transcribed
         self._tasks: set[asyncio.Task[None]] = set()
@@ -173,8 +174,7 @@ class AgentSession:
             reply.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(asyncio.shield(reply.task), _CANCEL_TIMEOUT_S)
-        while not self._outputs.empty():
-            self._outputs.get_nowait()
+        self._outputs.flush()
         heard_ms = await self.context.interrupt()
         if reply is not None and not reply.finished:
             if reply.user_text is None and reply.audio is not None:

@@ -14,6 +14,7 @@ from agentkit.audio import AudioFrame
 from agentkit.providers.vad import VAD, SileroVAD
 from agentkit.stream._events import PauseDetected, ResponseStarting, StartedTalking
 from agentkit.stream._handlers import AsyncStreamHandler, EmitType, ReplyEnd
+from agentkit.stream._outbox import Outbox
 from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted, TurnTakingOptions
 
 __all__ = ["ReplyFn", "ReplyOnPause"]
@@ -56,7 +57,7 @@ class ReplyOnPause(AsyncStreamHandler):
         self.input_sample_rate = self.vad.sample_rate
         self.output_sample_rate = output_sample_rate
         self._max_queued = max_queued_outputs
-        self._outputs: asyncio.Queue[Any] = asyncio.Queue(maxsize=max_queued_outputs)
+        self._outputs: Outbox[Any] = Outbox(max_queued_outputs)
         self._detector: TurnDetector | None = None
         self._reply: asyncio.Task[None] | None = None
         self._replies = 0
@@ -119,8 +120,7 @@ class ReplyOnPause(AsyncStreamHandler):
     async def interrupt(self) -> None:
         """Stop the reply in progress and flush every queue between it and the caller's ear."""
         await self._cancel_reply()
-        while not self._outputs.empty():
-            self._outputs.get_nowait()
+        self._outputs.flush()
         await self.context.interrupt()
 
     def _start_reply(self, audio: AudioFrame) -> None:

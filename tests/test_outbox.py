@@ -1,0 +1,28 @@
+"""`Outbox`: what an interruption flushes stays flushed, even when its producer puts it late."""
+
+from __future__ import annotations
+
+import asyncio
+
+from agentkit.stream._outbox import Outbox
+
+
+async def test_flush_drops_queued_and_late_items_but_not_new_ones() -> None:
+    box: Outbox[str] = Outbox(maxsize=1)
+    await box.put("old-1")
+    late = asyncio.create_task(box.put("old-2"))  # blocked: the outbox is full
+    await asyncio.sleep(0)
+    box.flush()  # barge-in: "old-1" goes, and "old-2" gets in only after the flush
+    await late
+    await box.put("new")
+    assert await box.get() == "new"
+    assert box.dropped == 2
+
+
+async def test_a_waiting_consumer_gets_only_current_items() -> None:
+    box: Outbox[int] = Outbox(maxsize=4)
+    consumer = asyncio.create_task(box.get())
+    await asyncio.sleep(0)
+    box.flush()
+    await box.put(7)
+    assert await asyncio.wait_for(consumer, 1) == 7
