@@ -3,7 +3,10 @@ microphone that speaks a recording, against an Agent (scripted STT and LLM, tone
 served by `create_app`.
 
 The talk page: the caller's turn is heard, both sides of the conversation appear, the reply's audio
-really plays through Web Audio, and the latency readout shows the turn's figures. The widget: embedded
+really plays through Web Audio, and the latency readout shows the turn's figures, over the WebSocket
+and over WebRTC; with the WebRTC offer refused, "auto" falls back to the WebSocket. WebRTC stays on
+loopback: chromium may use loopback candidates (and shows real addresses, not mDNS names), and the
+in-process aiortc offers 127.0.0.1 only (`loopback_ice`); no STUN server anywhere. The widget: embedded
 by a page of another origin (a second loopback server), it talks when that origin is on the allow-list
 and says it is not allowed, opening no session, when it is not.
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,13 +27,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from _server import LiveServer, live_server
+from _server import LiveServer, live_server, wait_for
 from conftest import speech
-from playwright.async_api import Browser, async_playwright
+from playwright.async_api import Browser, Page, Route, async_playwright
 
 from agentkit import Agent, Stream, TurnTakingOptions
 from agentkit.audio import AudioFrame, write_wav
 from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS
+from agentkit.testing._webrtc_caller import loopback_ice
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,6 +45,15 @@ CHROMIUM = "/usr/bin/chromium"
 WAIT_MS = 30_000  # generous for a busy 2-core machine; every wait is for a page state
 USER_SAYS = "Book a table for two."
 AGENT_SAYS = "Done. Your table is booked."
+REPLY_S = len(AGENT_SAYS) * 0.010  # ToneTTS(ms_per_char=10)
+WEBSOCKET_ONLY = "/?transport=websocket"  # the talk page, without trying WebRTC first
+
+
+@pytest.fixture(autouse=True)
+def _loopback_only() -> Iterator[None]:
+    """The in-process server's aiortc gathers 127.0.0.1 only (chromium is told to accept loopback)."""
+    with loopback_ice():
+        yield
 
 
 class Served(Agent):
@@ -76,6 +89,8 @@ async def chromium(mic: Path, *, grant_microphone: bool = True) -> AsyncIterator
         "--disable-component-update",
         "--disable-sync",
         "--autoplay-policy=no-user-gesture-required",
+        "--allow-loopback-in-peer-connection",
+        "--disable-features=WebRtcHideLocalIpsWithMdns",
         "--use-fake-device-for-media-stream",
         f"--use-file-for-fake-audio-capture={mic}%noloop",
     ]
@@ -136,7 +151,7 @@ async def test_talk_page_turn(browser: Browser, models_dir: Path) -> None:
         page = await browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
-        await page.goto(f"{server.http_url}/")
+        await page.goto(f"{server.http_url}{WEBSOCKET_ONLY}")
         await page.get_by_role("button", name="Start talking").click()
 
         transcript = page.locator("#transcript")
@@ -157,13 +172,10 @@ async def test_talk_page_turn(browser: Browser, models_dir: Path) -> None:
             "items => items.map(li => [li.dataset.role, li.querySelector('.text').textContent])"
         )
         state = await page.locator("#state").text_content()
-        if os.environ.get("AGENTKIT_WEB_SCREENSHOT"):
-            await page.set_viewport_size({"width": 720, "height": 440})
-            await page.screenshot(path=os.environ["AGENTKIT_WEB_SCREENSHOT"])
 
         # a second caller while the only place is taken
         second = await browser.new_page()
-        await second.goto(f"{server.http_url}/")
+        await second.goto(f"{server.http_url}{WEBSOCKET_ONLY}")
         await second.get_by_role("button", name="Start talking").click()
         await second.locator("#error[data-code=over_capacity]").wait_for(timeout=WAIT_MS)
         busy = await second.locator("#error").text_content()
@@ -190,6 +202,122 @@ async def test_talk_page_turn(browser: Browser, models_dir: Path) -> None:
     assert busy is not None and "busy" in busy
     assert gone is not None and "Cannot reach the agent" in gone
     assert errors == []
+
+
+WATCH_CLIENT = """() => {
+  window.fallbacks = [];
+  // runs after the page's own click handler, which made the client: no event is missed
+  document.getElementById("talk").addEventListener("click", () => {
+    const client = window.agentkitClient;
+    client.on("fallback", (e) => window.fallbacks.push(e.reason));
+    client.on("transcript", (e) => {
+      if (e.role === "user") window.playedAtUserTurn = client.stats.samplesPlayed;
+    });
+  });
+}"""
+
+
+async def _talk_one_turn(page: Page, url: str, *, screenshot: str | None = None) -> dict[str, Any]:
+    """Start talking on the talk page at `url`, wait for the whole turn (the reply heard, back to
+    listening), screenshot it if asked, stop; what the page showed and measured."""
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    await page.goto(url)
+    await page.evaluate(WATCH_CLIENT)
+    await page.get_by_role("button", name="Start talking").click()
+    transcript = page.locator("#transcript")
+    await transcript.locator("[data-role=user]").filter(has_text=USER_SAYS).wait_for(timeout=WAIT_MS)
+    played_before_reply = await page.evaluate("window.playedAtUserTurn")
+    await transcript.locator("[data-role=assistant]").filter(has_text=AGENT_SAYS).wait_for(timeout=WAIT_MS)
+    # back to listening, and most of the reply's tone (10 ms a character) heard: over WebRTC the
+    # server's `listening` can come while the last ~100 ms are still in the browser's jitter buffer
+    await page.wait_for_function(
+        """([before, seconds]) => { const client = window.agentkitClient;
+        return client.state === 'listening'
+          && client.stats.samplesPlayed - before >= seconds * client._playCtx.sampleRate; }""",
+        arg=[played_before_reply, 0.6 * REPLY_S],
+        timeout=WAIT_MS,
+    )
+    seen: dict[str, Any] = {
+        "stats": await page.evaluate("({...window.agentkitClient.stats})"),
+        "played_before_reply": played_before_reply,
+        "output_rate": await page.evaluate("window.agentkitClient._playCtx.sampleRate"),
+        "transport": await page.evaluate("window.agentkitClient.transport"),
+        "shown": await page.locator("#transport").text_content(),
+        "fallbacks": await page.evaluate("window.fallbacks"),
+        "latency": await page.locator("#latency-voice_to_voice_ms").text_content(),
+        "lines": await transcript.locator("li").evaluate_all(
+            "items => items.map(li => [li.dataset.role, li.querySelector('.text').textContent])"
+        ),
+    }
+    if screenshot:
+        await page.set_viewport_size({"width": 720, "height": 460})
+        await page.screenshot(path=screenshot)
+    await page.get_by_role("button", name="Stop").click()
+    await page.get_by_role("button", name="Start talking").wait_for(timeout=WAIT_MS)
+    seen["errors"] = errors
+    return seen
+
+
+async def test_talk_page_turn_over_webrtc(browser: Browser, models_dir: Path) -> None:
+    async with live_server(Stream(_agent(), concurrency_limit=1)) as server:
+        page = await browser.new_page()
+        seen = await _talk_one_turn(
+            page, f"{server.http_url}/", screenshot=os.environ.get("AGENTKIT_WEB_SCREENSHOT")
+        )
+        await page.close()
+        # the stop (or the peer's close) reached the server
+        await wait_for(lambda: not server.stream.sessions, WAIT_MS / 1000, "the session closed")
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            config = (await http.get("/webrtc/config")).json()
+
+    assert seen["transport"] == "webrtc" and seen["shown"] == "via webrtc" and seen["fallbacks"] == []
+    assert seen["lines"] == [["assistant", "Welcome."], ["user", USER_SAYS], ["assistant", AGENT_SAYS]]
+    # the reply's tone was heard through the analyser for about its length (Opus and the meter's
+    # 46 ms window blur the edges; the silence the track sends between replies does not count)
+    heard_s = (seen["stats"]["samplesPlayed"] - seen["played_before_reply"]) / seen["output_rate"]
+    assert 0.6 * REPLY_S <= heard_s <= 2.0 * REPLY_S + 0.2
+    assert seen["stats"]["rms"] > 0.05 and seen["stats"]["peakRms"] >= seen["stats"]["rms"]
+    assert seen["stats"]["samplesReceived"] > 0  # decoded by the receiver, silence included
+    latency = seen["latency"]
+    assert latency is not None and latency.endswith(" ms") and int(latency.split()[0]) > 0
+    assert config == {"iceServers": []}  # no STUN: host candidates only
+    assert seen["errors"] == []
+
+
+async def test_talk_page_falls_back_to_websocket(browser: Browser, models_dir: Path) -> None:
+    """The server refuses this page's WebRTC offer: "auto" says so and talks over the WebSocket."""
+    refused: list[str] = []
+
+    async def refuse(route: Route) -> None:
+        refused.append(route.request.method)
+        await route.fulfill(status=503, json={"error": "unavailable", "message": "no WebRTC today"})
+
+    async with live_server(Stream(_agent(), concurrency_limit=1)) as server:
+        page = await browser.new_page()
+        await page.route("**/webrtc/offer", refuse)
+        seen = await _talk_one_turn(page, f"{server.http_url}/")
+        forced = await _forced_webrtc_error(page, f"{server.http_url}/?transport=webrtc")
+        await page.close()
+
+    assert refused == ["POST", "POST"]
+    assert seen["transport"] == "websocket" and seen["shown"] == "via websocket (WebRTC was not available)"
+    assert len(seen["fallbacks"]) == 1 and "unavailable" in seen["fallbacks"][0]
+    assert seen["lines"] == [["assistant", "Welcome."], ["user", USER_SAYS], ["assistant", AGENT_SAYS]]
+    assert seen["stats"]["samplesPlayed"] == seen["stats"]["samplesReceived"] > 0
+    assert seen["errors"] == []
+    # with WebRTC asked for by name there is no fallback: the page reports the failure
+    assert forced["code"] == "no_connection" and forced["transport"] is None
+
+
+async def _forced_webrtc_error(page: Page, url: str) -> dict[str, Any]:
+    await page.goto(url)
+    await page.get_by_role("button", name="Start talking").click()
+    error = page.locator("#error[data-code=no_connection]")
+    await error.wait_for(timeout=WAIT_MS)
+    await page.get_by_role("button", name="Start talking").wait_for(timeout=WAIT_MS)
+    code = await error.get_attribute("data-code")
+    return {"code": code, "transport": await page.evaluate("window.agentkitClient.transport")}
 
 
 async def test_talk_page_mic_denied(tmp_path: Path) -> None:
@@ -282,7 +410,7 @@ async def test_barge_in_clears_playback(tmp_path: Path, models_dir: Path) -> Non
     mic = _mic_file(tmp_path, (1.5, "utt2"), (2.0, "utt1"))  # the reply lasts ~8 s; utt1 comes ~1.5 s in
     async with chromium(mic) as launched, live_server(Stream(agent)) as server:
         page = await launched.new_page()
-        await page.goto(f"{server.http_url}/")
+        await page.goto(f"{server.http_url}{WEBSOCKET_ONLY}")
         await page.get_by_role("button", name="Start talking").click()
         await page.wait_for_function("() => window.agentkitClient !== undefined", timeout=WAIT_MS)
         await page.evaluate(

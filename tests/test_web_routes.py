@@ -139,3 +139,22 @@ def test_origin_policy() -> None:
     assert not policy.is_listed(None) and not policy.is_listed("https://server.example")
     assert OriginPolicy(["*"]).allows("https://anything.example", "server.example")
     assert OriginPolicy.of(None) is None
+
+
+async def test_webrtc_endpoints_answer_cors_for_listed_origins(server: LiveServer) -> None:
+    """The embedded widget posts its WebRTC offer cross-origin: listed origins pass the preflight."""
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        ask = {"Origin": SHOP, "Access-Control-Request-Method": "POST"}
+        preflight = await http.options("/webrtc/offer", headers=ask)
+        assert preflight.status_code == 204
+        assert preflight.headers["access-control-allow-origin"] == SHOP
+        assert "POST" in preflight.headers["access-control-allow-methods"]
+        assert "content-type" in preflight.headers["access-control-allow-headers"]
+        refused = await http.options("/webrtc/offer", headers={**ask, "Origin": "https://evil.example"})
+        assert refused.status_code == 403 and "access-control-allow-origin" not in refused.headers
+        config = await http.get("/webrtc/config", headers={"Origin": SHOP})
+        assert config.headers["access-control-allow-origin"] == SHOP
+        bad = await http.post("/webrtc/offer", content=b"{", headers={"Origin": SHOP})
+        assert bad.status_code == 400 and bad.headers["access-control-allow-origin"] == SHOP
+        evil = await http.post("/webrtc/offer", content=b"{}", headers={"Origin": "https://evil.example"})
+        assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers

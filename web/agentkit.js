@@ -6,14 +6,19 @@
 //   client.on("error", ({ code, message }) => console.warn(code, message));
 //   ... later: client.disconnect();
 //
-// Transport: the WebSocket protocol (docs/websocket-protocol.md): 16-bit PCM both ways, JSON
-// events. `url` is the server's base URL (http/https, the WebSocket is `<url>/ws`) or the WebSocket
-// URL itself (ws/wss). A WebRTC path (`<url>/webrtc/offer`) can become the preferred transport later
-// with this one as the fallback: everything above `#transport*` is transport-neutral.
+// Transports (`connect({transport})`, default "auto"):
+//   webrtc     an RTCPeerConnection (docs/webrtc.md): the microphone track and the reply as Opus,
+//              JSON events on a data channel "events" the client opens; offer via `<url>/webrtc/offer`.
+//   websocket  the WebSocket protocol (docs/websocket-protocol.md): 16-bit PCM both ways, JSON events.
+//   auto       WebRTC first; if the offer fails or the peer is not connected within
+//              `webrtcTimeoutMs`, the WebSocket (a `fallback` event says so).
+// `url` is the server's base URL (http/https; the WebSocket is `<url>/ws`) or the WebSocket URL
+// itself (ws/wss). Everything above the `_transport*` methods is transport-neutral.
 //
 // Events (`client.on(name, fn)`; `fn` gets one object):
 //   connecting   {}
-//   connected    {sessionId, inputSampleRate, outputSampleRate}
+//   connected    {sessionId, inputSampleRate, outputSampleRate, transport}
+//   fallback     {from: "webrtc", to: "websocket", reason}: "auto" gave up on WebRTC
 //   state        {state}: "connecting" | "listening" | "thinking" | "speaking" | "idle"
 //   transcript   {role: "user" | "assistant", text, interrupted}
 //   metrics      {turnIndex, metrics}   (voice_to_voice_ms, stt_ms, llm_ttft_ms, tts_ttfa_ms, ...)
@@ -29,6 +34,13 @@ const FRAME_MS = 20;
 const CAPTURE_RATE = 16000;
 const MAX_WIRE_RATE = 48000;
 const PLAYBACK_LEAD_S = 0.05; // a small jitter margin before the first chunk of a reply plays
+const TRANSPORTS = ["auto", "webrtc", "websocket"];
+const WEBRTC_RATE = 48000; // Opus, both ways
+const WEBRTC_TIMEOUT_MS = 5000; // offer posted to peer "connected", before "auto" falls back
+const ICE_GATHERING_TIMEOUT_MS = 3000; // then the offer goes with the candidates gathered so far
+const METER_MS = 20; // how often the WebRTC output level is read
+const AUDIBLE_RMS = 0.01; // -40 dBFS: output above it counts as played audio (WebRTC path)
+const STATS_POLL_MS = 1000; // how often `samplesReceived` is read from the receiver (WebRTC path)
 
 // The capture worklet: cuts the microphone into 20 ms frames of 16-bit PCM at the context's rate.
 const CAPTURE_WORKLET = `
@@ -67,16 +79,58 @@ function websocketUrl(url) {
   return u.href;
 }
 
+/** The server's HTTP base URL (ending in "/"), from a base URL or a `.../ws` WebSocket URL. */
+function httpBase(url) {
+  const u = new URL(url, globalThis.location ? globalThis.location.href : undefined);
+  if (u.protocol === "ws:" || u.protocol === "wss:") {
+    u.protocol = u.protocol === "wss:" ? "https:" : "http:";
+    u.pathname = u.pathname.replace(/\/ws\/?$/, "/");
+  }
+  u.pathname = u.pathname.replace(/\/?$/, "/");
+  u.search = "";
+  u.hash = "";
+  return u.href;
+}
+
+/** Resolves once `check()` holds (re-checked on `pc`'s `event`), rejects after `ms`. */
+function until(pc, event, check, ms, what) {
+  return new Promise((resolve, reject) => {
+    const done = (ok) => {
+      clearTimeout(timer);
+      pc.removeEventListener(event, onChange);
+      if (ok) resolve();
+      else reject(new Error(what));
+    };
+    const onChange = () => {
+      if (check() === true) done(true);
+      else if (check() === false) done(false);
+    };
+    const timer = setTimeout(() => done(false), ms);
+    pc.addEventListener(event, onChange);
+    onChange();
+  });
+}
+
 class AgentkitClient {
   /** Use `connect()`. */
-  constructor({ url, sampleRate = CAPTURE_RATE, caller }) {
+  constructor(options) {
+    const { url, sampleRate = CAPTURE_RATE, caller, transport = "auto" } = options;
+    const { webrtcTimeoutMs = WEBRTC_TIMEOUT_MS } = options;
     this.url = websocketUrl(url);
+    this.baseUrl = httpBase(url);
     this.caller = caller;
+    /** The transport asked for ("auto", "webrtc", "websocket") and the one in use (null until connected). */
+    this.transportChoice = transport;
+    this.transport = null;
+    this._webrtcTimeoutMs = webrtcTimeoutMs;
     this.sessionId = null;
     this.state = "idle";
     this.muted = false;
-    /** What the speakers got: samples fully played, and the output level (RMS) when the last
-     *  reply chunk ended and the loudest seen, measured by an AnalyserNode on the output. */
+    /** What the speakers got, measured by an AnalyserNode on the output (see `connect()`):
+     *  WebSocket: samples received and fully played, the level (RMS) when the last chunk ended.
+     *  WebRTC: samples decoded by the receiver (silence included), output-rate samples during which
+     *  the output was audible (RMS over -40 dBFS), the level of the last audible reading.
+     *  Both: `peakRms`, the loudest reading. */
     this.stats = { samplesReceived: 0, samplesPlayed: 0, rms: 0, peakRms: 0 };
     this.ready = new Promise((resolve, reject) => {
       this._resolveReady = resolve;
@@ -86,6 +140,10 @@ class AgentkitClient {
     this._listeners = new Map();
     this._closed = false;
     this._ws = null;
+    this._pc = null;
+    this._channel = null;
+    this._remote = null; // {element, source} of the WebRTC reply track
+    this._timers = [];
     this._mic = null;
     this._sources = new Set();
     this._playhead = 0;
@@ -122,17 +180,21 @@ class AgentkitClient {
   /** Keep the call but send silence instead of the microphone (the server keeps its timeline). */
   mute(muted = true) {
     this.muted = Boolean(muted);
+    if (this._pc && this._mic) for (const track of this._mic.getAudioTracks()) track.enabled = !this.muted;
   }
 
   /** End the session: tell the server, release the microphone, stop playback. Safe to repeat. */
   disconnect() {
     if (this._closed) return;
     const ws = this._ws;
-    if (ws && ws.readyState === WebSocket.OPEN) {
-      try {
-        ws.send(JSON.stringify({ type: "stop" }));
-      } catch {
-        // closing anyway
+    const stop = JSON.stringify({ type: "stop" });
+    for (const channel of [ws, this._channel]) {
+      if (channel && channel.readyState === (channel === ws ? WebSocket.OPEN : "open")) {
+        try {
+          channel.send(stop);
+        } catch {
+          // closing anyway
+        }
       }
     }
     this._shutdown(1000, "client_stop");
@@ -181,6 +243,16 @@ class AgentkitClient {
       return;
     }
     if (this._closed) return this._shutdown(1000, "client_stop");
+    if (this.transportChoice !== "websocket") {
+      if (globalThis.RTCPeerConnection) {
+        if (await this._transportWebRTC()) return;
+      } else if (this.transportChoice === "webrtc") {
+        this._fail("unsupported", "This browser has no WebRTC.");
+        return;
+      } else {
+        this._emit("fallback", { from: "webrtc", to: "websocket", reason: "no RTCPeerConnection" });
+      }
+    }
     try {
       await this._startCapture();
     } catch (err) {
@@ -227,6 +299,142 @@ class AgentkitClient {
     const ws = this._ws;
     if (!ws || ws.readyState !== WebSocket.OPEN || !this.sessionId) return;
     ws.send(this.muted ? new ArrayBuffer(buffer.byteLength) : buffer);
+  }
+
+  // -- the WebRTC transport --------------------------------------------------------------------
+  /** True when done (connected, or failed for good); false when "auto" should use the WebSocket. */
+  async _transportWebRTC() {
+    try {
+      await this._playCtx.resume();
+      const config = await this._fetchJson("webrtc/config");
+      if (this._closed) return true; // disconnect() came first: no peer connection at all
+      const pc = (this._pc = new RTCPeerConnection({ iceServers: config.iceServers || [] }));
+      for (const track of this._mic.getAudioTracks()) pc.addTrack(track, this._mic);
+      const channel = (this._channel = pc.createDataChannel("events"));
+      channel.onmessage = (e) => {
+        if (typeof e.data === "string") this._onServerMessage(e.data);
+      };
+      pc.ontrack = (e) => this._playRemote(e.streams[0] || new MediaStream([e.track]));
+      await pc.setLocalDescription(await pc.createOffer());
+      await until(pc, "icegatheringstatechange", () => pc.iceGatheringState === "complete" || null,
+        ICE_GATHERING_TIMEOUT_MS, "ICE gathering").catch(() => {}); // send what was gathered
+      if (this._closed) return this._closeWebRTC(), true;
+      const offer = { sdp: pc.localDescription.sdp, type: "offer" };
+      if (this.caller) offer.caller = this.caller;
+      const answer = await this._fetchJson("webrtc/offer", offer);
+      if (this._closed) return this._closeWebRTC(), true;
+      this.sessionId = answer.session_id;
+      await pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
+      const state = () => pc.connectionState;
+      await until(pc, "connectionstatechange",
+        () => (state() === "connected" ? true : ["failed", "closed"].includes(state()) ? false : null),
+        this._webrtcTimeoutMs, "the peer connection did not reach connected");
+    } catch (err) {
+      this._closeWebRTC();
+      if (this._closed) return true;
+      this.sessionId = null;
+      const reason = (err && err.message) || String(err);
+      if (err && err.code === "over_capacity") {
+        this._fail(err.code, err.message);
+        return true;
+      }
+      if (this.transportChoice === "webrtc") {
+        this._fail("no_connection", `WebRTC failed: ${reason}`);
+        return true;
+      }
+      this._emit("fallback", { from: "webrtc", to: "websocket", reason });
+      return false;
+    }
+    if (this._closed) return true;
+    this.transport = "webrtc";
+    this._pc.onconnectionstatechange = () => {
+      const state = this._pc && this._pc.connectionState;
+      if (!this._closed && (state === "failed" || state === "closed")) {
+        this._fail("connection_lost", `The connection to the agent was lost (${state}).`);
+      }
+    };
+    this._every(STATS_POLL_MS, () => this._pollReceived());
+    this._emit("connected", {
+      sessionId: this.sessionId,
+      inputSampleRate: WEBRTC_RATE,
+      outputSampleRate: WEBRTC_RATE,
+      transport: "webrtc",
+    });
+    this._resolveReady(this);
+    this._setState("listening");
+    return true;
+  }
+
+  /** GET (no body) or POST JSON to the server; rejects with `{code, message}` on a refusal. */
+  async _fetchJson(path, body) {
+    const init = body === undefined ? {} : {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(body),
+    };
+    const response = await fetch(new URL(path, this.baseUrl), init);
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) {
+      const code = String(data.error || `http_${response.status}`);
+      throw Object.assign(new Error(`${path}: ${code} ${data.message || ""}`.trim()), { code });
+    }
+    return data;
+  }
+
+  /** The reply track: through the analyser to the speakers, like the WebSocket path's buffers. */
+  _playRemote(stream) {
+    if (this._remote || this._closed) return;
+    // Chromium has had versions that feed a remote WebRTC stream into Web Audio only while a media
+    // element plays it: a muted one does, at no cost.
+    const element = new Audio();
+    element.muted = true;
+    element.srcObject = stream;
+    element.play().catch(() => {});
+    const source = this._playCtx.createMediaStreamSource(stream);
+    source.connect(this._analyser);
+    this._remote = { element, source };
+    let last = performance.now();
+    this._every(METER_MS, () => {
+      const now = performance.now();
+      const elapsedS = Math.min(now - last, 100) / 1000; // a stalled timer does not count as sound
+      last = now;
+      const rms = this._outputRms();
+      this.stats.peakRms = Math.max(this.stats.peakRms, rms);
+      if (rms < AUDIBLE_RMS) return;
+      this.stats.rms = rms;
+      this.stats.samplesPlayed += Math.round(elapsedS * this._playCtx.sampleRate);
+    });
+  }
+
+  async _pollReceived() {
+    const pc = this._pc;
+    if (!pc) return;
+    const report = await pc.getStats().catch(() => null);
+    report?.forEach((entry) => {
+      if (entry.type === "inbound-rtp" && entry.kind === "audio" && entry.totalSamplesReceived) {
+        this.stats.samplesReceived = entry.totalSamplesReceived;
+      }
+    });
+  }
+
+  _every(ms, fn) {
+    this._timers.push(setInterval(fn, ms));
+  }
+
+  _closeWebRTC() {
+    for (const timer of this._timers) clearInterval(timer);
+    this._timers = [];
+    if (this._remote) {
+      this._remote.source.disconnect();
+      this._remote.element.srcObject = null;
+      this._remote = null;
+    }
+    const pc = this._pc;
+    this._pc = this._channel = null;
+    if (!pc) return;
+    pc.onconnectionstatechange = pc.ontrack = null;
+    // a moment for a `stop` just sent on the data channel to leave before the peer closes
+    setTimeout(() => pc.close(), 100);
   }
 
   // -- the WebSocket transport -----------------------------------------------------------------
@@ -277,20 +485,27 @@ class AgentkitClient {
       case "started":
         this.sessionId = msg.session_id;
         this._outputRate = msg.output_sample_rate;
+        this.transport = "websocket";
         this._emit("connected", {
           sessionId: msg.session_id,
           inputSampleRate: msg.input_sample_rate,
           outputSampleRate: msg.output_sample_rate,
+          transport: "websocket",
         });
         this._resolveReady(this);
         this._setState("listening");
         break;
+      case "state": // WebRTC: the server knows when its track plays the reply
+        if (this._pc && ["listening", "thinking", "speaking"].includes(msg.state)) this._setState(msg.state);
+        break;
       case "pause_detected":
       case "response_starting":
+        if (this._pc) break;
         this._replyDone = false;
         if (this.state !== "speaking") this._setState("thinking");
         break;
       case "response_done":
+        if (this._pc) break;
         this._replyDone = true;
         if (this._sources.size === 0) this._setState("listening");
         break;
@@ -349,13 +564,18 @@ class AgentkitClient {
   }
 
   _measureOutput() {
+    const rms = this._outputRms();
+    this.stats.rms = rms;
+    this.stats.peakRms = Math.max(this.stats.peakRms, rms);
+  }
+
+  /** The output's level (RMS) over the analyser's window (2048 samples). */
+  _outputRms() {
     const data = new Float32Array(this._analyser.fftSize);
     this._analyser.getFloatTimeDomainData(data);
     let sum = 0;
     for (let i = 0; i < data.length; i++) sum += data[i] * data[i];
-    const rms = Math.sqrt(sum / data.length);
-    this.stats.rms = rms;
-    this.stats.peakRms = Math.max(this.stats.peakRms, rms);
+    return Math.sqrt(sum / data.length);
   }
 
   /** Barge-in: silence everything scheduled, at once. */
@@ -377,6 +597,7 @@ class AgentkitClient {
     if (this._closed) return;
     this._closed = true;
     this._clearPlayback();
+    this._closeWebRTC();
     if (this._captureNode) this._captureNode.port.onmessage = null;
     if (this._mic) for (const track of this._mic.getTracks()) track.stop();
     const ws = this._ws;
@@ -400,13 +621,19 @@ class AgentkitClient {
  * play audio after a user gesture). Returns the client at once; listen for `connected`/`error`, or
  * await `client.ready`.
  *
- * @param {{url: string, sampleRate?: number, caller?: string}} options
+ * @param {{url: string, transport?: string, sampleRate?: number, caller?: string,
+ *          webrtcTimeoutMs?: number}} options
  *   url: the server (`https://agent.example`) or its WebSocket (`wss://agent.example/ws`);
- *   sampleRate: the capture rate to ask the browser for (default 16000; the rate used is declared
- *   to the server); caller: an id for the caller, so a returning caller's history is kept.
+ *   transport: "auto" (default: WebRTC, else the WebSocket), "webrtc" or "websocket";
+ *   sampleRate: the WebSocket path's capture rate to ask the browser for (default 16000; the rate
+ *   used is declared to the server); caller: an id for the caller, so a returning caller's history
+ *   is kept; webrtcTimeoutMs: how long an answered offer may take to connect (default 5000).
  */
 export function connect(options) {
   if (!options || !options.url) throw new TypeError("connect() needs {url}");
+  if (options.transport !== undefined && !TRANSPORTS.includes(options.transport)) {
+    throw new TypeError(`connect(): transport must be one of ${TRANSPORTS.join(", ")}`);
+  }
   const client = new AgentkitClient(options);
   Promise.resolve().then(() => client._start());
   return client;

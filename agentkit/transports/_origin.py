@@ -44,3 +44,14 @@ class OriginPolicy:
     def of(cls, allowed_origins: Sequence[str] | None) -> OriginPolicy | None:
         """`None` (no check at all) for `None`, else a policy over the list."""
         return None if allowed_origins is None else cls(allowed_origins)
+
+    def cors_headers(self, origin: str | None, *, preflight: bool = False) -> dict[str, str]:
+        """CORS response headers for a listed origin (none for others; `Vary` always)."""
+        headers = {"Vary": "Origin"}
+        if origin is not None and self.is_listed(origin):
+            headers["Access-Control-Allow-Origin"] = origin
+            if preflight:
+                headers["Access-Control-Allow-Methods"] = "GET, POST"
+                headers["Access-Control-Allow-Headers"] = "content-type"
+                headers["Access-Control-Max-Age"] = "600"
+        return headers

@@ -24,7 +24,7 @@ from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCRtpSend
 from aiortc.exceptions import InvalidAccessError, OperationError
 from aiortc.sdp import SessionDescription
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
 from agentkit.transports._origin import OriginPolicy
@@ -264,7 +264,16 @@ def add_webrtc_routes(
         disconnect_grace_s=disconnect_grace_s,
     )
 
-    async def offer(request: Request) -> JSONResponse:
+    def cors(request: Request, response: Response, *, preflight: bool = False) -> Response:
+        # pages of listed origins (the embedded widget) call these endpoints cross-origin
+        if policy is not None:
+            response.headers.update(policy.cors_headers(request.headers.get("origin"), preflight=preflight))
+        return response
+
+    async def offer(request: Request) -> Response:
+        return cors(request, await answer_offer(request))
+
+    async def answer_offer(request: Request) -> JSONResponse:
         origin = request.headers.get("origin")
         if policy is not None and not policy.allows(origin, request.headers.get("host")):
             logger.info("webrtc: refused an offer from origin %.100s", origin)
@@ -281,10 +290,16 @@ def add_webrtc_routes(
             logger.info("webrtc: offer refused (%s)", refusal.code)
             return refusal.response()
 
-    async def config() -> JSONResponse:
+    async def config(request: Request) -> Response:
         resolved = await resolve_rtc_configuration(client_rtc_configuration)
-        return JSONResponse({"iceServers": ice_servers_json(resolved)})
+        return cors(request, JSONResponse({"iceServers": ice_servers_json(resolved)}))
+
+    async def preflight(request: Request) -> Response:
+        listed = policy is not None and policy.is_listed(request.headers.get("origin"))
+        return cors(request, Response(status_code=204 if listed else 403), preflight=True)
 
     app.add_api_route(f"{prefix}/webrtc/offer", offer, methods=["POST"])
     app.add_api_route(f"{prefix}/webrtc/config", config, methods=["GET"])
+    app.add_api_route(f"{prefix}/webrtc/offer", preflight, methods=["OPTIONS"])
+    app.add_api_route(f"{prefix}/webrtc/config", preflight, methods=["OPTIONS"])
     return peers
