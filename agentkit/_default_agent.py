@@ -28,3 +28,4 @@ class Local(Agent):
     stt = "moonshine/tiny"
     llm = "local/smollm2-135m"
     tts = "kokoro/af_heart"
+    partial_transcripts = True  # Moonshine is fast enough to transcribe while the caller talks

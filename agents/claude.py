@@ -24,3 +24,4 @@ class Claude(Agent):
     stt = GroqSTT("whisper-large-v3-turbo") if GROQ_STT else MoonshineSTT("tiny")
     llm = AnthropicLLM("claude-haiku-4-5", max_tokens=300)
     tts = ElevenLabsTTS(voice_id=ELEVENLABS_VOICE) if ELEVENLABS_TTS else KokoroTTS(voice="af_heart")
+    partial_transcripts = not GROQ_STT  # live captions from local STT; not worth a cloud call each time

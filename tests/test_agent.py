@@ -338,3 +338,36 @@ async def test_logs_hold_no_words(models_dir: object, caplog: pytest.LogCaptureF
     assert "failed" in logged  # the failure itself is logged...
     for secret in ("secret", "account", "private", "answer"):
         assert secret not in logged.lower()  # ...but none of the words
+
+
+async def test_partial_transcripts_of_both_sides(models_dir: object) -> None:
+    """With `partial_transcripts`, the caller's words show while they talk (STT on the turn so far)
+    and the reply's sentences as they are spoken; each side ends with its final transcript."""
+    stt = ScriptedSTT("What time is it?")
+    agent = make_agent(stt=stt, tts=ToneTTS(ms_per_char=5), partial_transcripts=True, partial_interval_ms=500)
+    session, transport, _ = await start(agent)
+    try:
+        await feed(session, utterance(), realtime=True)
+        await transport.wait_for("metrics", timeout_s=10)
+    finally:
+        await session.close()
+    said = [(e.event.role, e.event.final, e.event.text) for e in transport.events_of("transcript")]  # type: ignore[union-attr]
+    user = [(final, text) for role, final, text in said if role == "user"]
+    assistant = [(final, text) for role, final, text in said if role == "assistant"]
+    assert (
+        len(user) >= 3 and all(not final for final, _ in user[:-1]) and user[-1] == (True, "What time is it?")
+    )
+    assert assistant == [
+        (False, "It is three o'clock."),
+        (False, "It is three o'clock. Anything else?"),
+        (True, "It is three o'clock. Anything else?"),
+    ]
+    types = transport.event_types()
+    last_partial = max(
+        i
+        for i, e in enumerate(transport.events)
+        if getattr(e.event, "final", True) is False and e.event.role == "user"
+    )  # type: ignore[union-attr]
+    assert last_partial < types.index("pause_detected")  # partials only while the caller talks
+    assert len(stt.heard) >= 3  # the partials were real STT calls on the growing turn
+    assert stt.heard[0].duration_s < stt.heard[-1].duration_s

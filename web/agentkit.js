@@ -20,7 +20,8 @@
 //   connected    {sessionId, inputSampleRate, outputSampleRate, transport}
 //   fallback     {from: "webrtc", to: "websocket", reason}: "auto" gave up on WebRTC
 //   state        {state}: "connecting" | "listening" | "thinking" | "speaking" | "idle"
-//   transcript   {role: "user" | "assistant", text, interrupted}
+//   transcript   {role: "user" | "assistant", text, interrupted, final}: a partial one (final false)
+//                is replaced by the next transcript of the same role
 //   metrics      {turnIndex, metrics}   (voice_to_voice_ms, stt_ms, llm_ttft_ms, tts_ttfa_ms, ...)
 //   interrupted  {heardMs}
 //   error        {code, message, fatal}: mic_denied, no_microphone, unsupported, no_connection,
@@ -520,6 +521,7 @@ class AgentkitClient {
           role: msg.role,
           text: String(msg.text ?? ""),
           interrupted: Boolean(msg.interrupted),
+          final: msg.final !== false,
         });
         break;
       case "metrics":

@@ -48,6 +48,7 @@ button { font: inherit; cursor: pointer; }
 ol { list-style: none; margin: .4rem 0 0; padding: 0; max-height: 12rem; overflow-y: auto; font-size: .9rem; }
 li { margin: .25rem 0; }
 li.user { text-align: right; color: #1d4ed8; }
+li.partial { opacity: 0.65; font-style: italic; }
 `;
 
 const MIC_ICON =
@@ -116,7 +117,7 @@ class AgentkitWidget extends HTMLElement {
       caller: this.getAttribute("caller") || undefined,
     }));
     client.on("state", ({ state }) => this._setState(state));
-    client.on("transcript", ({ role, text }) => this._addLine(role, text));
+    client.on("transcript", ({ role, text, final }) => this._addLine(role, text, final));
     client.on("error", ({ code, message }) => this._showError(code, message));
     client.on("disconnected", () => {
       if (this.client === client) this.client = null;
@@ -160,12 +161,15 @@ class AgentkitWidget extends HTMLElement {
     this._button.setAttribute("aria-label", running ? "Stop talking" : "Talk to the assistant");
   }
 
-  _addLine(role, text) {
-    const li = document.createElement("li");
-    li.className = role;
+  _addLine(role, text, final = true) {
+    // a partial line (final false) is updated in place until its final version arrives
+    this._pending ??= {};
+    const li = this._pending[role] ?? document.createElement("li");
+    li.className = final ? role : `${role} partial`;
     li.dataset.role = role;
     li.textContent = text;
-    this._transcript.append(li);
+    if (!li.isConnected) this._transcript.append(li);
+    this._pending[role] = final ? null : li;
     li.scrollIntoView({ block: "nearest" });
   }
 }

@@ -38,7 +38,14 @@ from agentkit.providers.vad import VAD, SileroVAD
 from agentkit.store import ConversationStore
 from agentkit.stream._events import StartedTalking
 from agentkit.stream._handlers import AsyncStreamHandler, EmitType, PlayoutEvent
-from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted, TurnTakingOptions
+from agentkit.stream._turn import (
+    TurnDetector,
+    TurnDiscarded,
+    TurnEnded,
+    TurnStarted,
+    TurnState,
+    TurnTakingOptions,
+)
 
 __all__ = ["Agent"]
 
@@ -83,6 +90,11 @@ class Agent(AsyncStreamHandler):
     """Messages of history sent to the LLM (the oldest are left out beyond this)."""
     llm_retries: int = 1
     """Retries of an LLM call that failed with a retryable error before producing any text."""
+    partial_transcripts: bool = False
+    """Send partial transcripts while the caller talks (STT on the turn so far, every
+    `partial_interval_ms`) and as each reply sentence is spoken. Costs an STT call per interval:
+    meant for fast local STT."""
+    partial_interval_ms: int = 700
     store: ConversationStore | None = None
     """Where conversations, messages and metrics are kept; `agentkit run` sets one."""
     name: str = ""
@@ -101,6 +113,8 @@ class Agent(AsyncStreamHandler):
         "apology",
         "max_history_messages",
         "llm_retries",
+        "partial_transcripts",
+        "partial_interval_ms",
         "store",
         "name",
     )
@@ -190,6 +204,10 @@ class Agent(AsyncStreamHandler):
                 await conversation.caller_started(event, barge_in=self.can_interrupt)
             elif isinstance(event, TurnEnded):
                 await conversation.caller_finished(event)
+            elif isinstance(event, TurnDiscarded):
+                conversation.caller_discarded()
+        if self.partial_transcripts and self._detector.state is not TurnState.SILENT:
+            await conversation.partial_user_transcript(self._detector)
 
     async def emit(self) -> EmitType:
         return await self.conversation.next_output()

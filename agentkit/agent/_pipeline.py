@@ -128,12 +128,14 @@ async def speak(
     clock: Clock,
     timeouts: StageTimeouts,
     max_sentence_chars: int = 160,
+    on_sentence: Callable[[str], Awaitable[None]] | None = None,
 ) -> None:
     """Speak a streamed text through `tts`, passing each frame to `out` as it comes.
 
     Sentences already written are still spoken when the text stream fails; the failure is raised
     after them (as `ProviderError`), so the caller can add an apology. Cancelling `speak` closes the
-    text stream and any synthesis in progress at once.
+    text stream and any synthesis in progress at once. `on_sentence(text_so_far)` is awaited as each
+    sentence goes to the TTS (for partial transcripts).
     """
     sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=_SENTENCES_AHEAD)
     failure: list[BaseException] = []
@@ -168,6 +170,8 @@ async def speak(
     async def say() -> None:
         while (sentence := await sentences.get()) is not None:
             reply.begin(sentence)
+            if on_sentence is not None:
+                await on_sentence(reply.text)
             if timings.tts_started_at is None:
                 timings.tts_started_at = clock.now()
             await _synthesise(

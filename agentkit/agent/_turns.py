@@ -42,7 +42,7 @@ from agentkit.stream._handlers import (
     ReplyEnd,
 )
 from agentkit.stream._outbox import Outbox
-from agentkit.stream._turn import TurnEnded, TurnStarted
+from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted
 
 if TYPE_CHECKING:
     from agentkit.agent._agent import Agent
@@ -97,6 +97,10 @@ class AgentSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._writes: asyncio.Queue[Callable[[], Awaitable[object]] | None] = asyncio.Queue()
         self._writer: asyncio.Task[None] | None = None
+        self._user_turn = 0  # bumped at every speech onset: partial transcripts of older turns are stale
+        self._user_speaking = False
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_at = 0  # media position of the last partial transcript's audio
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -145,12 +149,21 @@ class AgentSession:
         return (self._reply is not None and not self._reply.played.is_set()) or self.context.responding
 
     async def caller_started(self, event: TurnStarted, *, barge_in: bool) -> None:
+        self._user_turn += 1
+        self._user_speaking = True
         interrupting = barge_in and self.replying
         await self._notify(ev.UserTurnStarted(self._ms(event.onset_samples), interrupting))
         if interrupting:
             await self.interrupt()
 
+    def caller_discarded(self) -> None:
+        """A burst too short to be a turn ended: no partial transcript of it stays current."""
+        self._user_speaking = False
+        self._cancel_partial()
+
     async def caller_finished(self, event: TurnEnded) -> None:
+        self._user_speaking = False
+        self._cancel_partial()
         if self.replying:
             logger.debug("%s: turn ignored, a reply is playing and can_interrupt is off", self._label)
             return
@@ -180,6 +193,38 @@ class AgentSession:
             if reply.user_text is None and reply.audio is not None:
                 self._carry = reply.audio  # not transcribed yet: it joins the caller's next turn
             await self._finish(reply, heard_ms=heard_ms)
+
+    async def partial_user_transcript(self, detector: TurnDetector) -> None:
+        """Transcribe the turn so far every `partial_interval_ms` while the caller talks (one at a time)."""
+        rate = self.agent.input_sample_rate
+        position = detector.position_samples
+        busy = self._partial is not None and not self._partial.done()
+        if busy or position - self._partial_at < self.agent.partial_interval_ms * rate // 1000:
+            return
+        self._partial_at = position
+        samples = await run_audio_job(detector.turn_so_far)
+        if samples is None or samples.shape[0] < rate // 2:
+            return
+        turn = self._user_turn
+        self._partial = asyncio.create_task(
+            self._send_partial(AudioFrame(samples, rate), turn), name=f"agent-partial-{turn}"
+        )
+        self._tasks.add(self._partial)
+        self._partial.add_done_callback(self._task_done)
+
+    async def _send_partial(self, audio: AudioFrame, turn: int) -> None:
+        try:
+            text = await self._transcribe(None, audio)
+        except Exception as exc:  # a partial is a nicety: the final transcript still comes
+            logger.debug("%s: partial transcript failed (%s)", self._label, type(exc).__name__)
+            return
+        if text and turn == self._user_turn and self._user_speaking:
+            await self.context.send_event(TranscriptEvent(role="user", text=text, final=False))
+
+    def _cancel_partial(self) -> None:
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()
+        self._partial = None
 
     def on_playout(self, event: PlayoutEvent) -> None:
         reply = self._reply
@@ -233,7 +278,7 @@ class AgentSession:
             await self.context.send_event(ErrorEvent(code="provider_error", message="the greeting failed"))
         await self._end_reply(reply)
 
-    async def _transcribe(self, reply: _Reply, audio: AudioFrame) -> str:
+    async def _transcribe(self, reply: _Reply | None, audio: AudioFrame) -> str:
         stt = self.agent.stt_provider
         if audio.sample_rate != stt.sample_rate:
             resampler = StreamingResampler(audio.sample_rate, stt.sample_rate)
@@ -245,7 +290,8 @@ class AgentSession:
                 transcript = await stt.transcribe(audio)
         except TimeoutError:
             raise ProviderTimeoutError(f"STT took over {timeout_s:g} s", stage="stt") from None
-        reply.stt_ms = round((clock.now() - started) * 1000, 1)
+        if reply is not None:
+            reply.stt_ms = round((clock.now() - started) * 1000, 1)
         return transcript.text
 
     async def _speak(self, reply: _Reply, text: AsyncIterator[Any]) -> None:
@@ -257,7 +303,11 @@ class AgentSession:
             timings=reply.timings,
             clock=self.context.clock,
             timeouts=self.agent.timeouts,
+            on_sentence=self._partial_reply if self.agent.partial_transcripts else None,
         )
+
+    async def _partial_reply(self, text_so_far: str) -> None:
+        await self.context.send_event(TranscriptEvent(role="assistant", text=text_so_far, final=False))
 
     async def _apologise(self, reply: _Reply) -> None:
         """Say the agent's apology; failing that, tell the client. The call goes on either way."""

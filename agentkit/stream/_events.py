@@ -106,6 +106,9 @@ class TranscriptEvent(_EventBase):
     """For an interrupted reply, only the words the caller heard."""
     interrupted: bool = False
     """The caller spoke over this reply."""
+    final: bool = True
+    """False for a partial transcript (the caller still talking, or the reply still being spoken):
+    a later transcript of the same role replaces it."""
     type: Literal["transcript"] = "transcript"
 
 

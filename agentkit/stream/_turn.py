@@ -195,6 +195,12 @@ class TurnDetector:
         """Media-clock position up to which audio has been analysed."""
         return self._position + self._pending_len
 
+    def turn_so_far(self) -> Samples | None:
+        """A copy of the audio of the turn in progress (pre-roll included), or None between turns."""
+        if self._state is TurnState.SILENT or not self._turn:
+            return None
+        return np.concatenate(self._turn)
+
     def reset(self) -> None:
         """Drop any turn in progress and return to SILENT (the VAD keeps its recurrent state)."""
         self._state = TurnState.SILENT
