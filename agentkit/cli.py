@@ -3,6 +3,7 @@
 ```
 agentkit run [FILE] [--host H] [--port P] [--reload] [--models-dir DIR]
 agentkit talk [FILE] --input TURN.wav [--input ...] [--output REPLY.wav]
+agentkit call +NUMBER [FILE] --from +NUMBER [--public-url URL]
 agentkit models list|verify|download [NAME ...] [--models-dir DIR]
 ```
 
@@ -10,7 +11,9 @@ agentkit models list|verify|download [NAME ...] [--models-dir DIR]
 its `stream` (an `agentkit.Stream`), or failing that its agent (an `agent` attribute or its one
 `Agent` subclass), through `agentkit.server.create_app`. Without FILE it serves the built-in default
 agent (`agentkit/_default_agent.py`, the same as `agents/local.py`). `agentkit talk` runs WAV turns
-through an agent offline and prints the transcript and each stage's latency.
+through an agent offline and prints the transcript and each stage's latency. `agentkit call` asks
+Twilio (`TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`) to dial a number; when answered, Twilio fetches
+the TwiML from `AGENTKIT_PUBLIC_URL/telephone/incoming`, so the agent served there talks.
 """
 
 from __future__ import annotations
@@ -159,6 +162,31 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _call(args: argparse.Namespace) -> int:
+    import asyncio
+    import re
+
+    from agentkit.transports._twilio_rest import TwilioCalls
+
+    for flag, number in (("NUMBER", args.number), ("--from", args.from_number)):
+        if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
+            raise ConfigError(f"{flag} must be a phone number in E.164 form, like +14155550100")
+    if args.file is not None and not Path(args.file).expanduser().is_file():
+        raise ConfigError(f"no such agent file: {args.file}", file=str(args.file))
+    public_url = args.public_url or load_settings().public_url
+    if not public_url:
+        raise ConfigError(
+            "placing a call needs the server's public URL: set AGENTKIT_PUBLIC_URL or pass --public-url"
+        )
+    if not public_url.startswith(("https://", "http://")):
+        raise ConfigError(f"the public URL must start with https:// (got {public_url[:40]!r})")
+    calls = TwilioCalls.from_settings()
+    url = public_url.rstrip("/") + "/telephone/incoming"
+    sid = asyncio.run(calls.place_call(to=args.number, from_=args.from_number, url=url))
+    print(f"call {sid} placed; Twilio will fetch its TwiML from {url}")
+    return 0
+
+
 def _talk(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -270,6 +298,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     talk.add_argument("--output", "-o", metavar="WAV", help="write everything the agent said here")
     talk.set_defaults(command=_talk)
+
+    call = commands.add_parser(
+        "call", parents=[common], help="place an outbound phone call to the agent served at the public URL"
+    )
+    call.add_argument("number", metavar="+NUMBER", help="the number to dial (E.164)")
+    call.add_argument(
+        "file", nargs="?", metavar="FILE", help="the agent file the server runs (only checked to exist)"
+    )
+    call.add_argument(
+        "--from", dest="from_number", required=True, metavar="+NUMBER", help="your Twilio number"
+    )
+    call.add_argument("--public-url", help="the server's public base URL (default: AGENTKIT_PUBLIC_URL)")
+    call.set_defaults(command=_call)
 
     models = commands.add_parser("models", help="list, verify or download model files")
     actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -12,6 +12,8 @@
 | `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
 | `AGENTKIT_PUBLIC_URL` | unset | the server's public base URL (`https://agent.example`), for Twilio |
 | `TWILIO_AUTH_TOKEN` | unset | checks the `X-Twilio-Signature` of Twilio's webhooks |
+| `TWILIO_ACCOUNT_SID` | unset | with `TWILIO_AUTH_TOKEN`: call control (hang up, `agentkit call`) |
+| `TWILIO_API_BASE_URL` | `https://api.twilio.com` | where call control sends REST requests (tests: a fake) |
 | `AGENTKIT_TWILIO_VALIDATE` | `1` | `0` accepts unsigned webhooks (local development only) |
 
 See `agentkit.models` for when models are downloaded. Settings are read when asked for
@@ -59,6 +61,14 @@ class AgentkitSettings(BaseSettings):
         default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "AGENTKIT_TWILIO_AUTH_TOKEN")
     )
     """Twilio account's auth token (`TWILIO_AUTH_TOKEN`), which signs its webhook requests."""
+    twilio_account_sid: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_ACCOUNT_SID", "AGENTKIT_TWILIO_ACCOUNT_SID")
+    )
+    """Twilio Account SID (`TWILIO_ACCOUNT_SID`), for call control (hang up, `agentkit call`)."""
+    twilio_api_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("TWILIO_API_BASE_URL", "AGENTKIT_TWILIO_API_BASE_URL")
+    )
+    """Replaces `https://api.twilio.com` for call control (a local fake in tests); None: Twilio."""
     twilio_validate: bool = True
     """Check the signature of Twilio's webhook requests; turn off only for local development."""
 

@@ -59,6 +59,7 @@ def test_testing_kit_exports() -> None:
         "FakeElevenLabs",
         "FakeGroq",
         "FakeRequest",
+        "FakeTwilio",
         "LLMCall",
         "PlayResult",
         "ReceivedAudio",

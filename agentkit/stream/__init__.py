@@ -20,7 +20,7 @@ from agentkit.stream._handlers import (
     StreamHandler,
 )
 from agentkit.stream._reply_on_pause import ReplyFn, ReplyOnPause
-from agentkit.stream._session import Codec, Session, Transport
+from agentkit.stream._session import CallControl, Codec, PlayoutReporter, Session, Transport
 from agentkit.stream._stream import Mode, Stream
 from agentkit.stream._turn import (
     TurnDetector,
@@ -36,6 +36,7 @@ __all__ = [
     "AdditionalOutputs",
     "AdditionalOutputsEvent",
     "AsyncStreamHandler",
+    "CallControl",
     "Codec",
     "EmitType",
     "ErrorEvent",
@@ -44,6 +45,7 @@ __all__ = [
     "Interrupted",
     "Mode",
     "PauseDetected",
+    "PlayoutReporter",
     "ReplyEnd",
     "ReplyFn",
     "ReplyOnPause",

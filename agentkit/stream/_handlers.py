@@ -138,6 +138,11 @@ class HandlerContext(Protocol):
         """
         ...
 
+    async def hang_up(self) -> None:
+        """End the call: on Twilio through its REST API (an already-ended call is fine), on other
+        transports by closing the connection. The session then closes and the conversation is saved."""
+        ...
+
 
 class _HandlerBase(abc.ABC):
     input_sample_rate: int = 16000

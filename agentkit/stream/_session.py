@@ -15,7 +15,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -46,7 +46,7 @@ from agentkit.stream._handlers import (
 if TYPE_CHECKING:
     from agentkit.stream._stream import Stream
 
-__all__ = ["Codec", "Session", "Transport"]
+__all__ = ["CallControl", "Codec", "PlayoutReporter", "Session", "Transport"]
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,25 @@ class Transport(Protocol):
 
     async def close(self, code: int, reason: str) -> None:
         """End the connection from the server side."""
+        ...
+
+
+@runtime_checkable
+class CallControl(Protocol):
+    """Optional for a transport: end the call at its source (Twilio: the REST API), not just the socket."""
+
+    async def hang_up(self) -> None:
+        """End the call; one that has already ended is not an error."""
+        ...
+
+
+@runtime_checkable
+class PlayoutReporter(Protocol):
+    """Optional for a transport that learns from the far end what has been played (Twilio's marks)."""
+
+    def heard_reply_ms(self) -> int | None:
+        """Milliseconds of the current reply the caller has heard by now; None: unknown (the session
+        falls back on its own pacing estimate). Asked by `Session.interrupt` before it clears."""
         ...
 
 
@@ -187,10 +206,29 @@ class Session:
         now = self._clock.now()
         unheard = max(0.0, self._play_end - now)
         heard_ms = max(0, round((self._reply_sent_s - unheard) * 1000))
+        if isinstance(self.transport, PlayoutReporter):  # the far end's word beats our estimate
+            reported = self.transport.heard_reply_ms()
+            if reported is not None:
+                heard_ms = max(0, min(reported, round(self._reply_sent_s * 1000)))
         self._play_end = now
         self._reply_sent_s = 0.0
         await self.send_event(Interrupted(heard_ms=heard_ms))
         return heard_ms
+
+    async def hang_up(self) -> None:
+        """End the call from the server's side (the handler's choice, e.g. the agent said goodbye).
+
+        A transport with `CallControl` ends the call itself (Twilio: REST `Status=completed`); any
+        other closes its connection. The session then closes as usual, so the conversation is saved.
+        """
+        if self._closed:
+            return
+        self.stop_reason = self.stop_reason or "hang_up"
+        logger.info("session %s: hanging up", self.id)
+        if isinstance(self.transport, CallControl):
+            await self.transport.hang_up()
+        else:
+            await self.transport.close(1000, "hang_up")
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:

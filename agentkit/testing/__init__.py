@@ -15,7 +15,7 @@ from agentkit.testing._ws_caller import (
     ReceivedEvent,
     WebSocketCaller,
 )
-from agentkit.testing.fakes import FakeAnthropic, FakeElevenLabs, FakeGroq, FakeRequest, Reply
+from agentkit.testing.fakes import FakeAnthropic, FakeElevenLabs, FakeGroq, FakeRequest, FakeTwilio, Reply
 
 __all__ = [
     "CallRefusedError",
@@ -23,6 +23,7 @@ __all__ = [
     "FakeElevenLabs",
     "FakeGroq",
     "FakeRequest",
+    "FakeTwilio",
     "LLMCall",
     "PlayResult",
     "ReceivedAudio",

@@ -112,6 +112,9 @@ class TwilioCaller(WebSocketCaller):
         custom_parameters: Mapping[str, str] | None = None,
         clock: Clock | Callable[[], float] | None = None,
         open_timeout: float = 10.0,
+        mark_delay_s: float = 0.0,
+        call_sid: str | None = None,
+        direction: str = "inbound",
     ) -> None:
         options: dict[str, Any] = {} if clock is None else {"clock": clock}
         super().__init__(
@@ -126,12 +129,20 @@ class TwilioCaller(WebSocketCaller):
         """The URL Twilio "requested", which the signature covers."""
         self._ws_url_override = ws_url
         self._custom_parameters = custom_parameters
-        self.call_sid = "CA" + uuid.uuid4().hex
+        self.call_sid = call_sid or "CA" + uuid.uuid4().hex
+        self.direction = direction
+        """`inbound`, or `outbound-api` for a call placed through the REST API (`agentkit call`):
+        then `from_number` is the Twilio number and `to_number` the person answering."""
         self.stream_sid = "MZ" + uuid.uuid4().hex
         self.answer: WebhookAnswer | None = None
         """The webhook's answer, once posted."""
         self.marks_answered: list[tuple[str, float]] = []
         """(mark name, clock reading when the caller sent it back), in order."""
+        self.clears_at_media_ms: list[int] = []
+        """For each `clear`: how much audio (ms) the caller had sent when it arrived. That is the call's
+        simulated time, the same media timeline the server's turn-taking counts in."""
+        self.mark_delay_s = mark_delay_s
+        """Answer each mark this long after its audio played (a slow or far-away Twilio edge)."""
         self._sequence = itertools.count(1)
         self._chunk = itertools.count(1)
         self._media_ms = 0
@@ -147,7 +158,7 @@ class TwilioCaller(WebSocketCaller):
             "ApiVersion": "2010-04-01",
             "CallSid": self.call_sid,
             "CallStatus": "ringing",
-            "Direction": "inbound",
+            "Direction": self.direction,
             "From": self.from_number,
             "To": self.to_number,
         }
@@ -289,9 +300,10 @@ class TwilioCaller(WebSocketCaller):
             if not isinstance(name, str):
                 self._violation("mark without a name")
                 return
-            self._marks.append((max(t, self._playout_end_t), name))
+            self._marks.append((max(t, self._playout_end_t) + self.mark_delay_s, name))
             self._marks_changed.set()
         elif kind == "clear":
+            self.clears_at_media_ms.append(self._media_ms)
             self._clear_playout(t)
             self._marks = deque((t, name) for _, name in self._marks)  # answered at once
             self._marks_changed.set()

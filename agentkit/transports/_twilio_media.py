@@ -5,6 +5,11 @@ In: `connected`, `start` (must carry the one-time token from the TwiML), `media`
 Out: `media` (mu-law 8 kHz, one 20 ms frame per message, paced in real time by the session), a `mark`
 every `mark_interval_ms` of reply audio and at the end of each reply, and `clear` on barge-in.
 
+The echoed marks are the playout clock: on barge-in the session asks `heard_reply_ms()` (the last
+echoed mark's position plus the time since, never past the next unechoed mark) rather than trusting
+its own pacing. `hang_up()` ends the call through Twilio's REST API when call control is configured
+(`TwilioCalls`), then closes the stream; without it, closing the stream ends a `<Connect>` call.
+
 Twilio does not understand agentkit's own events (errors, transcripts), so those stay server-side:
 problems are logged (without numbers or audio) and fatal ones close the socket with a code.
 """
@@ -18,9 +23,10 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from agentkit.audio import Samples
-from agentkit.exceptions import ProtocolError
+from agentkit.exceptions import ProtocolError, ProviderError
 from agentkit.stream._events import Event, Interrupted, ResponseDone
-from agentkit.transports._twilio_webhook import TOKEN_PARAMETER, CallTokens
+from agentkit.transports._twilio_rest import TwilioCalls
+from agentkit.transports._twilio_webhook import TOKEN_PARAMETER, CallGrant, CallTokens
 from agentkit.transports._ws_common import CLOSE_POLICY, WebSocketConnection, media_payload, samples_to_mulaw
 
 if TYPE_CHECKING:
@@ -46,10 +52,20 @@ class TwilioConnection(WebSocketConnection):
     """A stream that has not sent a valid `start` by then is closed (1008): no idle sockets pile up."""
 
     def __init__(
-        self, websocket: WebSocket, stream: Stream, tokens: CallTokens, *, mark_interval_ms: int = 500
+        self,
+        websocket: WebSocket,
+        stream: Stream,
+        tokens: CallTokens,
+        *,
+        mark_interval_ms: int = 500,
+        calls: TwilioCalls | None = None,
+        require_token: bool = True,
     ) -> None:
         super().__init__(websocket, stream)
         self._tokens = tokens
+        self._calls = calls
+        self._require_token = require_token  # False only for loopback benchmarks (see add_twilio_routes)
+        self._heard_at: tuple[int, float] | None = None  # (reply ms confirmed, clock reading then)
         self._mark_interval_ms = mark_interval_ms
         self.stream_sid: str | None = None
         self.call_sid: str | None = None
@@ -83,6 +99,8 @@ class TwilioConnection(WebSocketConnection):
     async def send_audio(self, payload: bytes) -> None:
         message = {"event": "media", "streamSid": self.stream_sid, "media": {"payload": _b64(payload)}}
         await self.send_json(message)
+        if self._heard_at is None and self.session is not None:
+            self._heard_at = (0, self.session.clock.now())  # Twilio starts playing about now
         duration_ms = len(payload) * 1000 / SAMPLE_RATE
         self._reply_ms += duration_ms
         self._unmarked_ms += duration_ms
@@ -95,6 +113,7 @@ class TwilioConnection(WebSocketConnection):
             self._pending_marks.clear()
             self._reply_ms = self._unmarked_ms = 0.0
             self.heard_ms = 0
+            self._heard_at = None
             if self.stream_sid is not None:
                 await self.send_json({"event": "clear", "streamSid": self.stream_sid})
         elif isinstance(event, ResponseDone):
@@ -150,6 +169,8 @@ class TwilioConnection(WebSocketConnection):
         params = start.get("customParameters")
         params = params if isinstance(params, dict) else {}
         grant = self._tokens.redeem(params.get(TOKEN_PARAMETER))
+        if grant is None and not self._require_token:
+            grant = CallGrant(caller=None, called=None, call_sid=None, expires_at_s=0.0)
         if grant is None:
             await self.report("bad_token", "the session token is missing, wrong, expired or used", fatal=True)
             await self.close(CLOSE_POLICY, "invalid session token")
@@ -210,6 +231,31 @@ class TwilioConnection(WebSocketConnection):
             _, self.heard_ms = self._pending_marks.popleft()
         if name.startswith("end-"):
             self.heard_ms = 0  # the next reply starts from zero
+            self._heard_at = None
+        elif self.session is not None:
+            self._heard_at = (self.heard_ms, self.session.clock.now())
+
+    # -- optional session hooks (PlayoutReporter, CallControl) -------------------------------------
+    def heard_reply_ms(self) -> int | None:
+        """Reply audio played by now according to Twilio's mark echoes; None before any reply audio."""
+        if self._heard_at is None or self.session is None:
+            return None
+        confirmed_ms, since = self._heard_at
+        # the audio after the last echoed mark is playing now, but cannot have passed the next mark
+        limit_ms = self._pending_marks[0][1] if self._pending_marks else self._reply_ms
+        elapsed_ms = (self.session.clock.now() - since) * 1000
+        return round(max(confirmed_ms, min(confirmed_ms + elapsed_ms, limit_ms)))
+
+    async def hang_up(self) -> None:
+        """End the call: REST `Status=completed` when call control is set up, then close the stream."""
+        if self._calls is not None and self.call_sid is not None:
+            try:
+                await self._calls.hang_up(self.call_sid)
+            except ProviderError as exc:  # closing the stream still ends a <Connect> call
+                logger.warning("twilio: REST hang-up failed (%s); closing the stream", exc.message)
+        elif self._calls is None:
+            logger.info("twilio: no call control configured; hanging up by closing the stream")
+        await self.close(1000, "hang_up")
 
 
 def _b64(payload: bytes) -> str:

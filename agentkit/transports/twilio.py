@@ -10,7 +10,8 @@ The webhook checks `X-Twilio-Signature` with `TWILIO_AUTH_TOKEN` against the URL
 (`AGENTKIT_PUBLIC_URL` + the path, or the `X-Forwarded-Proto`/`X-Forwarded-Host` of the proxy in
 front), answers `<Connect><Stream url="wss://PUBLIC_HOST/telephone/media">` with the caller, the
 called number and a one-time token as `<Parameter>`s, and the media stream must present that token
-in its `start` message within a minute. See docs/telephony.md.
+in its `start` message within a minute. With `TWILIO_ACCOUNT_SID` set too (or `calls=` given), the
+agent can end the call through Twilio's REST API (`await context.hang_up()`). See docs/telephony.md.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from starlette.websockets import WebSocket
 
 from agentkit.config import load_settings
 from agentkit.transports._twilio_media import TwilioConnection
+from agentkit.transports._twilio_rest import TwilioCalls
 from agentkit.transports._twilio_webhook import (
     CallGrant,
     CallTokens,
@@ -38,7 +40,7 @@ if TYPE_CHECKING:
 
     from agentkit.stream import Stream
 
-__all__ = ["CallGrant", "CallTokens", "TwilioConnection", "add_twilio_routes"]
+__all__ = ["CallGrant", "CallTokens", "TwilioCalls", "TwilioConnection", "add_twilio_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +57,8 @@ def add_twilio_routes(
     prefix: str = "/telephone",
     auth_token: str | None = None,
     tokens: CallTokens | None = None,
+    calls: TwilioCalls | None = None,
+    require_token: bool = True,
 ) -> CallTokens:
     """Mount `POST {prefix}/incoming` (Twilio's voice webhook) and `WS {prefix}/media`.
 
@@ -62,7 +66,12 @@ def add_twilio_routes(
     trust the proxy's `X-Forwarded-Proto`/`X-Forwarded-Host`). `auth_token`: the Twilio auth token
     that signs webhooks (default `TWILIO_AUTH_TOKEN`). Signatures are checked unless
     `validate_signatures=False` or `AGENTKIT_TWILIO_VALIDATE=0`, which logs a warning: only for local
-    development. Returns the one-time token book the two routes share.
+    development. `calls`: REST call control for hang-ups (default: from `TWILIO_ACCOUNT_SID`,
+    `TWILIO_AUTH_TOKEN` and `TWILIO_API_BASE_URL` when both credentials are set; else a hang-up only
+    closes the stream). `require_token=False` accepts media streams that carry no valid token: only
+    for benchmarks on 127.0.0.1 (Twilio-protocol load generators dial the WebSocket directly); never
+    on a server Twilio can reach, since anyone could then open a call. Returns the one-time token book
+    the two routes share.
     """
     settings = load_settings()
     public_url = public_url or settings.public_url
@@ -71,12 +80,20 @@ def add_twilio_routes(
     validate = validate_signatures and settings.twilio_validate
     signatures = SignatureCheck(auth_token)
     book = tokens or CallTokens()
+    if calls is None and settings.twilio_account_sid and auth_token:
+        calls = TwilioCalls(
+            settings.twilio_account_sid, auth_token, api_base_url=settings.twilio_api_base_url
+        )
     prefix = prefix.rstrip("/")
     if not validate:
         logger.warning(
             "twilio: webhook signatures are NOT checked; anyone can start calls (development only)"
         )
-    elif not signatures.configured:
+    if not require_token:
+        logger.warning(
+            "twilio: media streams are accepted WITHOUT a session token (loopback benchmarks only)"
+        )
+    if validate and not signatures.configured:
         logger.info("twilio: TWILIO_AUTH_TOKEN is not set; every webhook request will get 403")
 
     async def incoming(request: Request) -> Response:
@@ -96,6 +113,8 @@ def add_twilio_routes(
                 )
                 return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
         caller, called = form.get("From") or None, form.get("To") or None
+        if form.get("Direction", "").startswith("outbound"):  # `agentkit call`: the person is `To`
+            caller, called = called, caller
         token = book.issue(caller=caller, called=called, call_sid=form.get("CallSid") or None)
         logger.info("twilio: incoming call %.64s answered with a media stream", form.get("CallSid", "?"))
         twiml = media_stream_twiml(
@@ -104,7 +123,7 @@ def add_twilio_routes(
         return Response(twiml, media_type="text/xml")
 
     async def media(websocket: WebSocket) -> None:
-        await TwilioConnection(websocket, stream, book).run()
+        await TwilioConnection(websocket, stream, book, calls=calls, require_token=require_token).run()
 
     app.add_api_route(f"{prefix}/incoming", incoming, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route(f"{prefix}/media", media)

@@ -32,13 +32,16 @@ from agentkit.testing.fakes._elevenlabs import FakeElevenLabs
 from agentkit.testing.fakes._groq import FakeGroq
 from agentkit.testing.fakes._script import FakeRequest, Outcome, Reply, ReplySource, UploadedFile
 from agentkit.testing.fakes._server import FakeServer
+from agentkit.testing.fakes._twilio import FakeCall, FakeTwilio
 
 __all__ = [
     "FakeAnthropic",
+    "FakeCall",
     "FakeElevenLabs",
     "FakeGroq",
     "FakeRequest",
     "FakeServer",
+    "FakeTwilio",
     "Outcome",
     "Reply",
     "ReplySource",

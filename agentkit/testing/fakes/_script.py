@@ -87,7 +87,7 @@ class FakeRequest:
     body: bytes
     """The raw request body."""
     form: dict[str, str] = field(default_factory=dict)
-    """Text fields of a multipart body."""
+    """Text fields of a multipart or URL-encoded form body."""
     files: dict[str, UploadedFile] = field(default_factory=dict)
     """File fields of a multipart body, by field name."""
     status: int = 0

@@ -372,4 +372,6 @@ def _make_request(start: h11.Request, body: bytes) -> FakeRequest:
     if content_type.startswith("multipart/form-data"):
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             request.form, request.files = parse_multipart(body, content_type)
+    elif content_type.startswith("application/x-www-form-urlencoded"):
+        request.form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
     return request
