@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -308,6 +310,45 @@ async def test_talk_page_falls_back_to_websocket(browser: Browser, models_dir: P
     assert seen["errors"] == []
     # with WebRTC asked for by name there is no fallback: the page reports the failure
     assert forced["code"] == "no_connection" and forced["transport"] is None
+
+
+async def test_talk_page_falls_back_when_webrtc_cannot_connect(
+    tmp_path: Path, models_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The offer is answered, but no ICE candidate reaches either side (UDP blocked, say): after its
+    connect timeout the page gives up, frees the WebRTC session it held on the server, and talks
+    over the WebSocket, on a server with room for one session only."""
+    offers: list[int] = []
+
+    async def no_candidates(route: Route) -> None:
+        offer = json.loads(route.request.post_data or "{}")
+        offer["sdp"] = _without_candidates(offer["sdp"])
+        response = await route.fetch(post_data=json.dumps(offer))
+        answer = await response.json()
+        offers.append(response.status)
+        answer["sdp"] = _without_candidates(answer["sdp"])
+        await route.fulfill(response=response, json=answer)
+
+    caplog.set_level(logging.INFO, logger="agentkit")
+    mic = _mic_file(tmp_path, (8.0, "utt2"))  # the caller speaks once the 5 s WebRTC wait is over
+    async with chromium(mic) as browser, live_server(Stream(_agent(), concurrency_limit=1)) as server:
+        page = await browser.new_page()
+        await page.route("**/webrtc/offer", no_candidates)
+        seen = await _talk_one_turn(page, f"{server.http_url}/")
+        await page.close()
+
+    assert offers == [200]
+    assert seen["transport"] == "websocket" and len(seen["fallbacks"]) == 1
+    assert "did not reach connected" in seen["fallbacks"][0]
+    assert seen["lines"] == [["assistant", "Welcome."], ["user", USER_SAYS], ["assistant", AGENT_SAYS]]
+    assert seen["errors"] == []
+    ended = [r.getMessage() for r in caplog.records if "client_cancel" in r.getMessage()]
+    assert ended, "the WebRTC session was not cancelled by the page"
+
+
+def _without_candidates(sdp: str) -> str:
+    lines = sdp.split("\r\n")
+    return "\r\n".join(x for x in lines if not x.startswith(("a=candidate", "a=end-of-candidates")))
 
 
 async def _forced_webrtc_error(page: Page, url: str) -> dict[str, Any]:

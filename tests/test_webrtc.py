@@ -193,6 +193,33 @@ async def test_a_peer_that_never_connects_is_closed() -> None:
         await peers.aclose()
 
 
+async def test_a_client_that_gives_up_frees_the_slot_at_once() -> None:
+    """`DELETE /webrtc/sessions/{id}`: the web client's way out of an offer that will not connect,
+    before its WebSocket fallback asks for the one slot; unknown ids get 404, other sites 403."""
+    allowed = ["https://shop.example"]
+    async with live_server(Stream(Silent(), concurrency_limit=1), allowed_origins=allowed) as server:
+        answered = await post_offer(server, {"type": "offer", "sdp": await offer_sdp()})
+        session_id = answered.json()["session_id"]
+        (connection,) = peers_of(server).connections
+        assert set(server.stream.sessions) == {session_id}
+        path = f"/webrtc/sessions/{session_id}"
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            foreign = await http.delete(path, headers={"origin": "https://evil.example"})
+            preflight = await http.options(
+                path, headers={"origin": allowed[0], "access-control-request-method": "DELETE"}
+            )
+            ended = await http.delete(path, headers={"origin": allowed[0]})
+            await wait_for(lambda: not server.stream.sessions, what="the session to close")
+            again = await http.delete(path)
+            async with WebRTCCaller(server.http_url):  # the slot is free: no over_capacity
+                pass
+    assert (foreign.status_code, foreign.json()["error"]) == (403, "origin_not_allowed")
+    assert preflight.status_code == 204 and "DELETE" in preflight.headers["access-control-allow-methods"]
+    assert ended.status_code == 204 and ended.headers["access-control-allow-origin"] == allowed[0]
+    assert connection.end_reason == "client_cancel"
+    assert (again.status_code, again.json()["error"]) == (404, "unknown_session")
+
+
 async def test_time_limit_and_server_shutdown() -> None:
     async with live_server(Stream(Silent(), time_limit=1.0)) as server:
         async with WebRTCCaller(server.http_url) as caller:

@@ -332,8 +332,12 @@ class AgentkitClient {
         this._webrtcTimeoutMs, "the peer connection did not reach connected");
     } catch (err) {
       this._closeWebRTC();
-      if (this._closed) return true;
+      const givenUp = this.sessionId;
       this.sessionId = null;
+      // an answered offer holds a session slot on the server until its connect timeout: free it
+      // now, so that the WebSocket fallback (or a retry) is not refused as over capacity
+      if (givenUp) await this._cancelWebRTCSession(givenUp);
+      if (this._closed) return true;
       const reason = (err && err.message) || String(err);
       if (err && err.code === "over_capacity") {
         this._fail(err.code, err.message);
@@ -380,6 +384,20 @@ class AgentkitClient {
       throw Object.assign(new Error(`${path}: ${code} ${data.message || ""}`.trim()), { code });
     }
     return data;
+  }
+
+  /** DELETE the server's WebRTC session `id` (best effort, waiting a second at most). */
+  async _cancelWebRTCSession(id) {
+    const abort = new AbortController();
+    const timer = setTimeout(() => abort.abort(), 1000);
+    try {
+      const url = new URL(`webrtc/sessions/${encodeURIComponent(id)}`, this.baseUrl);
+      await fetch(url, { method: "DELETE", signal: abort.signal });
+    } catch {
+      // the server's connect timeout ends it anyway
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** The reply track: through the analyser to the speakers, like the WebSocket path's buffers. */

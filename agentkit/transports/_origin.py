@@ -51,7 +51,7 @@ class OriginPolicy:
         if origin is not None and self.is_listed(origin):
             headers["Access-Control-Allow-Origin"] = origin
             if preflight:
-                headers["Access-Control-Allow-Methods"] = "GET, POST"
+                headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE"
                 headers["Access-Control-Allow-Headers"] = "content-type"
                 headers["Access-Control-Max-Age"] = "600"
         return headers

@@ -209,6 +209,17 @@ class WebRTCPeers:
         logger.info("webrtc: answered an offer for session %s", session.id)
         return {"sdp": pc.localDescription.sdp, "type": "answer", "session_id": session.id}
 
+    def cancel(self, session_id: str) -> bool:
+        """End the connection of `session_id`, connected or not (the client gave up on it, e.g. to
+        fall back to the WebSocket, whose session must not wait for this one's connect timeout).
+        False when no live connection has that session."""
+        for connection in self._tasks.values():
+            session = connection.session
+            if session is not None and session.id == session_id and connection.end_reason is None:
+                connection.end("client_cancel")
+                return True
+        return False
+
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.pop(task, None)
         if not task.cancelled() and task.exception() is not None:
@@ -247,14 +258,17 @@ def add_webrtc_routes(
     disconnect_grace_s: float = 5.0,
     allowed_origins: Sequence[str] | None = None,
 ) -> WebRTCPeers:
-    """Mount `POST {prefix}/webrtc/offer` and `GET {prefix}/webrtc/config`; returns the peer registry.
+    """Mount `POST {prefix}/webrtc/offer`, `GET {prefix}/webrtc/config` and
+    `DELETE {prefix}/webrtc/sessions/{session_id}`; returns the peer registry.
 
     Call `await peers.aclose()` on shutdown (`create_app` does). The offer body is
     `{"sdp", "type": "offer", "session_id"?, "caller"?}`; the answer `{"sdp", "type": "answer",
     "session_id"}`. Refusals are JSON `{"error": code, "message"}`: 400 (`bad_json`, `bad_offer`,
     `bad_sdp`, `no_audio`, `no_opus`), 403 (`origin_not_allowed`: with `allowed_origins`, a browser page
     from another origin than the server's or a listed one), 409 (`session_exists`), 503
-    (`over_capacity`, `shutting_down`).
+    (`over_capacity`, `shutting_down`). The DELETE ends that session's peer connection, connected or
+    not (204; 404 `unknown_session`): the web client sends it when it gives up on WebRTC, so that its
+    WebSocket fallback does not find the session slot still held until the connect timeout.
     """
     policy = OriginPolicy.of(allowed_origins)
     peers = WebRTCPeers(
@@ -290,6 +304,16 @@ def add_webrtc_routes(
             logger.info("webrtc: offer refused (%s)", refusal.code)
             return refusal.response()
 
+    async def cancel(request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if policy is not None and not policy.allows(origin, request.headers.get("host")):
+            refused = OfferRefused(403, "origin_not_allowed", "this page may not end sessions")
+            return cors(request, refused.response())
+        if not peers.cancel(request.path_params["session_id"]):
+            unknown = OfferRefused(404, "unknown_session", "no live WebRTC session has that id")
+            return cors(request, unknown.response())
+        return cors(request, Response(status_code=204))
+
     async def config(request: Request) -> Response:
         resolved = await resolve_rtc_configuration(client_rtc_configuration)
         return cors(request, JSONResponse({"iceServers": ice_servers_json(resolved)}))
@@ -302,4 +326,6 @@ def add_webrtc_routes(
     app.add_api_route(f"{prefix}/webrtc/config", config, methods=["GET"])
     app.add_api_route(f"{prefix}/webrtc/offer", preflight, methods=["OPTIONS"])
     app.add_api_route(f"{prefix}/webrtc/config", preflight, methods=["OPTIONS"])
+    app.add_api_route(f"{prefix}/webrtc/sessions/{{session_id}}", cancel, methods=["DELETE"])
+    app.add_api_route(f"{prefix}/webrtc/sessions/{{session_id}}", preflight, methods=["OPTIONS"])
     return peers
