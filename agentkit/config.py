@@ -10,6 +10,7 @@
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
 | `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | conversation store URL (`agentkit.store`) |
 | `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
+| `AGENTKIT_API_TOKEN` | unset | bearer token for `/api/conversations`; unset: direct loopback requests only |
 | `AGENTKIT_PUBLIC_URL` | unset | the server's public base URL (`https://agent.example`), for Twilio |
 | `TWILIO_AUTH_TOKEN` | unset | checks the `X-Twilio-Signature` of Twilio's webhooks |
 | `TWILIO_ACCOUNT_SID` | unset | with `TWILIO_AUTH_TOKEN`: call control (hang up, `agentkit call`) |
@@ -55,6 +56,8 @@ class AgentkitSettings(BaseSettings):
     """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db` or `memory://`."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Other sites whose pages may embed the web widget and connect (comma-separated; `*`: any)."""
+    api_token: SecretStr | None = None
+    """Bearer token for the conversation API (`/api/conversations`); None: loopback readers only."""
     public_url: str | None = None
     """Base URL callers reach the server at (`https://agent.example`); None: from proxy headers."""
     twilio_auth_token: SecretStr | None = Field(

@@ -9,6 +9,7 @@ from _server import live_server
 from conftest import speech
 
 from agentkit import Agent, Stream, TurnTakingOptions
+from agentkit.server import create_app
 from agentkit.store import MemoryStore
 from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS, WebSocketCaller
 
@@ -51,3 +52,13 @@ async def test_agent_over_websocket_with_store_api(models_dir: object) -> None:
     assert [m["text"] for m in detail["messages"]] == [t for _, t in transcripts]
     assert len(detail["metrics"]) == 1 and detail["metrics"][0]["interrupted"] is False
     assert missing.status_code == 404
+
+
+async def test_the_served_api_takes_its_token_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENTKIT_API_TOKEN", "from-the-env")
+    agent = Served(stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS(), store=MemoryStore())
+    transport = httpx.ASGITransport(app=create_app(Stream(agent)))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        without = await http.get("/api/conversations")
+        with_token = await http.get("/api/conversations", headers={"authorization": "Bearer from-the-env"})
+    assert (without.status_code, with_token.status_code) == (401, 200)

@@ -249,6 +249,45 @@ async def api(store: ConversationStore) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+async def guarded_get(
+    store: ConversationStore, *, token: str | None, client: str, headers: dict[str, str] | None = None
+) -> httpx.Response:
+    app = FastAPI()
+    app.include_router(conversation_api(store, token=token))
+    transport = httpx.ASGITransport(app=app, client=(client, 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+        return await http.get("/api/conversations", headers=headers)
+
+
+async def test_api_answers_only_this_machine_without_a_token(store: ConversationStore) -> None:
+    """Transcripts and phone numbers: without a token only direct loopback readers get them, not a
+    reader behind a tunnel or proxy (which connects from loopback too, but says so in its headers)."""
+    assert (await guarded_get(store, token=None, client="127.0.0.1")).status_code == 200
+    assert (await guarded_get(store, token=None, client="::1")).status_code == 200
+    for client, headers in (
+        ("203.0.113.9", None),
+        ("127.0.0.1", {"x-forwarded-for": "203.0.113.9"}),
+        ("127.0.0.1", {"forwarded": "for=203.0.113.9;proto=https"}),
+    ):
+        refused = await guarded_get(store, token=None, client=client, headers=headers)
+        assert refused.status_code == 403 and "AGENTKIT_API_TOKEN" in refused.json()["detail"]
+
+
+async def test_api_with_a_token_needs_it_from_everywhere(store: ConversationStore) -> None:
+    await store.start_conversation("claude", "twilio", caller="+15550100")
+    token = "s3cret-token"
+    for headers in (None, {"authorization": "Bearer wrong"}, {"authorization": f"Basic {token}"}):
+        refused = await guarded_get(store, token=token, client="127.0.0.1", headers=headers)
+        assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        assert "+15550100" not in refused.text
+    allowed = await guarded_get(
+        store, token=token, client="203.0.113.9", headers={"authorization": f"Bearer {token}"}
+    )
+    assert allowed.status_code == 200 and allowed.json()["conversations"][0]["caller"] == "+15550100"
+    # an empty token (AGENTKIT_API_TOKEN= ) is no token: loopback only, not "anyone with no password"
+    assert (await guarded_get(store, token="", client="203.0.113.9")).status_code == 403
+
+
 async def test_api_lists_conversations_with_filters_and_pages(
     store: ConversationStore, api: httpx.AsyncClient
 ) -> None:

@@ -71,7 +71,9 @@ def create_app(
 
     app = FastAPI(title=title, lifespan=lifespan)
     if agent is not None and agent.store is not None:
-        app.include_router(conversation_api(agent.store))
+        api_token = load_settings().api_token
+        token = api_token.get_secret_value() or None if api_token is not None else None
+        app.include_router(conversation_api(agent.store, token=token))
     add_websocket_routes(
         app,
         stream,
