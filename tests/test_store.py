@@ -7,17 +7,20 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+from _redis_server import redis_server
 from _store_writer import AGENT, CALLER, turn_metrics, turn_text
 from fastapi import FastAPI
+from redis.exceptions import RedisError
 
 import agentkit.store
 from agentkit.exceptions import ConfigError
@@ -26,6 +29,7 @@ from agentkit.store import (
     Conversation,
     ConversationStore,
     MemoryStore,
+    RedisStore,
     Role,
     SQLiteStore,
     StoredMessage,
@@ -50,12 +54,22 @@ class StepClock:
         return self.t
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    """A throwaway `redis-server` on a free loopback port, no persistence (installed by .ci/run)."""
+    with redis_server() as url:
+        yield url
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[ConversationStore]:
     if request.param == "memory":
         s: ConversationStore = MemoryStore(wall_clock=StepClock())
-    else:
+    elif request.param == "sqlite":
         s = SQLiteStore(tmp_path / "store.db", wall_clock=StepClock())
+    else:  # a fresh key prefix per test: one server, no test sees another's data
+        url = request.getfixturevalue("redis_url")
+        s = RedisStore(url, prefix=f"test-{uuid.uuid4().hex[:8]}:", wall_clock=StepClock())
     yield s
     await s.aclose()
 
@@ -448,6 +462,55 @@ def test_sigkill_loses_no_reported_write(kill_after: str, tmp_path: Path) -> Non
     db.close()
 
 
+# -- redis: several workers, one store -------------------------------------------------------------
+
+
+async def test_redis_workers_share_one_store(redis_url: str) -> None:
+    """Two workers of one agent (two stores on one server, as two processes would have): a caller
+    who reaches the second remembers what they told the first, and writes from both interleave
+    without losing or reordering a message. Another key prefix (another agent's deployment) sees
+    nothing of it."""
+    first = open_store(f"{redis_url}?prefix=shop:")
+    second = open_store(f"{redis_url}?prefix=shop:")
+    elsewhere = open_store(f"{redis_url}?prefix=other:")
+    assert isinstance(first, RedisStore) and isinstance(second, RedisStore)
+    try:
+        earlier = await first.start_conversation(AGENT, "twilio", caller=CALLER)
+        await add_turns(first, earlier.id, ["a table for two", "booked"])
+        await first.end_conversation(earlier.id)
+        now = await second.start_conversation(AGENT, "twilio", caller=CALLER)
+        history = await second.caller_history(AGENT, CALLER, exclude_conversation_id=now.id)
+        assert [m.text for m in history] == ["a table for two", "booked"]
+
+        async def write(store: ConversationStore, name: str) -> None:
+            for i in range(20):
+                await store.add_message(now.id, "user", f"{name} {i}", started_at=T0 + i)
+
+        await asyncio.gather(write(first, "one"), write(second, "two"))
+        stored = await first.messages(now.id)
+        assert [m.index for m in stored] == list(range(40))
+        for name in ("one", "two"):
+            assert [m.text for m in stored if m.text.startswith(name)] == [f"{name} {i}" for i in range(20)]
+        assert await elsewhere.list_conversations() == []
+        assert await elsewhere.get_conversation(now.id) is None
+    finally:
+        for store in (first, second, elsewhere):
+            await store.aclose()
+
+
+async def test_an_unreachable_redis_fails_the_call_not_the_process() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = open_store(f"redis://:hunter2@127.0.0.1:{port}/0")
+    try:
+        with pytest.raises(RedisError) as failed:
+            await store.start_conversation(AGENT, "ws")
+        assert "hunter2" not in str(failed.value) and "hunter2" not in repr(store)
+    finally:
+        await store.aclose()
+
+
 # -- opening by URL, and bad places ----------------------------------------------------------------
 
 
@@ -480,9 +543,9 @@ async def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(
     ("url", "match"),
     [
-        ("postgres://db/x", "unknown.*sqlite, memory"),
-        ("redis://:hunter2@127.0.0.1:6379/0", "not available yet"),
-        ("rediss://127.0.0.1", "not available yet"),
+        ("postgres://db/x", "unknown.*sqlite, memory, redis"),
+        ("redis://:hunter2@127.0.0.1:notaport/0", "not a usable redis URL"),
+        ("redis://:hunter2@127.0.0.1:6379/0?socket_timeout=soon", "not a usable redis URL"),
         ("conversations.db", "needs a scheme"),
         ("sqlite://host/x.db", "no host"),
         ("sqlite:///", "names no file"),
@@ -539,6 +602,7 @@ def test_exported_names() -> None:
         "Conversation",
         "ConversationStore",
         "MemoryStore",
+        "RedisStore",
         "Role",
         "SQLiteStore",
         "StoredMessage",

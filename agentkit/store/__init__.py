@@ -1,6 +1,7 @@
 """The conversation-state store: conversations, messages and per-turn metrics, kept across calls.
 
-`open_store(url)` picks a backend by URL (`sqlite:///path.db`, the default; `memory://`); every
+`open_store(url)` picks a backend by URL (`sqlite:///path.db`, the default; `redis://host/db` when
+several workers serve one agent; `memory://`); every
 backend implements the `ConversationStore` Protocol. `conversation_api(store)` serves a store
 read-only as JSON.
 """
@@ -10,6 +11,7 @@ from agentkit.store._base import MAX_LIST_LIMIT, ConversationStore
 from agentkit.store._memory import MemoryStore
 from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics
 from agentkit.store._open import SUPPORTED_SCHEMES, open_store
+from agentkit.store._redis import RedisStore
 from agentkit.store._sqlite import SCHEMA_VERSION, SQLiteStore
 
 __all__ = [
@@ -19,6 +21,7 @@ __all__ = [
     "Conversation",
     "ConversationStore",
     "MemoryStore",
+    "RedisStore",
     "Role",
     "SQLiteStore",
     "StoredMessage",

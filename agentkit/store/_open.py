@@ -7,7 +7,8 @@
 | `sqlite:///:memory:` | `SQLiteStore` on a private in-memory database (tests) |
 | `...?synchronous=full` | `SQLiteStore` that also survives power loss (one fsync per write) |
 | `memory://` | `MemoryStore` (this process only) |
-| `redis://...` | not available yet |
+| `redis://[[user]:password@]host[:port][/db]` | `RedisStore`, shared by several workers (`rediss://`: TLS) |
+| `redis://...?prefix=myagent:` | `RedisStore` with its keys under that prefix (default `agentkit:`) |
 
 Error messages name the scheme and path, never a whole URL (a Redis URL may hold a password).
 """
@@ -23,14 +24,15 @@ from agentkit.config import load_settings
 from agentkit.exceptions import ConfigError
 from agentkit.store._base import ConversationStore
 from agentkit.store._memory import MemoryStore
+from agentkit.store._redis import DEFAULT_PREFIX, RedisStore
 from agentkit.store._sqlite import SQLiteStore
 
 __all__ = ["SUPPORTED_SCHEMES", "open_store"]
 
-SUPPORTED_SCHEMES = ("sqlite", "memory")
+SUPPORTED_SCHEMES = ("sqlite", "memory", "redis", "rediss")
 """URL schemes `open_store` accepts."""
 
-_USAGE = "use sqlite:///relative/path.db, sqlite:////absolute/path.db or memory://"
+_USAGE = "use sqlite:///relative/path.db, sqlite:////absolute/path.db, redis://host:port/db or memory://"
 
 
 def open_store(url: str | None = None, *, wall_clock: Callable[[], float] = time.time) -> ConversationStore:
@@ -47,7 +49,8 @@ def open_store(url: str | None = None, *, wall_clock: Callable[[], float] = time
     if not sep or not scheme:
         raise ConfigError(f"the conversation store URL needs a scheme: {_USAGE}")
     if scheme in ("redis", "rediss"):
-        raise ConfigError(f"the redis conversation store is not available yet: {_USAGE}", scheme=scheme)
+        location, prefix = _parse_redis(url)
+        return RedisStore(location, prefix=prefix, wall_clock=wall_clock)
     if scheme == "memory":
         if rest.strip("/"):
             raise ConfigError(f"memory:// takes no path or options: {_USAGE}", scheme=scheme)
@@ -80,3 +83,16 @@ def _parse_sqlite(rest: str) -> tuple[str, Literal["normal", "full"]]:
         else:
             raise ConfigError(f"synchronous must be normal or full, not {value!r}", path=path)
     return path, synchronous
+
+
+def _parse_redis(url: str) -> tuple[str, str]:
+    """Split agentkit's `prefix` option off a redis URL; redis-py reads the rest (and its options)."""
+    location, _, query = url.partition("?")
+    prefix = DEFAULT_PREFIX
+    kept = []
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == "prefix":
+            prefix = value
+        else:
+            kept.append(f"{key}={value}")
+    return location + ("?" + "&".join(kept) if kept else ""), prefix
