@@ -470,3 +470,40 @@ async def test_barge_in_clears_playback(tmp_path: Path, models_dir: Path) -> Non
     assert len(cleared) == 1 and cleared[0]["scheduled"] == 0 and cleared[0]["state"] == "listening"
     assert heard is not None and heard.endswith(" …") and len(heard) - 2 < len(LONG_REPLY.strip())
     assert 0 < stats["samplesPlayed"] <= cleared[0]["received"]
+
+
+async def test_barge_in_over_webrtc_silences_the_reply(tmp_path: Path, models_dir: Path) -> None:
+    """Over WebRTC the page schedules nothing itself: the server stops the reply and empties what it
+    had queued for the track, and what the page plays (read from its analyser every 20 ms) falls
+    silent within 300 ms of the `interrupted` event (the jitter buffer holds ~100 ms), while the
+    caller is still talking. (The track's own queue is shallow, the session paces it in real time;
+    tests/test_webrtc.py checks that it is emptied.)"""
+    agent = Served(stt=ScriptedSTT(USER_SAYS), llm=ScriptedLLM(LONG_REPLY), tts=ToneTTS(ms_per_char=40))
+    mic = _mic_file(tmp_path, (1.5, "utt2"), (2.0, "utt1"))  # utt1 (3 s) comes ~1.5 s into the reply
+    async with chromium(mic) as launched, live_server(Stream(agent)) as server:
+        page = await launched.new_page()
+        await page.goto(f"{server.http_url}/?transport=webrtc")
+        await page.get_by_role("button", name="Start talking").click()
+        await page.wait_for_function("() => window.agentkitClient !== undefined", timeout=WAIT_MS)
+        await page.evaluate(
+            """() => { const client = window.agentkitClient;
+            window.levels = []; window.cutAt = null;
+            const buffer = new Float32Array(client._analyser.fftSize);
+            setInterval(() => {
+              client._analyser.getFloatTimeDomainData(buffer);
+              let sum = 0; for (const x of buffer) sum += x * x;
+              window.levels.push([performance.now(), Math.sqrt(sum / buffer.length)]);
+            }, 20);
+            client.on("interrupted", () => { window.cutAt = performance.now(); }); }"""
+        )
+        await page.locator("#transcript [data-role=assistant][title=interrupted]").wait_for(timeout=WAIT_MS)
+        await page.wait_for_function("() => performance.now() > window.cutAt + 1000", timeout=WAIT_MS)
+        transport = await page.evaluate("window.agentkitClient.transport")
+        levels, cut_at = await page.evaluate("[window.levels, window.cutAt]")
+        await page.close()
+
+    assert transport == "webrtc"
+    playing = [rms for t, rms in levels if cut_at - 800 < t < cut_at]
+    after = [rms for t, rms in levels if cut_at + 300 < t < cut_at + 1000]
+    assert playing and max(playing) > 0.05  # the reply's tone was playing up to the barge-in
+    assert after and max(after) < 0.005, max(after)  # and 300 ms later nothing of it is left
