@@ -3,14 +3,17 @@ store keeps the conversation and serves it read-only as JSON, and the caller's i
 
 from __future__ import annotations
 
+import socket
+
 import httpx
 import pytest
 from _server import live_server
 from conftest import speech
 
 from agentkit import Agent, Stream, TurnTakingOptions
+from agentkit.exceptions import ConfigError
 from agentkit.server import create_app
-from agentkit.store import MemoryStore
+from agentkit.store import MemoryStore, open_store
 from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS, WebSocketCaller
 
 pytestmark = pytest.mark.slow
@@ -62,3 +65,18 @@ async def test_the_served_api_takes_its_token_from_the_environment(monkeypatch: 
         without = await http.get("/api/conversations")
         with_token = await http.get("/api/conversations", headers={"authorization": "Bearer from-the-env"})
     assert (without.status_code, with_token.status_code) == (401, 200)
+
+
+async def test_a_store_that_does_not_answer_stops_the_server_at_startup() -> None:
+    """`agentkit run` with `AGENTKIT_STORE=redis://...` pointing nowhere fails at once, not at the
+    first caller."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = open_store(f"redis://127.0.0.1:{port}/0")
+    agent = Served(stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS(), store=store)
+    app = create_app(Stream(agent))
+    with pytest.raises(ConfigError, match="does not answer"):
+        async with app.router.lifespan_context(app):
+            pass
+    await store.aclose()

@@ -498,17 +498,24 @@ async def test_redis_workers_share_one_store(redis_url: str) -> None:
             await store.aclose()
 
 
-async def test_an_unreachable_redis_fails_the_call_not_the_process() -> None:
+async def test_an_unreachable_redis_fails_ping_and_calls_clearly(store: ConversationStore) -> None:
+    await store.ping()  # every backend that works answers
     with socket.socket() as sock:  # a port nothing listens on
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    store = open_store(f"redis://:hunter2@127.0.0.1:{port}/0")
+    unreachable = open_store(f"redis://:hunter2@127.0.0.1:{port}/0")
     try:
-        with pytest.raises(RedisError) as failed:
-            await store.start_conversation(AGENT, "ws")
-        assert "hunter2" not in str(failed.value) and "hunter2" not in repr(store)
+        with pytest.raises(ConfigError, match="does not answer") as at_startup:
+            await unreachable.ping()
+        with pytest.raises(RedisError) as on_a_call:
+            await unreachable.start_conversation(AGENT, "ws")
+        for text in (str(at_startup.value), str(on_a_call.value), repr(unreachable)):
+            assert "hunter2" not in text
     finally:
-        await store.aclose()
+        await unreachable.aclose()
+    await store.aclose()
+    with pytest.raises(RuntimeError):
+        await store.ping()
 
 
 # -- opening by URL, and bad places ----------------------------------------------------------------

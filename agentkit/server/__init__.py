@@ -61,6 +61,8 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if agent is not None:
             await agent.warm_up()  # a missing key or model fails here, not on the first call
+            if agent.store is not None:
+                await agent.store.ping()  # and so does a store URL that leads nowhere
         try:
             yield
         finally:

@@ -103,6 +103,13 @@ class ConversationStore(Protocol):
         """
         ...
 
+    async def ping(self) -> None:
+        """Check that the store answers (the server asks at startup, so a wrong URL fails fast).
+
+        Raises `ConfigError` naming the problem, never a password.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release the store's resources (connection, worker thread)."""
         ...

@@ -152,5 +152,8 @@ class MemoryStore:
         history = [m for c in theirs for m in self._messages[c.id]]
         return history[-limit_messages:]
 
+    async def ping(self) -> None:
+        self._check_open()
+
     async def aclose(self) -> None:
         self._closed = True

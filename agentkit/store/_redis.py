@@ -196,6 +196,15 @@ class RedisStore:
         if stored == 0:
             raise ValueError(f"metrics for turn {metrics.turn_index} are already stored")
 
+    async def ping(self) -> None:
+        from redis.exceptions import RedisError
+
+        self._check_open()
+        try:
+            await self._redis.ping()
+        except RedisError as exc:  # redis-py names host and port, never the password
+            raise ConfigError(f"the redis conversation store does not answer: {exc}"[:300]) from exc
+
     # -- reads -------------------------------------------------------------------------------------
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         self._check_open()

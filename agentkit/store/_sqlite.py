@@ -317,6 +317,9 @@ class SQLiteStore:
 
         await self._run(self._write, insert)
 
+    async def ping(self) -> None:
+        await self._run(self._read, "SELECT 1", ())  # opened (and checked) in __init__ already
+
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         rows = await self._run(self._read, "SELECT * FROM conversations WHERE id = ?", (conversation_id,))
         return _conversation(rows[0]) if rows else None
