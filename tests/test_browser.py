@@ -445,15 +445,26 @@ async def _widget_visits(browser: Browser, server: LiveServer, allowed: str, ref
 LONG_REPLY = "Sure. " + "Here is a long answer that keeps going for a while. " * 4
 
 
-async def test_barge_in_clears_playback(tmp_path: Path, models_dir: Path) -> None:
-    """The caller speaks again during a long reply: the page drops what it had scheduled, at once."""
+@contextlib.asynccontextmanager
+async def talking_over_a_long_reply(tmp_path: Path, page_path: str) -> AsyncIterator[Page]:
+    """The talk page at `page_path`, started: the caller asks, and speaks again (utt1, 3 s) about
+    1.5 s into the ~8 s reply. The page is closed after the block."""
     agent = Served(stt=ScriptedSTT(USER_SAYS), llm=ScriptedLLM(LONG_REPLY), tts=ToneTTS(ms_per_char=40))
-    mic = _mic_file(tmp_path, (1.5, "utt2"), (2.0, "utt1"))  # the reply lasts ~8 s; utt1 comes ~1.5 s in
+    mic = _mic_file(tmp_path, (1.5, "utt2"), (2.0, "utt1"))
     async with chromium(mic) as launched, live_server(Stream(agent)) as server:
         page = await launched.new_page()
-        await page.goto(f"{server.http_url}{WEBSOCKET_ONLY}")
+        await page.goto(f"{server.http_url}{page_path}")
         await page.get_by_role("button", name="Start talking").click()
         await page.wait_for_function("() => window.agentkitClient !== undefined", timeout=WAIT_MS)
+        try:
+            yield page
+        finally:
+            await page.close()
+
+
+async def test_barge_in_clears_playback(tmp_path: Path, models_dir: Path) -> None:
+    """The caller speaks again during a long reply: the page drops what it had scheduled, at once."""
+    async with talking_over_a_long_reply(tmp_path, WEBSOCKET_ONLY) as page:
         await page.evaluate(
             """() => { window.cleared = [];
             window.agentkitClient.on("interrupted", () => window.cleared.push({
@@ -465,7 +476,6 @@ async def test_barge_in_clears_playback(tmp_path: Path, models_dir: Path) -> Non
         cleared = await page.evaluate("window.cleared")
         heard = await cut.locator(".text").text_content()
         stats = await page.evaluate("({...window.agentkitClient.stats})")
-        await page.close()
 
     assert len(cleared) == 1 and cleared[0]["scheduled"] == 0 and cleared[0]["state"] == "listening"
     assert heard is not None and heard.endswith(" …") and len(heard) - 2 < len(LONG_REPLY.strip())
@@ -478,13 +488,7 @@ async def test_barge_in_over_webrtc_silences_the_reply(tmp_path: Path, models_di
     silent within 300 ms of the `interrupted` event (the jitter buffer holds ~100 ms), while the
     caller is still talking. (The track's own queue is shallow, the session paces it in real time;
     tests/test_webrtc.py checks that it is emptied.)"""
-    agent = Served(stt=ScriptedSTT(USER_SAYS), llm=ScriptedLLM(LONG_REPLY), tts=ToneTTS(ms_per_char=40))
-    mic = _mic_file(tmp_path, (1.5, "utt2"), (2.0, "utt1"))  # utt1 (3 s) comes ~1.5 s into the reply
-    async with chromium(mic) as launched, live_server(Stream(agent)) as server:
-        page = await launched.new_page()
-        await page.goto(f"{server.http_url}/?transport=webrtc")
-        await page.get_by_role("button", name="Start talking").click()
-        await page.wait_for_function("() => window.agentkitClient !== undefined", timeout=WAIT_MS)
+    async with talking_over_a_long_reply(tmp_path, "/?transport=webrtc") as page:
         await page.evaluate(
             """() => { const client = window.agentkitClient;
             window.levels = []; window.cutAt = null;
@@ -500,7 +504,6 @@ async def test_barge_in_over_webrtc_silences_the_reply(tmp_path: Path, models_di
         await page.wait_for_function("() => performance.now() > window.cutAt + 1000", timeout=WAIT_MS)
         transport = await page.evaluate("window.agentkitClient.transport")
         levels, cut_at = await page.evaluate("[window.levels, window.cutAt]")
-        await page.close()
 
     assert transport == "webrtc"
     playing = [rms for t, rms in levels if cut_at - 800 < t < cut_at]
