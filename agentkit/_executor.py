@@ -16,18 +16,17 @@ A local LLM's generation (seconds long) is not a model job: `LocalLLM` runs it o
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
 
+from agentkit.config import load_settings
+
 __all__ = ["model_executor", "run_audio_job", "run_model_job"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-
-_DEFAULT_MODEL_THREADS = 2
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -50,28 +49,13 @@ async def run_audio_job(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -
     return await loop.run_in_executor(audio_executor(), fn, *args)
 
 
-def _model_threads() -> int:
-    raw = os.environ.get("AGENTKIT_MODEL_THREADS", "").strip()
-    if not raw:
-        return _DEFAULT_MODEL_THREADS
-    try:
-        threads = int(raw)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        from agentkit.exceptions import ConfigError
-
-        raise ConfigError("AGENTKIT_MODEL_THREADS must be a positive integer", value=raw)
-    return threads
-
-
 def model_executor() -> ThreadPoolExecutor:
     """The shared pool for model inference, created on first use (size read then)."""
     global _model_executor
     with _lock:
         if _model_executor is None:
             _model_executor = ThreadPoolExecutor(
-                max_workers=_model_threads(), thread_name_prefix="agentkit-model"
+                max_workers=load_settings().model_threads, thread_name_prefix="agentkit-model"
             )
         return _model_executor
 

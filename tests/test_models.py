@@ -187,9 +187,10 @@ def test_unknown_models_and_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         verify("whisper")
 
 
-def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("AGENTKIT_PORT", "eighty")
-    with pytest.raises(ConfigError, match="AGENTKIT_PORT"):
+@pytest.mark.parametrize(("name", "value"), [("AGENTKIT_PORT", "eighty"), ("AGENTKIT_MODEL_THREADS", "0")])
+def test_bad_settings_name_the_variable(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=name):
         load_settings()
 
 
