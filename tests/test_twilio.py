@@ -20,6 +20,7 @@ from agentkit.agent import AgentEvent, DtmfReceived, SessionStarted, UserTurnSta
 from agentkit.audio import AudioFrame
 from agentkit.store import MemoryStore
 from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS, TwilioCaller, sign_twilio_request
+from agentkit.transports._twilio_webhook import token_secret
 from agentkit.transports.twilio import CallTokens, TwilioConnection
 
 pytestmark = pytest.mark.slow
@@ -155,6 +156,46 @@ def test_tokens_are_single_use_and_expire() -> None:
     assert tokens.redeem(b) is not None and tokens.redeem(c) is not None
 
 
+def test_signed_tokens_work_on_any_worker_once_and_only_untouched() -> None:
+    """With a secret (derived from the auth token every worker has), a token issued by one worker
+    is accepted by another, once there; a forged, altered, expired or foreign-secret one is not."""
+    clock = ManualClock()
+    secret = token_secret(TOKEN)
+    answering, streaming = (CallTokens(ttl_s=60, clock=clock, secret=secret) for _ in range(2))
+    other_account = CallTokens(ttl_s=60, clock=clock, secret=token_secret("another-auth-token"))
+    assert answering.signed and not CallTokens().signed
+    token = answering.issue(caller=FROM, called="+15550100002", call_sid="CA1")
+    assert other_account.redeem(token) is None
+    grant = streaming.redeem(token)
+    assert grant is not None and (grant.caller, grant.called, grant.call_sid) == (FROM, "+15550100002", "CA1")
+    assert streaming.redeem(token) is None  # used up on this worker
+    payload, mac = token.split(".")
+    forged = base64.urlsafe_b64encode(b'["+15559999999",null,"CA1",1e12,"x"]').decode()
+    assert streaming.redeem(f"{forged}.{mac}") is None and streaming.redeem(payload) is None
+    late = answering.issue(caller=None, called=None, call_sid=None)
+    clock.t += 61
+    assert streaming.redeem(late) is None
+    assert streaming.redeem("x" * 100_000) is None and streaming.redeem(None) is None
+
+
+async def test_one_worker_answers_the_webhook_another_takes_the_stream() -> None:
+    """Two workers of one agent behind a load balancer: the media stream lands on the other one."""
+    async with live_server(Stream(Silent())) as answering, live_server(Stream(Silent())) as streaming:
+        other = streaming.ws_url("/telephone/media")
+        async with TwilioCaller(answering.http_url, auth_token=TOKEN, from_number=FROM, ws_url=other) as call:
+            await wait_for(lambda: len(streaming.stream.sessions) == 1, what="a session on the other worker")
+            assert not answering.stream.sessions
+            await call.stop()
+        await wait_for(lambda: not streaming.stream.sessions, what="the call to end")
+        # a token is only good for the call it was issued for: another call's start is refused
+        issued = await TwilioCaller(answering.http_url, auth_token=TOKEN, from_number=FROM).post_webhook()
+        thief = TwilioCaller(answering.http_url, auth_token=TOKEN, from_number=FROM, ws_url=other)
+        thief.answer = issued
+        async with thief:
+            assert await thief.wait_closed() == 1008
+        assert not streaming.stream.sessions
+
+
 # -- the media stream: bad input -----------------------------------------------------------------
 
 
@@ -198,7 +239,11 @@ async def test_bad_input_is_handled_and_nothing_leaks(caplog: pytest.LogCaptureF
             start = {
                 "event": "start",
                 "streamSid": "MZ1",
-                "start": {"streamSid": "MZ1", "callSid": "CA1", "customParameters": answer.parameters},
+                "start": {
+                    "streamSid": "MZ1",
+                    "callSid": call.call_sid,
+                    "customParameters": answer.parameters,
+                },
             }
             await ws.send(json.dumps(start))
             await wait_for(lambda: len(server.stream.sessions) == 1, what="the session")

@@ -184,6 +184,10 @@ class TwilioConnection(WebSocketConnection):
             await self.close(CLOSE_UNSUPPORTED, "unsupported media format")
             return
         stream_sid, call_sid = message.get("streamSid") or start.get("streamSid"), start.get("callSid")
+        if grant.call_sid is not None and call_sid != grant.call_sid:  # a token is for its own call
+            await self.report("bad_token", "the session token was issued for another call", fatal=True)
+            await self.close(CLOSE_POLICY, "invalid session token")
+            return
         self.stream_sid = str(stream_sid)[:64] if stream_sid else None
         self.call_sid = str(call_sid)[:64] if call_sid else grant.call_sid
         if self.stream_sid is None:

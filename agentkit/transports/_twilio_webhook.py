@@ -3,14 +3,27 @@ and the one-time tokens that tie a media stream to the webhook request that anno
 
 Twilio signs each webhook request with the account's auth token over the URL it requested and the
 form parameters (HMAC-SHA1, base64); `twilio.request_validator.RequestValidator` checks that. The
-media WebSocket itself carries no signature we can check here, so the TwiML hands Twilio a random
-token (as a `<Parameter>`) that the media stream must present once, within `ttl_s`.
+media WebSocket itself carries no signature we can check here, so the TwiML hands Twilio a token
+(as a `<Parameter>`) that the media stream must present once, within `ttl_s`, for the same call.
+
+With a `secret` (the server derives one from `TWILIO_AUTH_TOKEN`, which every worker has), tokens
+are signed rather than remembered: `<grant as base64 JSON>.<HMAC-SHA256>`, so the worker that gets
+the media stream need not be the one that answered the webhook. Each worker still accepts a token
+once; since workers do not share what they have seen, a token could be replayed on another worker
+within `ttl_s`, but only for the call it names (`start.callSid` must match). Without a secret,
+tokens are random and kept in memory: one process only.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +42,7 @@ __all__ = [
     "media_stream_twiml",
     "parse_form",
     "public_base_url",
+    "token_secret",
 ]
 
 logger = logging.getLogger(__name__)
@@ -52,26 +66,62 @@ class CallGrant:
     """Clock time after which the token is no longer accepted, in seconds."""
 
 
-class CallTokens:
-    """One-time tokens, kept in memory: each is accepted once, within `ttl_s` of being issued.
+class _WallClock:
+    """Unix time: signed tokens carry their expiry to other processes and machines."""
 
-    At most `max_pending` wait for their media stream; beyond that the oldest is forgotten (counted in
-    `dropped`), so a flood of webhook requests cannot grow memory without bound.
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep_until(self, deadline: float) -> None:  # pragma: no cover - not used for tokens
+        raise NotImplementedError
+
+
+def token_secret(auth_token: str) -> bytes:
+    """The signing key for stream tokens, derived from the Twilio auth token every worker has."""
+    return hmac.new(auth_token.encode(), b"agentkit twilio stream token v1", hashlib.sha256).digest()
+
+
+class CallTokens:
+    """One-time tokens: each is accepted once, within `ttl_s` of being issued (see the module doc).
+
+    In memory (no `secret`), at most `max_pending` wait for their media stream; beyond that the
+    oldest is forgotten (counted in `dropped`), so a flood of webhook requests cannot grow memory
+    without bound. Signed (`secret`), only the used ones are remembered, until they expire.
+    `clock` defaults to the monotonic clock in memory and to unix time when signed.
     """
 
-    def __init__(self, *, ttl_s: float = 60.0, max_pending: int = 1024, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float = 60.0,
+        max_pending: int = 1024,
+        clock: Clock | None = None,
+        secret: bytes | None = None,
+    ) -> None:
         self.ttl_s = ttl_s
         self.max_pending = max_pending
-        self._clock: Clock = clock or MonotonicClock()
-        self._pending: OrderedDict[str, CallGrant] = OrderedDict()
+        self._secret = secret
+        self._clock: Clock = clock or (_WallClock() if secret is not None else MonotonicClock())
+        self._pending: OrderedDict[str, CallGrant] = OrderedDict()  # in memory: token -> grant
+        self._used: OrderedDict[str, float] = OrderedDict()  # signed: nonce -> expiry
         self.dropped = 0
         """Tokens forgotten unused because too many were pending."""
+
+    @property
+    def signed(self) -> bool:
+        """Tokens are signed (any worker with the secret accepts them), not remembered."""
+        return self._secret is not None
 
     def __len__(self) -> int:
         return len(self._pending)
 
     def issue(self, *, caller: str | None, called: str | None, call_sid: str | None) -> str:
         now = self._clock.now()
+        if self._secret is not None:
+            nonce = secrets.token_urlsafe(12)
+            claims = [caller, called, call_sid, now + self.ttl_s, nonce]
+            payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
+            return f"{payload.decode()}.{self._mac(payload)}"
         self._forget_expired(now)
         while len(self._pending) >= self.max_pending:
             self._pending.popitem(last=False)
@@ -81,13 +131,36 @@ class CallTokens:
         return token
 
     def redeem(self, token: object) -> CallGrant | None:
-        """The grant for `token` if it is pending and fresh (it is used up either way); else None."""
+        """The grant for `token` if it is valid, fresh and unused (it is used up either way); else None."""
         if not isinstance(token, str):
             return None
+        if self._secret is not None:
+            return self._redeem_signed(token)
         grant = self._pending.pop(token, None)
         if grant is None or grant.expires_at_s < self._clock.now():
             return None
         return grant
+
+    def _mac(self, payload: bytes) -> str:
+        assert self._secret is not None
+        digest = hmac.new(self._secret, payload, hashlib.sha256).digest()[:18]
+        return base64.urlsafe_b64encode(digest).decode()
+
+    def _redeem_signed(self, token: str) -> CallGrant | None:
+        payload, _, mac = token.encode()[:2048].partition(b".")
+        if not hmac.compare_digest(mac, self._mac(payload).encode()):
+            return None
+        try:
+            caller, called, call_sid, expires_at_s, nonce = json.loads(base64.urlsafe_b64decode(payload))
+        except (ValueError, TypeError, binascii.Error):  # signed by us, so only if the format changed
+            return None
+        now = self._clock.now()
+        while self._used and next(iter(self._used.values())) < now:
+            self._used.popitem(last=False)
+        if expires_at_s < now or nonce in self._used:
+            return None
+        self._used[nonce] = expires_at_s
+        return CallGrant(caller, called, call_sid, expires_at_s)
 
     def _forget_expired(self, now: float) -> None:
         while self._pending:

@@ -32,6 +32,7 @@ from agentkit.transports._twilio_webhook import (
     media_stream_twiml,
     parse_form,
     public_base_url,
+    token_secret,
     websocket_url,
 )
 
@@ -79,7 +80,9 @@ def add_twilio_routes(
         auth_token = settings.twilio_auth_token.get_secret_value()
     validate = validate_signatures and settings.twilio_validate
     signatures = SignatureCheck(auth_token)
-    book = tokens or CallTokens()
+    # signed stream tokens when there is an auth token (every worker has it): any worker may then
+    # take the media stream of a call another one answered
+    book = tokens or CallTokens(secret=token_secret(auth_token) if auth_token else None)
     if calls is None and settings.twilio_account_sid and auth_token:
         calls = TwilioCalls(
             settings.twilio_account_sid, auth_token, api_base_url=settings.twilio_api_base_url
