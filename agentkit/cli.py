@@ -3,7 +3,7 @@
 ```
 agentkit run [FILE] [--host H] [--port P] [--reload] [--models-dir DIR]
 agentkit talk [FILE] --input TURN.wav [--input ...] [--output REPLY.wav]
-agentkit call +NUMBER [FILE] --from +NUMBER [--public-url URL]
+agentkit call +NUMBER [FILE] --from +NUMBER [--purpose TEXT] [--public-url URL]
 agentkit models list|verify|download [NAME ...] [--models-dir DIR]
 ```
 
@@ -165,8 +165,10 @@ def _run(args: argparse.Namespace) -> int:
 def _call(args: argparse.Namespace) -> int:
     import asyncio
     import re
+    from urllib.parse import urlencode
 
     from agentkit.transports._twilio_rest import TwilioCalls
+    from agentkit.transports.twilio import MAX_PURPOSE_CHARS, PURPOSE_PARAMETER
 
     for flag, number in (("NUMBER", args.number), ("--from", args.from_number)):
         if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
@@ -182,6 +184,10 @@ def _call(args: argparse.Namespace) -> int:
         raise ConfigError(f"the public URL must start with https:// (got {public_url[:40]!r})")
     calls = TwilioCalls.from_settings()
     url = public_url.rstrip("/") + "/telephone/incoming"
+    if args.purpose:
+        if len(args.purpose) > MAX_PURPOSE_CHARS:
+            raise ConfigError(f"--purpose is limited to {MAX_PURPOSE_CHARS} characters")
+        url += "?" + urlencode({PURPOSE_PARAMETER: args.purpose})
     sid = asyncio.run(calls.place_call(to=args.number, from_=args.from_number, url=url))
     print(f"call {sid} placed; Twilio will fetch its TwiML from {url}")
     return 0
@@ -308,6 +314,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     call.add_argument(
         "--from", dest="from_number", required=True, metavar="+NUMBER", help="your Twilio number"
+    )
+    call.add_argument(
+        "--purpose",
+        metavar="TEXT",
+        help="why the agent is calling (added to its instructions for this call; 500 characters at most)",
     )
     call.add_argument("--public-url", help="the server's public base URL (default: AGENTKIT_PUBLIC_URL)")
     call.set_defaults(command=_call)

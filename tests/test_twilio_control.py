@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import pytest
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.slow
 TOKEN = "test-auth-token-0123456789abcdef"
 SID = "AC" + "1" * 32
 FROM = "+15550101234"
+PURPOSE = "Remind them of their dentist appointment tomorrow at 3 pm."
 
 
 @pytest.fixture(autouse=True)
@@ -188,16 +189,19 @@ async def test_without_call_control_a_hang_up_closes_the_stream() -> None:
 
 
 async def call_them_back(agent: HangsUpOnHash, fake: FakeTwilio, ours: str) -> str:
-    """FROM calls in and hangs up; then `ours` calls FROM through the REST API and the agent hangs up."""
+    """FROM calls in and hangs up; then `ours` calls FROM through the REST API, with a purpose, FROM
+    asks a question, and the agent hangs up on `#`."""
     async with live_server(Stream(agent)) as server:
         async with TwilioCaller(server.http_url, auth_token=TOKEN, from_number=FROM, to_number=ours) as call:
             await wait_for(lambda: bool(call.marks_answered), 10, "the greeting")
             await call.stop()
         await wait_for(lambda: not server.stream.sessions, what="the first call to end")
         calls = TwilioCalls(SID, TOKEN, api_base_url=fake.base_url)
-        sid = await calls.place_call(to=FROM, from_=ours, url=f"{server.http_url}/telephone/incoming")
+        url = f"{server.http_url}/telephone/incoming?{urlencode({'purpose': PURPOSE})}"
+        sid = await calls.place_call(to=FROM, from_=ours, url=url)
         placed = fake.calls[sid]
         assert placed.url is not None
+        where = urlsplit(placed.url)
         # "Twilio" dials, the person answers, and it fetches the TwiML from the URL it was given
         async with TwilioCaller(
             server.http_url,
@@ -206,17 +210,22 @@ async def call_them_back(agent: HangsUpOnHash, fake: FakeTwilio, ours: str) -> s
             to_number=FROM,
             direction="outbound-api",
             call_sid=sid,
-            webhook_path=urlsplit(placed.url).path,
+            webhook_path=f"{where.path}?{where.query}",  # Twilio signs the URL with its query
         ) as answered:
             await wait_for(lambda: bool(answered.marks_answered), 10, "the greeting")
+            await answered.play(speech("utt2", 8000), lead_silence_s=0.2, tail_silence_s=0.6)
+            await wait_for(lambda: sum(n.startswith("end-") for n, _ in answered.marks_answered) == 2, 10)
             await answered.press("#")
             await wait_for(lambda: not server.stream.sessions, what="the agent to hang up")
     return sid
 
 
-async def test_an_outbound_call_remembers_the_person_called(monkeypatch: pytest.MonkeyPatch) -> None:
-    """They called in once; then the agent's number calls them (`agentkit call`), and the agent knows
-    them: on an outbound call the person is Twilio's `To`, not its `From`."""
+async def test_an_outbound_call_remembers_the_person_called(
+    monkeypatch: pytest.MonkeyPatch, models_dir: object
+) -> None:
+    """They called in once; then the agent's number calls them (`agentkit call --purpose`), and the
+    agent knows them (on an outbound call the person is Twilio's `To`, not its `From`) and why it
+    called (the purpose reaches its instructions for this call only)."""
     store = MemoryStore()
     agent = hanging_up_agent(store)
     ours = "+15550109999"  # the Twilio number
@@ -225,6 +234,12 @@ async def test_an_outbound_call_remembers_the_person_called(monkeypatch: pytest.
         monkeypatch.setenv("TWILIO_API_BASE_URL", fake.base_url)
         sid = await call_them_back(agent, fake, ours)
     assert [(e.caller, e.earlier_messages) for e in agent.started] == [(FROM, 0), (FROM, 1)]
+    assert agent.started[0].call_info == {"direction": "inbound", "called": ours}
+    assert agent.started[1].call_info == {"direction": "outbound", "called": ours, "purpose": PURPOSE}
+    llm = agent.llm_provider
+    assert isinstance(llm, ScriptedLLM)
+    [asked] = llm.calls
+    assert asked.instructions.startswith(agent.instructions) and asked.instructions.endswith(PURPOSE)
     assert fake.calls[sid].status == "completed"
     assert len(await store.list_conversations(caller=FROM)) == 2
     assert await store.list_conversations(caller=ours) == []
@@ -241,15 +256,18 @@ def test_agentkit_call_places_a_call_whose_twiml_is_this_server(
         monkeypatch.setenv("TWILIO_API_BASE_URL", fake.base_url)
         monkeypatch.setenv("AGENTKIT_PUBLIC_URL", "https://agent.example/")
         assert main(["call", "+15550001111", "--from", "+15550002222"]) == 0
-    [request] = fake.requests
-    assert request.path == f"/2010-04-01/Accounts/{SID}/Calls.json"
-    assert request.form == {
+        assert main(["call", "+15550001111", "--from", "+15550002222", "--purpose", "a & b?"]) == 0
+        assert main(["call", "+15550001111", "--from", "+15550002222", "--purpose", "x" * 501]) == 1
+    plain, with_purpose = fake.requests
+    assert plain.path == f"/2010-04-01/Accounts/{SID}/Calls.json"
+    assert plain.form == {
         "To": "+15550001111",
         "From": "+15550002222",
         "Url": "https://agent.example/telephone/incoming",
     }
-    [sid] = fake.calls
-    assert sid in capsys.readouterr().out
+    assert with_purpose.form["Url"] == "https://agent.example/telephone/incoming?purpose=a+%26+b%3F"
+    printed = capsys.readouterr().out
+    assert len(fake.calls) == 2 and all(sid in printed for sid in fake.calls)
 
 
 @pytest.mark.parametrize(
@@ -330,3 +348,11 @@ def test_streams_without_a_token_are_accepted_only_when_asked(require_token: boo
             while True:
                 ws.receive_json()
     assert closed.value.code == close_code
+
+
+async def test_a_purpose_over_500_characters_is_refused() -> None:
+    async with live_server(Stream(Silent())) as server:
+        path = "/telephone/incoming?" + urlencode({"purpose": "x" * 501})
+        call = TwilioCaller(server.http_url, auth_token=TOKEN, webhook_path=path, direction="outbound-api")
+        answer = await call.post_webhook()
+    assert answer.status_code == 400 and answer.stream_url is None

@@ -229,6 +229,15 @@ class Agent(AsyncStreamHandler):
             logger.exception("%s: on_event failed for %s", self.agent_name, type(event).__name__)
 
     # -- the default LLM step ----------------------------------------------------------------------
+    def call_instructions(self) -> str:
+        """`instructions`, plus why the agent placed this call when it did (`agentkit call
+        --purpose`): what the default LLM step sends. Override to word it differently."""
+        info = self._context.call_info if self._context is not None else {}
+        purpose = info.get("purpose")
+        if info.get("direction") != "outbound" or not purpose:
+            return self.instructions
+        return f"{self.instructions}\n\nYou placed this phone call yourself. Its purpose: {purpose}"
+
     async def _llm_with_retry(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:
         messages = list(history)[-self.max_history_messages :]
         while messages and messages[0].role != "user":
@@ -236,7 +245,7 @@ class Agent(AsyncStreamHandler):
         for attempt in range(self.llm_retries + 1):
             produced = False
             try:
-                stream = self.llm_provider.stream(messages, instructions=self.instructions)
+                stream = self.llm_provider.stream(messages, instructions=self.call_instructions())
                 async with contextlib.aclosing(stream):  # type: ignore[type-var]
                     async for chunk in stream:
                         produced = produced or bool(chunk.text)

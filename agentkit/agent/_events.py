@@ -13,7 +13,8 @@ async def on_event(self, event: AgentEvent) -> None:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from agentkit.store import TurnMetrics
@@ -45,6 +46,9 @@ class SessionStarted:
     """The caller's id when the transport knows one."""
     earlier_messages: int
     """How many messages of this caller's earlier conversations are in the history."""
+    call_info: Mapping[str, str] = field(default_factory=dict)
+    """What else the transport knows of the call (`HandlerContext.call_info`; Twilio: `direction`,
+    `called`, `purpose`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -118,7 +118,8 @@ class AgentSession:
                 logger.exception("%s: conversation store unavailable; going on without it", self._label)
             else:
                 self._writer = asyncio.create_task(self._write_loop(), name=f"store-{ctx.session_id[:8]}")
-        await self._notify(ev.SessionStarted(ctx.session_id, self.id, ctx.channel, ctx.caller, earlier))
+        started = ev.SessionStarted(ctx.session_id, self.id, ctx.channel, ctx.caller, earlier, ctx.call_info)
+        await self._notify(started)
         if self.agent.greeting:
             reply = _Reply(index=-1)
             self._start(reply, self._greet(reply, self.agent.greeting))

@@ -10,7 +10,7 @@ A `Stream` keeps one prototype handler and gives every session its own `copy()`.
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
@@ -110,6 +110,13 @@ class HandlerContext(Protocol):
     @property
     def caller(self) -> str | None:
         """The caller's id when the transport knows one (a phone number, a client-chosen id)."""
+        ...
+
+    @property
+    def call_info(self) -> Mapping[str, str]:
+        """What else the transport knows of the call. Twilio: `direction` (`inbound`, or `outbound`
+        for a call the agent placed), `called` (the number dialled) and, when `agentkit call
+        --purpose` gave one, `purpose`. Empty on the other transports."""
         ...
 
     @property

@@ -14,7 +14,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
@@ -140,10 +141,13 @@ class Session:
         max_lead_ms: int = 60,
         channel: str = "websocket",
         caller: str | None = None,
+        call_info: Mapping[str, str] | None = None,
     ) -> None:
         self.id = session_id or uuid.uuid4().hex
         self.channel = channel
         self.caller = caller
+        self.call_info: Mapping[str, str] = MappingProxyType(dict(call_info or {}))
+        """What else the transport knows of the call (see `HandlerContext.call_info`)."""
         self.stream = stream
         self.handler = handler
         self.transport = transport

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.clock import Clock
@@ -76,6 +76,7 @@ class Stream:
         channel: str = "websocket",
         caller: str | None = None,
         clock: Clock | None = None,
+        call_info: Mapping[str, str] | None = None,
     ) -> Session:
         """Register a new session for `transport`.
 
@@ -99,6 +100,7 @@ class Stream:
             channel=channel,
             caller=caller,
             clock=clock,
+            call_info=call_info,
         )
         self._sessions[session.id] = session
         return session

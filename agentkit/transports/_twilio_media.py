@@ -199,6 +199,7 @@ class TwilioConnection(WebSocketConnection):
             output_sample_rate=SAMPLE_RATE,
             session_id=None,
             caller=grant.caller,
+            call_info=grant.call_info(),
         )
 
     async def _on_media(self, message: dict[str, Any]) -> None:

@@ -64,6 +64,19 @@ class CallGrant:
     """Twilio's id of the call (`CallSid`)."""
     expires_at_s: float
     """Clock time after which the token is no longer accepted, in seconds."""
+    outbound: bool = False
+    """The agent placed this call (`agentkit call`): `caller` is the person it called."""
+    purpose: str | None = None
+    """Why the agent placed the call (`agentkit call --purpose`), for its instructions."""
+
+    def call_info(self) -> dict[str, str]:
+        """What the session's handler learns of the call besides the caller (`HandlerContext.call_info`)."""
+        info = {"direction": "outbound" if self.outbound else "inbound"}
+        if self.called:
+            info["called"] = self.called
+        if self.purpose:
+            info["purpose"] = self.purpose
+        return info
 
 
 class _WallClock:
@@ -115,11 +128,19 @@ class CallTokens:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def issue(self, *, caller: str | None, called: str | None, call_sid: str | None) -> str:
+    def issue(
+        self,
+        *,
+        caller: str | None,
+        called: str | None,
+        call_sid: str | None,
+        outbound: bool = False,
+        purpose: str | None = None,
+    ) -> str:
         now = self._clock.now()
         if self._secret is not None:
             nonce = secrets.token_urlsafe(12)
-            claims = [caller, called, call_sid, now + self.ttl_s, nonce]
+            claims = [caller, called, call_sid, now + self.ttl_s, nonce, outbound, purpose]
             payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
             return f"{payload.decode()}.{self._mac(payload)}"
         self._forget_expired(now)
@@ -127,7 +148,7 @@ class CallTokens:
             self._pending.popitem(last=False)
             self.dropped += 1
         token = secrets.token_urlsafe(24)
-        self._pending[token] = CallGrant(caller, called, call_sid, now + self.ttl_s)
+        self._pending[token] = CallGrant(caller, called, call_sid, now + self.ttl_s, outbound, purpose)
         return token
 
     def redeem(self, token: object) -> CallGrant | None:
@@ -151,7 +172,8 @@ class CallTokens:
         if not hmac.compare_digest(mac, self._mac(payload).encode()):
             return None
         try:
-            caller, called, call_sid, expires_at_s, nonce = json.loads(base64.urlsafe_b64decode(payload))
+            claims = json.loads(base64.urlsafe_b64decode(payload))
+            caller, called, call_sid, expires_at_s, nonce, outbound, purpose = claims
         except (ValueError, TypeError, binascii.Error):  # signed by us, so only if the format changed
             return None
         now = self._clock.now()
@@ -160,7 +182,7 @@ class CallTokens:
         if expires_at_s < now or nonce in self._used:
             return None
         self._used[nonce] = expires_at_s
-        return CallGrant(caller, called, call_sid, expires_at_s)
+        return CallGrant(caller, called, call_sid, expires_at_s, bool(outbound), purpose)
 
     def _forget_expired(self, now: float) -> None:
         while self._pending:

@@ -9,6 +9,7 @@ import binascii
 import contextlib
 import json
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -160,6 +161,7 @@ class WebSocketConnection(abc.ABC):
         output_sample_rate: int | None,
         session_id: str | None,
         caller: str | None = None,
+        call_info: Mapping[str, str] | None = None,
     ) -> Session | None:
         """Open and start the session; on refusal, tell the caller and close. None if refused."""
         try:
@@ -170,6 +172,7 @@ class WebSocketConnection(abc.ABC):
                 session_id=session_id,
                 channel=self.protocol,
                 caller=caller,
+                call_info=call_info,
             )
         except CapacityError as exc:
             await self.refuse_capacity(exc)

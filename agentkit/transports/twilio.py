@@ -45,6 +45,10 @@ __all__ = ["CallGrant", "CallTokens", "TwilioCalls", "TwilioConnection", "add_tw
 
 logger = logging.getLogger(__name__)
 
+PURPOSE_PARAMETER = "purpose"
+"""Query parameter of the webhook URL `agentkit call --purpose` places a call with."""
+MAX_PURPOSE_CHARS = 500
+
 MAX_WEBHOOK_BYTES = 64 * 1024
 """Twilio's voice webhook bodies are a few hundred bytes; anything far larger is refused."""
 
@@ -116,9 +120,20 @@ def add_twilio_routes(
                 )
                 return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
         caller, called = form.get("From") or None, form.get("To") or None
-        if form.get("Direction", "").startswith("outbound"):  # `agentkit call`: the person is `To`
+        outbound = form.get("Direction", "").startswith("outbound")
+        if outbound:  # `agentkit call`: the person is `To`
             caller, called = called, caller
-        token = book.issue(caller=caller, called=called, call_sid=form.get("CallSid") or None)
+        purpose = request.query_params.get(PURPOSE_PARAMETER) or None  # in the URL Twilio signed
+        if purpose is not None and len(purpose) > MAX_PURPOSE_CHARS:
+            logger.warning("twilio: refused a webhook whose purpose is over %d characters", MAX_PURPOSE_CHARS)
+            return Response("purpose too long", status_code=400, media_type="text/plain")
+        token = book.issue(
+            caller=caller,
+            called=called,
+            call_sid=form.get("CallSid") or None,
+            outbound=outbound,
+            purpose=purpose,
+        )
         logger.info("twilio: incoming call %.64s answered with a media stream", form.get("CallSid", "?"))
         twiml = media_stream_twiml(
             websocket_url(base, f"{prefix}/media"), token=token, caller=caller, called=called
