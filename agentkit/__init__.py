@@ -21,10 +21,10 @@ from agentkit.stream import (
     AdditionalOutputs,
     AsyncStreamHandler,
     ReplyOnPause,
-    Stream,
     StreamHandler,
     TurnTakingOptions,
 )
+from agentkit.transports import Stream
 
 __version__ = "0.1.0"
 

@@ -15,13 +15,19 @@ from types import ModuleType
 
 import numpy as np
 
-from agentkit.agent import Agent, ReplyFinished, ReplyInterrupted, TurnMetricsReady, UserTurnEnded
-from agentkit.agent._events import AgentEvent
+from agentkit.agent import (
+    Agent,
+    AgentEvent,
+    ReplyFinished,
+    ReplyInterrupted,
+    TurnMetricsReady,
+    UserTurnEnded,
+)
 from agentkit.audio import AudioFrame, Samples, StreamingResampler, float_to_pcm16, pcm16_to_float
 from agentkit.clock import FastForwardClock, MonotonicClock
 from agentkit.exceptions import ConfigError
 from agentkit.store import TurnMetrics
-from agentkit.stream import Event, Stream
+from agentkit.stream import CloseReason, Event, SessionHost
 
 __all__ = ["TalkResult", "find_agent", "talk"]
 
@@ -35,7 +41,7 @@ def find_agent(module: ModuleType, where: str) -> Agent | None:
     if isinstance(agent, Agent):
         return agent
     stream = getattr(module, "stream", None)
-    if isinstance(stream, Stream) and isinstance(stream.handler, Agent):
+    if isinstance(stream, SessionHost) and isinstance(stream.handler, Agent):
         return stream.handler
     classes = [
         value
@@ -66,7 +72,7 @@ class _Collector:
     async def send_event(self, event: Event) -> None:
         self.events.append(event)
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, reason: CloseReason, detail: str | None = None) -> None:
         return None
 
 
@@ -133,15 +139,8 @@ async def talk(
     recorder = _Recorder(on_line, on_metrics)
     result, turns_done = recorder.result, recorder.turn_done
     prototype = agent.copy()
-    hook = prototype.on_event
-
-    async def on_event(event: AgentEvent) -> None:
-        recorder.record(event)
-        await hook(event)
-
-    prototype.on_event = on_event  # type: ignore[method-assign]
     collector = _Collector()
-    stream = Stream(prototype)
+    stream = SessionHost(prototype)
     rate = prototype.input_sample_rate
     session = stream.open_session(
         collector,  # implements the Transport protocol
@@ -150,6 +149,14 @@ async def talk(
         clock=MonotonicClock() if realtime else FastForwardClock(),
     )
     await session.start()
+    handler = session.handler
+    assert isinstance(handler, Agent)
+
+    async def follow() -> None:
+        async for event in handler.session.events():  # from the session's first event on
+            recorder.record(event)
+
+    reader = asyncio.create_task(follow(), name="talk-events")
     try:
         if prototype.greeting:
             await _wait(turns_done, "the greeting")
@@ -171,7 +178,9 @@ async def talk(
                 )
             await _wait(turns_done, f"a reply to input {number}")
     finally:
-        await session.close()
+        await session.close()  # ends the event log, and so the reader
+        await asyncio.wait({reader}, timeout=1.0)
+        reader.cancel()
     if collector.audio:
         result.reply_audio = AudioFrame(np.concatenate(collector.audio), session.output_sample_rate)
     return result

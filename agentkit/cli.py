@@ -81,7 +81,7 @@ def load_app(
         return (create_app or _create_app)(stream)
     agent = find_agent(module, where)
     if agent is not None:
-        from agentkit.stream import Stream
+        from agentkit.transports import Stream
 
         return (create_app or _create_app)(Stream(agent))
     raise ConfigError(
@@ -99,7 +99,7 @@ def _factory() -> ASGIApp:
 
 def _create_app(stream: Any) -> ASGIApp:
     from agentkit.server import create_app
-    from agentkit.stream import Stream
+    from agentkit.transports import Stream
 
     if not isinstance(stream, Stream):
         raise ConfigError(f"`stream` must be an agentkit.Stream, not a {type(stream).__name__}")

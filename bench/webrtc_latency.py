@@ -6,7 +6,7 @@ One echo server (`Stream(ReplyOnPause(echo))`, default turn-taking: 500 ms end-o
 in a child process on a free loopback port; this process calls it `--runs` times per transport,
 alternating the two baseline WAVs, each call a fresh connection:
 
-- WebRTC: an aiortc peer (`agentkit.testing._webrtc_caller.WebRTCCaller`) posts its offer to
+- WebRTC: an aiortc peer (`agentkit.testing.WebRTCCaller`) posts its offer to
   `/webrtc/offer`, then plays the WAV through its microphone track (48 kHz, Opus, 20 ms frames on a
   real-time schedule) after 0-0.6 s of seeded silence;
 - WebSocket: `agentkit.testing.WebSocketCaller` on `/ws`, 48 kHz 16-bit PCM in 20 ms frames, the same
@@ -50,7 +50,7 @@ def serve(port: int) -> None:
 
     from agentkit import ReplyOnPause, Stream
     from agentkit.server import create_app
-    from agentkit.testing._webrtc_caller import loopback_ice
+    from agentkit.testing import loopback_ice
 
     def echo(audio: Any) -> Any:
         yield audio
@@ -76,7 +76,7 @@ async def wait_healthy(base_url: str, process: subprocess.Popen[bytes]) -> None:
 
 
 async def webrtc_run(base_url: str, audio: Any, lead_s: float) -> float | None:
-    from agentkit.testing._webrtc_caller import WebRTCCaller
+    from agentkit.testing import WebRTCCaller
 
     async with WebRTCCaller(base_url) as caller:
         await asyncio.sleep(lead_s)  # the microphone sends silence meanwhile
@@ -121,7 +121,7 @@ def summary(latencies: list[float | None]) -> dict[str, Any]:
 
 async def measure(port: int, runs: int, seed: int) -> dict[str, Any]:
     from agentkit.audio import AudioFrame, StreamingResampler, read_wav
-    from agentkit.testing._webrtc_caller import loopback_ice
+    from agentkit.testing import loopback_ice
 
     recordings = []
     for name in WAVS:

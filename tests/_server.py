@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 import uvicorn
 
-from agentkit import AsyncStreamHandler, AudioFrame, ReplyOnPause
+from agentkit import AsyncStreamHandler, AudioFrame, ReplyOnPause, Stream
+from agentkit._tasks import cancel_and_wait
 from agentkit.server import create_app
-from agentkit.stream import EmitType, Stream, TurnTakingOptions
+from agentkit.stream import EmitType, TurnTakingOptions
 
 _START_TIMEOUT_S = 10.0
 _STOP_TIMEOUT_S = 15.0
@@ -79,9 +80,7 @@ async def live_server(stream: Stream, **app_options: Any) -> AsyncIterator[LiveS
                 await asyncio.wait_for(task, _STOP_TIMEOUT_S)
             except TimeoutError:
                 server.force_exit = True
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task, _STOP_TIMEOUT_S)
 
 
 async def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0, what: str = "condition") -> None:

@@ -11,15 +11,15 @@ import numpy as np
 import pytest
 from conftest import speech
 
+from agentkit import Stream
 from agentkit.agent import Agent, ReplyInterrupted, SessionStarted, TurnMetricsReady, split_sentences
 from agentkit.agent._pipeline import SpokenReply, StageTimeouts
 from agentkit.audio import float_to_pcm16
 from agentkit.exceptions import ConfigError, ProviderError
 from agentkit.providers.llm import ChatMessage
 from agentkit.store import MemoryStore
-from agentkit.stream import Session, Stream, TurnTakingOptions
-from agentkit.testing._providers import ScriptedLLM, ScriptedSTT, ToneTTS
-from agentkit.testing._transport import RecordingTransport, open_recorded_session
+from agentkit.stream import Session, TurnTakingOptions
+from agentkit.testing import RecordingTransport, ScriptedLLM, ScriptedSTT, ToneTTS, open_recorded_session
 
 FAST = TurnTakingOptions(end_of_turn_silence_ms=300)
 RATE = 16000
@@ -70,7 +70,7 @@ async def test_one_turn_end_to_end(models_dir: object) -> None:
         await feed(session, utterance())
         done = await transport.wait_for("response_done", timeout_s=10)
         metrics = await transport.wait_for("metrics", timeout_s=5)
-        history = agent.conversation.history
+        history = agent.session.history
     finally:
         await session.close()
     assert history == [
@@ -142,7 +142,7 @@ async def test_barge_in_keeps_only_the_heard_words(models_dir: object) -> None:
         await feed(session, utterance(lead_s=0.0), realtime=True)
         interrupted = await transport.wait_for("interrupted", timeout_s=5)
         await transport.wait_for("metrics", timeout_s=10, count=2)
-        history = handler.conversation.history
+        history = handler.session.history
     finally:
         await session.close()
     heard_ms = interrupted.event.heard_ms  # type: ignore[union-attr]
@@ -175,7 +175,7 @@ async def test_stt_failure_is_apologised_for_and_the_call_goes_on(models_dir: ob
         await transport.wait_for("response_done", timeout_s=10)
         await feed(session, utterance())
         await transport.wait_for("metrics", timeout_s=10)
-        history = agent.conversation.history
+        history = agent.session.history
     finally:
         await session.close()
     assert tts.texts[0] == agent.apology.split(". ")[0] + "."  # the apology, sentence by sentence
@@ -193,7 +193,7 @@ async def test_llm_stall_times_out_into_an_apology(models_dir: object) -> None:
     try:
         await feed(session, utterance())
         await transport.wait_for("response_done", timeout_s=10)
-        history = agent.conversation.history
+        history = agent.session.history
     finally:
         await session.close()
     assert history[-1] == ChatMessage("assistant", agent.apology)
@@ -207,7 +207,7 @@ async def test_retryable_llm_error_is_retried_once(models_dir: object) -> None:
     try:
         await feed(session, utterance())
         await transport.wait_for("response_done", timeout_s=10)
-        history = agent.conversation.history
+        history = agent.session.history
     finally:
         await session.close()
     assert len(llm.calls) == 2
@@ -222,7 +222,7 @@ async def test_llm_failing_mid_reply_keeps_what_was_said_then_apologises(models_
     try:
         await feed(session, utterance())
         await transport.wait_for("response_done", timeout_s=10)
-        history = agent.conversation.history
+        history = agent.session.history
     finally:
         await session.close()
     assert tts.texts[0] == "One sentence is fine."

@@ -35,8 +35,7 @@ from playwright.async_api import Browser, Page, Route, async_playwright
 
 from agentkit import Agent, Stream, TurnTakingOptions
 from agentkit.audio import AudioFrame, write_wav
-from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS
-from agentkit.testing._webrtc_caller import loopback_ice
+from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS, loopback_ice
 
 pytestmark = [
     pytest.mark.slow,

@@ -9,12 +9,11 @@ from typing import Any
 
 import pytest
 
+from agentkit._aio import next_within
 from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers.llm import LLM, AnthropicLLM, ChatMessage, GroqLLM, LLMChunk, LLMUsage
 from agentkit.providers.llm._anthropic import CALL_STARTED
-from agentkit.testing.fakes import FakeAnthropic, FakeGroq, FakeServer, Reply
-from agentkit.testing.fakes._anthropic import sse
-from agentkit.testing.fakes._server import Exchange
+from agentkit.testing.fakes import Exchange, FakeAnthropic, FakeGroq, FakeServer, Reply, sse
 from tests._cloud import KEY, isolate_cloud_env
 
 HISTORY = [
@@ -197,6 +196,21 @@ async def test_cut_connection_is_a_retryable_provider_error(
     assert caught.value.retryable
     assert received == ["one ", "two "][:cut_after]
     assert fake.requests[0].outcome == "cut"
+
+
+async def test_next_within_is_anext_with_a_deadline() -> None:
+    async def items() -> AsyncIterator[int]:
+        yield 1
+        await asyncio.sleep(5)
+        yield 2
+
+    stream = items()
+    assert await next_within(stream, FAST_S, "first item") == 1
+    with pytest.raises(ProviderTimeoutError, match=r"second item did not arrive within 0\.3 s") as caught:
+        await next_within(stream, FAST_S, "second item", provider="test")
+    assert caught.value.context == {"provider": "test"} and caught.value.retryable
+    with pytest.raises(StopAsyncIteration):  # the timeout cancelled the generator: it has ended
+        await next_within(stream, FAST_S, "third item")
 
 
 async def test_closing_the_stream_early_hangs_up_on_the_server(pair: tuple[FakeServer, Any]) -> None:

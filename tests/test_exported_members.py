@@ -6,8 +6,10 @@ import agentkit
 import agentkit.agent
 import agentkit.audio
 import agentkit.providers
+import agentkit.server
 import agentkit.store
 import agentkit.stream
+import agentkit.transports
 
 INTENDED = {
     "AdditionalOutputs",
@@ -44,10 +46,32 @@ def test_top_level_exports_are_exactly_the_intended_ones() -> None:
 
 
 def test_subpackage_exports_resolve_and_are_public() -> None:
-    for module in (agentkit.agent, agentkit.audio, agentkit.providers, agentkit.store, agentkit.stream):
+    modules = (
+        agentkit.agent,
+        agentkit.audio,
+        agentkit.providers,
+        agentkit.server,
+        agentkit.store,
+        agentkit.stream,
+        agentkit.transports,
+    )
+    for module in modules:
         for name in module.__all__:
             assert not name.startswith("_")
             assert getattr(module, name) is not None
+
+
+def test_stream_is_the_core_with_endpoints() -> None:
+    assert agentkit.Stream is agentkit.transports.Stream
+    assert issubclass(agentkit.Stream, agentkit.stream.SessionHost)
+    assert "Stream" not in agentkit.stream.__all__ and "SessionHost" in agentkit.stream.__all__
+    assert not hasattr(agentkit.stream.SessionHost, "mount")
+    assert set(agentkit.transports.__all__) == {"MountedTransports", "Stream", "mount"}
+
+
+def test_the_conversation_api_is_served_by_the_server_not_the_store() -> None:
+    assert set(agentkit.server.__all__) == {"add_web_routes", "conversation_api", "create_app"}
+    assert "conversation_api" not in agentkit.store.__all__
 
 
 def test_testing_kit_exports() -> None:
@@ -64,14 +88,18 @@ def test_testing_kit_exports() -> None:
         "PlayResult",
         "ReceivedAudio",
         "ReceivedEvent",
+        "RecordingTransport",
         "Reply",
         "ScriptedLLM",
         "ScriptedSTT",
         "ToneTTS",
         "TwilioCaller",
+        "WebRTCCaller",
         "WebSocketCaller",
         "WebhookAnswer",
         "concat",
+        "loopback_ice",
+        "open_recorded_session",
         "rms_dbfs",
         "sign_twilio_request",
         "silence",
@@ -80,3 +108,16 @@ def test_testing_kit_exports() -> None:
     }
     for name in agentkit.testing.__all__:
         assert hasattr(agentkit.testing, name), name
+
+
+def test_testing_kit_loads_aiortc_only_when_a_webrtc_helper_is_used() -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, agentkit.testing as t; "
+        "assert 'aiortc' not in sys.modules and 'av' not in sys.modules, 'eager'; "
+        "assert 'WebRTCCaller' in dir(t); "
+        "t.loopback_ice; assert 'aiortc' in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)

@@ -27,3 +27,14 @@ async def test_a_waiting_consumer_gets_only_current_items() -> None:
     box.flush()
     await box.put(7)
     assert await asyncio.wait_for(consumer, 1) == 7
+
+
+async def test_an_item_computed_before_a_flush_is_dropped_when_put_after_it() -> None:
+    """A producer captures the epoch, works off the loop, then puts: a flush meanwhile wins."""
+    box: Outbox[str] = Outbox(maxsize=4)
+    captured = box.epoch
+    box.flush()  # barge-in while the item was being encoded
+    await box.put("stale", epoch=captured)
+    assert box.empty() and box.dropped == 1
+    await box.put("fresh", epoch=box.epoch)
+    assert await asyncio.wait_for(box.get(), 1) == "fresh"

@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 import agentkit.store
 from agentkit.exceptions import ConfigError
+from agentkit.server import conversation_api
 from agentkit.store import (
     SCHEMA_VERSION,
     Conversation,
@@ -34,7 +35,6 @@ from agentkit.store import (
     SQLiteStore,
     StoredMessage,
     TurnMetrics,
-    conversation_api,
     open_store,
 )
 
@@ -614,7 +614,6 @@ def test_exported_names() -> None:
         "SQLiteStore",
         "StoredMessage",
         "TurnMetrics",
-        "conversation_api",
         "open_store",
     }
     for name in agentkit.store.__all__:

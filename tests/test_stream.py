@@ -15,7 +15,7 @@ from agentkit.audio import float_to_pcm16
 from agentkit.exceptions import CapacityError, ConfigError
 from agentkit.stream import TurnTakingOptions
 from agentkit.stream._handlers import EmitType
-from agentkit.testing._transport import open_recorded_session
+from agentkit.testing import open_recorded_session
 
 FAST = TurnTakingOptions(end_of_turn_silence_ms=300)
 

@@ -26,8 +26,16 @@ from conftest import speech
 from agentkit import Agent, Stream
 from agentkit.clock import FastForwardClock
 from agentkit.exceptions import AudioFormatError
-from agentkit.testing import CallRefusedError, ScriptedLLM, ScriptedSTT, ToneTTS, rms_dbfs, speech_bounds
-from agentkit.testing._webrtc_caller import WebRTCCaller, loopback_ice
+from agentkit.testing import (
+    CallRefusedError,
+    ScriptedLLM,
+    ScriptedSTT,
+    ToneTTS,
+    WebRTCCaller,
+    loopback_ice,
+    rms_dbfs,
+    speech_bounds,
+)
 from agentkit.transports.webrtc import (
     OutgoingAudioTrack,
     WebRTCConnection,

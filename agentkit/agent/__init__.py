@@ -15,14 +15,19 @@ from agentkit.agent._events import (
 )
 from agentkit.agent._pipeline import StageTimeouts
 from agentkit.agent._prompts import prompt
+from agentkit.agent._reply import ReplyHandle, ReplyOutcome
 from agentkit.agent._sentences import SentenceSplitter, split_sentences
+from agentkit.agent._session import AgentSession
 
 __all__ = [
     "Agent",
     "AgentEvent",
+    "AgentSession",
     "DtmfReceived",
     "ReplyFinished",
+    "ReplyHandle",
     "ReplyInterrupted",
+    "ReplyOutcome",
     "ReplyStarted",
     "SentenceSplitter",
     "SessionEnded",

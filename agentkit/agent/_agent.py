@@ -9,10 +9,13 @@ class Claude(Agent):
     tts = KokoroTTS(voice="af_heart")
 ```
 
-An agent is a Stream handler: the `Stream` keeps the declared agent as a prototype and gives each
-session a shallow copy (providers and store shared, conversation state its own). A turn goes
-turn-taking → STT → `on_transcript` → history → `llm_node` → sentences → TTS → paced audio; see
-`_turns.py` for the turn itself and `_pipeline.py` for the LLM-to-audio part.
+An agent is a Stream handler on the one turn-taking base (`TurnTakingHandler`): the `Stream` keeps
+the declared agent as a prototype and gives each session a shallow copy (providers and store
+shared, conversation state its own). Once a call has started, `self.session` (`AgentSession`) is
+the handle on it. The fixed pipeline order, with the hooks an agent may override:
+
+turn-taking → `stt_node` → `on_transcript` → history → `llm_node` → sentences → `tts_node` → paced
+audio; `on_event` sees every typed event. docs/agents.md has the same picture with examples.
 """
 
 from __future__ import annotations
@@ -20,32 +23,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import enum
 import logging
 from collections.abc import AsyncIterator, Sequence
-from typing import Any, ClassVar
+from typing import Final, Never
 
 from agentkit._executor import run_audio_job
-from agentkit.agent._events import AgentEvent, DtmfReceived
+from agentkit.agent._config import AgentConfig
+from agentkit.agent._events import AgentEvent
 from agentkit.agent._pipeline import StageTimeouts
-from agentkit.agent._turns import AgentSession
-from agentkit.audio import AudioFrame
-from agentkit.exceptions import ConfigError, ProviderError
+from agentkit.agent._session import AgentSession, history_for_llm
+from agentkit.audio import AudioFrame, StreamingResampler
+from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers import resolve_llm, resolve_stt, resolve_tts
 from agentkit.providers.llm import LLM, ChatMessage, LLMChunk
 from agentkit.providers.stt import STT
 from agentkit.providers.tts import TTS
 from agentkit.providers.vad import VAD, SileroVAD
 from agentkit.store import ConversationStore
-from agentkit.stream._events import StartedTalking
-from agentkit.stream._handlers import AsyncStreamHandler, EmitType, PlayoutEvent
-from agentkit.stream._turn import (
-    TurnDetector,
-    TurnDiscarded,
-    TurnEnded,
-    TurnStarted,
-    TurnState,
-    TurnTakingOptions,
-)
+from agentkit.stream._handlers import PlayoutEvent
+from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted, TurnState, TurnTakingOptions
+from agentkit.stream._turn_handler import TurnTakingHandler
 
 __all__ = ["Agent"]
 
@@ -59,16 +57,26 @@ DEFAULT_INSTRUCTIONS = (
 )
 
 
-class Agent(AsyncStreamHandler):
+class _Unset(enum.Enum):
+    UNSET = enum.auto()
+
+
+UNSET: Final = _Unset.UNSET
+"""A keyword argument of `Agent(...)` not given: the class attribute stays in force."""
+
+
+class Agent(TurnTakingHandler):
     """A voice agent: turn-taking, STT, an LLM with the conversation's history, streaming TTS.
 
-    Declare the class attributes below in a subclass (or pass them as keyword arguments). Providers
-    may be objects or short strings (`"moonshine/tiny"`, `"anthropic/claude-haiku-4-5"`,
-    `"kokoro/af_heart"`; see `agentkit.providers.resolve_stt` and friends).
+    Declare the class attributes below in a subclass, or pass them as keyword arguments (typed, so
+    a type checker catches a misspelt one). Providers may be objects or short strings
+    (`"moonshine/tiny"`, `"anthropic/claude-haiku-4-5"`, `"kokoro/af_heart"`; see
+    `agentkit.providers.resolve_stt` and friends).
 
-    Hooks to override: `on_transcript` (change or drop what the caller said), `llm_node` (replace
-    the LLM step), `on_event` (typed events: turns, replies, interruptions, metrics, session
-    start and end). Per-session state lives in `self.conversation` once the session has started.
+    Stages to override, each with a default an override may call with `super()`: `stt_node` (audio
+    to text), `llm_node` (history to the reply's text), `tts_node` (one sentence to audio). Hooks:
+    `on_transcript` (change or drop what the caller said), `on_event` (typed events). The call
+    itself is `self.session` once it has started.
     """
 
     instructions: str = DEFAULT_INSTRUCTIONS
@@ -100,135 +108,109 @@ class Agent(AsyncStreamHandler):
     name: str = ""
     """Agent name in the store and logs; defaults to the class name."""
 
-    _CONFIG: ClassVar[tuple[str, ...]] = (
-        "instructions",
-        "greeting",
-        "stt",
-        "llm",
-        "tts",
-        "vad",
-        "turn_taking",
-        "can_interrupt",
-        "timeouts",
-        "apology",
-        "max_history_messages",
-        "llm_retries",
-        "partial_transcripts",
-        "partial_interval_ms",
-        "store",
-        "name",
-    )
-
-    def __init__(self, **overrides: Any) -> None:
-        unknown = sorted(set(overrides) - set(self._CONFIG))
+    def __init__(
+        self,
+        *,
+        instructions: str | _Unset = UNSET,
+        greeting: str | _Unset | None = UNSET,
+        stt: STT | str | _Unset = UNSET,
+        llm: LLM | str | _Unset = UNSET,
+        tts: TTS | str | _Unset = UNSET,
+        vad: VAD | _Unset | None = UNSET,
+        turn_taking: TurnTakingOptions | _Unset = UNSET,
+        can_interrupt: bool | _Unset = UNSET,
+        timeouts: StageTimeouts | _Unset = UNSET,
+        apology: str | _Unset = UNSET,
+        max_history_messages: int | _Unset = UNSET,
+        llm_retries: int | _Unset = UNSET,
+        partial_transcripts: bool | _Unset = UNSET,
+        partial_interval_ms: int | _Unset = UNSET,
+        store: ConversationStore | _Unset | None = UNSET,
+        name: str | _Unset = UNSET,
+        **unknown: Never,
+    ) -> None:
         if unknown:
-            raise ConfigError(f"unknown Agent setting(s): {', '.join(unknown)}")
-        for key, value in overrides.items():
-            setattr(self, key, value)
+            raise ConfigError(f"unknown Agent setting(s): {', '.join(sorted(unknown))}")
+        given: dict[str, object] = {
+            "instructions": instructions,
+            "greeting": greeting,
+            "stt": stt,
+            "llm": llm,
+            "tts": tts,
+            "vad": vad,
+            "turn_taking": turn_taking,
+            "can_interrupt": can_interrupt,
+            "timeouts": timeouts,
+            "apology": apology,
+            "max_history_messages": max_history_messages,
+            "llm_retries": llm_retries,
+            "partial_transcripts": partial_transcripts,
+            "partial_interval_ms": partial_interval_ms,
+            "store": store,
+            "name": name,
+        }
+        for key, value in given.items():
+            if value is not UNSET:
+                setattr(self, key, value)
         self.stt_provider: STT = resolve_stt(self.stt)
         self.llm_provider: LLM = resolve_llm(self.llm)
         self.tts_provider: TTS = resolve_tts(self.tts)
         self.vad_provider: VAD = self.vad if self.vad is not None else SileroVAD()
+        self.turn_vad = self.vad_provider
+        self.turn_options = self.turn_taking
         self.input_sample_rate = self.vad_provider.sample_rate
         self.output_sample_rate = self.tts_provider.sample_rate
-        self._detector: TurnDetector | None = None
-        self._conversation: AgentSession | None = None
-        self._event_tasks: set[asyncio.Task[None]] = set()  # `on_event` calls for keys pressed
+        self._session: AgentSession | None = None
 
     @property
     def agent_name(self) -> str:
         return self.name or type(self).__name__
 
     @property
-    def conversation(self) -> AgentSession:
-        """This session's conversation: history, turns, the reply in progress."""
-        if self._conversation is None:
+    def session(self) -> AgentSession:
+        """This call: its history and caller, and `say`, `generate_reply`, `interrupt`, `hang_up`,
+        `events()`. Raises `RuntimeError` before the call has started."""
+        if self._session is None:
             raise RuntimeError("the agent's session has not started")
-        return self._conversation
+        return self._session
 
-    # -- hooks -------------------------------------------------------------------------------------
+    # -- stages and hooks --------------------------------------------------------------------------
+    async def stt_node(self, audio: AudioFrame) -> str:
+        """The caller's words in `audio` (one turn, at the turn detector's rate). The default runs
+        the STT provider (resampling to its rate) within `timeouts.stt_s`. Override to replace or
+        wrap it, e.g. `text = await super().stt_node(audio)` and fix the spelling of names."""
+        stt = self.stt_provider
+        if audio.sample_rate != stt.sample_rate:
+            resampler = StreamingResampler(audio.sample_rate, stt.sample_rate)
+            audio = await run_audio_job(resampler.process_frame, audio)
+        timeout_s = self.timeouts.stt_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                transcript = await stt.transcribe(audio)
+        except TimeoutError:
+            raise ProviderTimeoutError(f"STT took over {timeout_s:g} s", stage="stt") from None
+        return transcript.text
+
     async def on_transcript(self, text: str) -> str | None:
         """What the caller said, before it goes into the history. Return None or "" to ignore the
         turn (no reply), or different text to reply to that instead."""
         return text
 
     def llm_node(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:
-        """The reply's text as a stream of pieces (`str` or `LLMChunk`). Override to replace the LLM
-        step, e.g. with an async generator that calls tools or answers from a script."""
+        """The reply's text as a stream of pieces (`str` or `LLMChunk`). The default calls the LLM
+        provider with `call_instructions()` on the last `max_history_messages`, retrying a
+        retryable failure before any text. Override to replace or wrap it."""
         return self._llm_with_retry(history)
+
+    def tts_node(self, text: str) -> AsyncIterator[AudioFrame]:
+        """One sentence of the reply as audio frames. The default runs the TTS provider. Override to
+        replace or wrap it, e.g. fix a pronunciation: `return super().tts_node(text.replace("SQL",
+        "sequel"))` (the history keeps the words as written)."""
+        return self.tts_provider.synthesize(text)
 
     async def on_event(self, event: AgentEvent) -> None:
         """React to typed events (see `agentkit.agent.AgentEvent`). Errors here are logged, not raised."""
 
-    # -- setup -------------------------------------------------------------------------------------
-    async def warm_up(self) -> None:
-        """Load models and open clients ahead of the first caller (the server calls this at start)."""
-        await asyncio.gather(
-            self.stt_provider.warm_up(), self.llm_provider.warm_up(), self.tts_provider.warm_up()
-        )
-
-    def copy(self) -> Agent:
-        clone = copy.copy(self)
-        clone._detector = None
-        clone._conversation = None
-        clone._event_tasks = set()
-        return clone
-
-    async def start_up(self) -> None:
-        await self.warm_up()
-        vad_stream = await asyncio.to_thread(self.vad_provider.stream)
-        self._detector = TurnDetector(
-            vad_stream,
-            sample_rate=self.vad_provider.sample_rate,
-            chunk_samples=self.vad_provider.chunk_samples,
-            options=self.turn_taking,
-        )
-        self._conversation = AgentSession(self, self.context)
-        await self._conversation.open()
-
-    async def shutdown(self) -> None:
-        for task in list(self._event_tasks):
-            task.cancel()
-        if self._conversation is not None:
-            await self._conversation.close()
-
-    # -- audio in and out --------------------------------------------------------------------------
-    async def receive(self, frame: AudioFrame) -> None:
-        if self._detector is None or self._conversation is None:
-            raise RuntimeError("Agent.receive before start_up")
-        conversation = self._conversation
-        rate = self.input_sample_rate
-        for event in await run_audio_job(self._detector.process, frame.samples):
-            if isinstance(event, TurnStarted):
-                await self.context.send_event(StartedTalking(t_ms=event.onset_samples * 1000 // rate))
-                await conversation.caller_started(event, barge_in=self.can_interrupt)
-            elif isinstance(event, TurnEnded):
-                await conversation.caller_finished(event)
-            elif isinstance(event, TurnDiscarded):
-                conversation.caller_discarded()
-        if self.partial_transcripts and self._detector.state is not TurnState.SILENT:
-            await conversation.partial_user_transcript(self._detector)
-
-    async def emit(self) -> EmitType:
-        return await self.conversation.next_output()
-
-    def on_playout(self, event: PlayoutEvent) -> None:
-        if self._conversation is not None:
-            self._conversation.on_playout(event)
-
-    def on_dtmf(self, digit: str) -> None:
-        """A phone key reaches `on_event` as `DtmfReceived` (in a task the agent owns)."""
-        task = asyncio.create_task(self._deliver(DtmfReceived(digit)), name="agent-dtmf")
-        self._event_tasks.add(task)
-        task.add_done_callback(self._event_tasks.discard)
-
-    async def _deliver(self, event: AgentEvent) -> None:
-        try:
-            await self.on_event(event)
-        except Exception:
-            logger.exception("%s: on_event failed for %s", self.agent_name, type(event).__name__)
-
-    # -- the default LLM step ----------------------------------------------------------------------
     def call_instructions(self) -> str:
         """`instructions`, plus why the agent placed this call when it did (`agentkit call
         --purpose`): what the default LLM step sends. Override to word it differently."""
@@ -238,15 +220,99 @@ class Agent(AsyncStreamHandler):
             return self.instructions
         return f"{self.instructions}\n\nYou placed this phone call yourself. Its purpose: {purpose}"
 
+    # -- setup -------------------------------------------------------------------------------------
+    async def warm_up(self) -> None:
+        """Load models and open clients ahead of the first caller (the server calls this at start)."""
+        await asyncio.gather(
+            self.stt_provider.warm_up(), self.llm_provider.warm_up(), self.tts_provider.warm_up()
+        )
+
+    async def aclose(self) -> None:
+        """Release the providers' clients and threads (the server calls this at shutdown). Safe to
+        call twice; providers reopen what they need if the agent is used again."""
+        providers = (self.stt_provider, self.llm_provider, self.tts_provider, self.vad_provider)
+        for provider in providers:
+            try:
+                await provider.aclose()
+            except Exception:
+                logger.exception("%s: closing %s failed", self.agent_name, type(provider).__name__)
+
+    def copy(self) -> Agent:
+        clone = copy.copy(self)
+        clone._session = None
+        clone.reset_turn_taking()
+        return clone
+
+    def _config(self) -> AgentConfig:
+        return AgentConfig(
+            name=self.agent_name,
+            greeting=self.greeting,
+            apology=self.apology,
+            timeouts=self.timeouts,
+            partial_transcripts=self.partial_transcripts,
+            partial_interval_ms=self.partial_interval_ms,
+            input_sample_rate=self.input_sample_rate,
+            store=self.store,
+        )
+
+    async def start_up(self) -> None:
+        await self.warm_up()
+        await super().start_up()
+        self._session = AgentSession(self._config(), self, self.context, self)
+        await self._session.open()
+
+    async def shutdown(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    # -- turn-taking (the TurnTakingHandler hooks) -------------------------------------------------
+    @property
+    def replying(self) -> bool:
+        return self.session.replying
+
+    async def stop_reply(self) -> None:
+        await self.session.stop_replies()
+
+    async def interrupt(self) -> int:
+        """Barge-in: stop the reply, flush its audio, keep in the history what the caller heard."""
+        heard_ms = await super().interrupt()
+        await self.session.interrupted(heard_ms)
+        return heard_ms
+
+    async def on_turn_started(self, event: TurnStarted, *, barge_in: bool) -> None:
+        await self.session.caller_started(event, barge_in=barge_in)
+
+    async def on_turn_ended(self, event: TurnEnded) -> None:
+        await self.session.caller_finished(event)
+
+    async def on_turn_discarded(self, event: object) -> None:
+        self.session.caller_discarded()
+
+    async def after_audio(self, detector: TurnDetector) -> None:
+        if self.partial_transcripts and detector.state is not TurnState.SILENT:
+            await self.session.partial_user_transcript(detector)
+
+    def on_playout(self, event: PlayoutEvent) -> None:
+        if self._session is not None:
+            self._session.on_playout(event)
+
+    def on_dtmf(self, digit: str) -> None:
+        """A phone key reaches `on_event` as `DtmfReceived`."""
+        if self._session is not None:
+            self._session.dtmf(digit)
+
+    # -- the default LLM step ----------------------------------------------------------------------
     async def _llm_with_retry(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:
-        messages = list(history)[-self.max_history_messages :]
-        while messages and messages[0].role != "user":
-            messages.pop(0)  # a history cut in the middle starts with the caller's words
+        messages = history_for_llm(history, self.max_history_messages)
+        instructions = self.call_instructions()
+        extra = self._session.reply_instructions if self._session is not None else None
+        if extra:
+            instructions = f"{instructions}\n\n{extra}"
         for attempt in range(self.llm_retries + 1):
             produced = False
             try:
-                stream = self.llm_provider.stream(messages, instructions=self.call_instructions())
-                async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                stream = self.llm_provider.stream(messages, instructions=instructions)
+                async with contextlib.aclosing(stream):
                     async for chunk in stream:
                         produced = produced or bool(chunk.text)
                         yield chunk

@@ -10,18 +10,17 @@ the reply audio, which is how an interrupted reply is cut down to the words the 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
+from agentkit._aio import closing, next_within
 from agentkit.agent._sentences import SentenceSplitter
 from agentkit.audio import AudioFrame
 from agentkit.clock import Clock
-from agentkit.exceptions import ProviderError, ProviderTimeoutError
+from agentkit.exceptions import ProviderError
 from agentkit.providers.llm import LLMChunk, LLMUsage
-from agentkit.providers.tts import TTS
 
 __all__ = ["ReplyTimings", "SpokenReply", "StageTimeouts", "speak"]
 
@@ -109,18 +108,9 @@ class SpokenReply:
         return " ".join(words)
 
 
-async def _next_within(stream: AsyncIterator[object], timeout_s: float, what: str) -> object:
-    """The next item of `stream`, or `StopAsyncIteration`; `ProviderTimeoutError` when it is late."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await anext(stream)
-    except TimeoutError:
-        raise ProviderTimeoutError(f"{what} did not arrive within {timeout_s:g} s", stage=what) from None
-
-
 async def speak(
     text: AsyncIterator[str | LLMChunk],
-    tts: TTS,
+    synthesize: Callable[[str], AsyncIterator[AudioFrame]],
     out: Callable[[AudioFrame], Awaitable[None]],
     *,
     reply: SpokenReply,
@@ -130,7 +120,8 @@ async def speak(
     max_sentence_chars: int = 160,
     on_sentence: Callable[[str], Awaitable[None]] | None = None,
 ) -> None:
-    """Speak a streamed text through `tts`, passing each frame to `out` as it comes.
+    """Speak a streamed text through `synthesize` (the agent's `tts_node`), passing each frame to
+    `out` as it comes.
 
     Sentences already written are still spoken when the text stream fails; the failure is raised
     after them (as `ProviderError`), so the caller can add an apology. Cancelling `speak` closes the
@@ -144,11 +135,11 @@ async def speak(
         splitter = SentenceSplitter(max_chars=max_sentence_chars, first_clause_chars=_FIRST_CLAUSE_CHARS)
         timings.llm_started_at = clock.now()
         try:
-            async with contextlib.aclosing(text) as stream:  # type: ignore[type-var]
+            async with closing(text) as stream:
                 timeout_s, what = timeouts.llm_first_token_s, "llm first token"
                 while True:
                     try:
-                        item = await _next_within(stream, timeout_s, what)
+                        item = await next_within(stream, timeout_s, what, stage=what)
                     except StopAsyncIteration:
                         break
                     delta = item.text if isinstance(item, LLMChunk) else str(item)
@@ -175,7 +166,7 @@ async def speak(
             if timings.tts_started_at is None:
                 timings.tts_started_at = clock.now()
             await _synthesise(
-                sentence, tts, out, reply=reply, timings=timings, clock=clock, timeouts=timeouts
+                sentence, synthesize, out, reply=reply, timings=timings, clock=clock, timeouts=timeouts
             )
 
     async with asyncio.TaskGroup() as group:
@@ -189,7 +180,7 @@ async def speak(
 
 async def _synthesise(
     sentence: str,
-    tts: TTS,
+    synthesize: Callable[[str], AsyncIterator[AudioFrame]],
     out: Callable[[AudioFrame], Awaitable[None]],
     *,
     reply: SpokenReply,
@@ -197,11 +188,11 @@ async def _synthesise(
     clock: Clock,
     timeouts: StageTimeouts,
 ) -> None:
-    async with contextlib.aclosing(tts.synthesize(sentence)) as frames:  # type: ignore[type-var]
+    async with closing(synthesize(sentence)) as frames:
         timeout_s, what = timeouts.tts_first_audio_s, "tts first audio"
         while True:
             try:
-                frame = await _next_within(frames, timeout_s, what)
+                frame = await next_within(frames, timeout_s, what, stage=what)
             except StopAsyncIteration:
                 return
             assert isinstance(frame, AudioFrame)

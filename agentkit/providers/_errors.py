@@ -1,4 +1,4 @@
-"""Cloud SDK errors → agentkit's typed errors, and a time limit on every wait for the network.
+"""Cloud SDK errors → agentkit's typed errors.
 
 The three SDKs raise their own exception trees (Anthropic's on httpx2, Groq's and ElevenLabs' on
 httpx), and a connection that breaks in the middle of a streamed body surfaces as a bare transport
@@ -11,22 +11,22 @@ error from the HTTP library. `provider_errors()` turns all of them into:
 | connection refused, reset or cut mid-stream; error event mid-stream | `ProviderError` | yes |
 | no byte within `timeout_s` (before the reply or in the middle of it) | `ProviderTimeoutError` | yes |
 
+The SDKs' own read timeouts catch a silent socket; `agentkit._aio.next_within` bounds each wait for
+the next chunk of a stream however the SDK waits (retries, connection pool, a peer that trickles
+keep-alive bytes but no content) and raises `ProviderTimeoutError` itself.
+
 Errors carry `provider=` and, for HTTP errors, `status=` as context; never the response body (it can
 quote the request), the prompt or the key.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from agentkit.exceptions import AgentkitError, ProviderError, ProviderTimeoutError
 
-__all__ = ["next_within", "provider_errors", "to_provider_error"]
-
-T = TypeVar("T")
+__all__ = ["provider_errors", "to_provider_error"]
 
 _SDK_ROOTS = frozenset({"anthropic", "groq", "elevenlabs", "httpx", "httpx2", "httpcore", "httpcore2"})
 _RETRYABLE_4XX = frozenset({408, 409, 429})
@@ -51,7 +51,7 @@ def _body_error_type(exc: BaseException) -> str | None:
 
 def to_provider_error(exc: BaseException, provider: str) -> ProviderError | None:
     """The agentkit error for an SDK or HTTP-library exception, or `None` if `exc` is not one."""
-    timed_out = isinstance(exc, TimeoutError)  # our own asyncio.timeout
+    timed_out = isinstance(exc, TimeoutError)  # a builtin one, as an asyncio timeout raises
     if isinstance(exc, AgentkitError) or not (timed_out or _from_sdk(exc)):
         return None
     names = _class_names(exc)
@@ -87,16 +87,3 @@ def provider_errors(provider: str) -> Iterator[None]:
         if mapped is None:
             raise
         raise mapped from exc
-
-
-async def next_within(iterator: AsyncIterator[T], timeout_s: float) -> T | None:
-    """The iterator's next item, `None` at its end; `TimeoutError` if none comes within `timeout_s`.
-
-    The SDKs' own read timeouts catch a silent socket too; this bounds the wait however the SDK
-    waits (retries, connection pool, a peer that trickles keep-alive bytes but no content).
-    """
-    async with asyncio.timeout(timeout_s):
-        try:
-            return await anext(iterator)
-        except StopAsyncIteration:
-            return None

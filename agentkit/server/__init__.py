@@ -2,7 +2,7 @@
 
 When the stream's handler is an `Agent`, the app also warms its providers up before the first
 caller, gives it a conversation store (from `AGENTKIT_STORE` unless it has one) and serves that
-store read-only under `/api/conversations`.
+store read-only under `/api/conversations` (`conversation_api`).
 """
 
 from __future__ import annotations
@@ -16,18 +16,18 @@ from fastapi import FastAPI
 
 from agentkit.agent import Agent
 from agentkit.config import load_settings
+from agentkit.server._api import conversation_api
 from agentkit.server._web import add_web_routes
-from agentkit.store import ConversationStore, conversation_api, open_store
-from agentkit.stream import Stream
-from agentkit.transports.twilio import add_twilio_routes
-from agentkit.transports.webrtc import RTCConfigSource, add_webrtc_routes
-from agentkit.transports.websocket import add_websocket_routes
+from agentkit.store import ConversationStore, open_store
+from agentkit.stream import SessionHost
+from agentkit.transports import mount
+from agentkit.transports.webrtc import RTCConfigSource
 
-__all__ = ["add_web_routes", "create_app"]
+__all__ = ["add_web_routes", "conversation_api", "create_app"]
 
 
 def create_app(
-    stream: Stream,
+    stream: SessionHost,
     *,
     path: str = "",
     fastrtc_input_sample_rate: int = 48000,
@@ -66,8 +66,9 @@ def create_app(
         try:
             yield
         finally:
-            await webrtc_peers.aclose()
-            await stream.aclose()
+            await stream.aclose()  # the WebRTC peer connections first (`mount` registered that)
+            if agent is not None:
+                await agent.aclose()  # its providers' clients and threads
             if owned_store is not None:
                 await owned_store.aclose()
 
@@ -76,31 +77,20 @@ def create_app(
         api_token = load_settings().api_token
         token = api_token.get_secret_value() or None if api_token is not None else None
         app.include_router(conversation_api(agent.store, token=token))
-    add_websocket_routes(
+    mounted = mount(
         app,
         stream,
-        prefix=path.rstrip("/"),
+        prefix=path,
         fastrtc_input_sample_rate=fastrtc_input_sample_rate,
         fastrtc_output_sample_rate=fastrtc_output_sample_rate,
         allowed_origins=allowed_origins,
-    )
-    webrtc_peers = add_webrtc_routes(
-        app,
-        stream,
-        prefix=path.rstrip("/"),
         rtc_configuration=rtc_configuration,
         client_rtc_configuration=client_rtc_configuration,
-        allowed_origins=allowed_origins,
-    )
-    app.state.webrtc_peers = webrtc_peers
-    add_web_routes(app, allowed_origins=allowed_origins, prefix=path.rstrip("/"))
-    add_twilio_routes(
-        app,
-        stream,
         public_url=public_url,
-        validate_signatures=validate_twilio_signatures,
-        prefix=path.rstrip("/") + "/telephone",
+        validate_twilio_signatures=validate_twilio_signatures,
     )
+    app.state.webrtc_peers = mounted.webrtc_peers
+    add_web_routes(app, allowed_origins=allowed_origins, prefix=path.rstrip("/"))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:

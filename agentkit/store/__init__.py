@@ -2,11 +2,10 @@
 
 `open_store(url)` picks a backend by URL (`sqlite:///path.db`, the default; `redis://host/db` when
 several workers serve one agent; `memory://`); every
-backend implements the `ConversationStore` Protocol. `conversation_api(store)` serves a store
-read-only as JSON.
+backend implements the `ConversationStore` Protocol. `agentkit.server.conversation_api(store)` serves
+a store read-only as JSON.
 """
 
-from agentkit.store._api import conversation_api
 from agentkit.store._base import MAX_LIST_LIMIT, ConversationStore
 from agentkit.store._memory import MemoryStore
 from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics
@@ -26,6 +25,5 @@ __all__ = [
     "SQLiteStore",
     "StoredMessage",
     "TurnMetrics",
-    "conversation_api",
     "open_store",
 ]

@@ -1,4 +1,7 @@
-"""The Stream core: sessions, handler kinds, turn-taking and barge-in."""
+"""The stream core: sessions and their host, handler kinds, turn-taking and barge-in.
+
+No wire here: `agentkit.transports` carries sessions, and its `Stream` is the `SessionHost` with endpoints.
+"""
 
 from agentkit.stream._events import (
     AdditionalOutputsEvent,
@@ -20,8 +23,16 @@ from agentkit.stream._handlers import (
     StreamHandler,
 )
 from agentkit.stream._reply_on_pause import ReplyFn, ReplyOnPause
-from agentkit.stream._session import CallControl, Codec, PlayoutReporter, Session, Transport
-from agentkit.stream._stream import Mode, Stream
+from agentkit.stream._session import (
+    CallControl,
+    CloseReason,
+    Codec,
+    Mode,
+    PlayoutReporter,
+    Session,
+    Transport,
+)
+from agentkit.stream._stream import SessionHost
 from agentkit.stream._turn import (
     TurnDetector,
     TurnDiscarded,
@@ -37,6 +48,7 @@ __all__ = [
     "AdditionalOutputsEvent",
     "AsyncStreamHandler",
     "CallControl",
+    "CloseReason",
     "Codec",
     "EmitType",
     "ErrorEvent",
@@ -52,9 +64,9 @@ __all__ = [
     "ResponseDone",
     "ResponseStarting",
     "Session",
+    "SessionHost",
     "StartedTalking",
     "Stopped",
-    "Stream",
     "StreamHandler",
     "Transport",
     "TurnDetector",

@@ -1,9 +1,17 @@
-"""`Outbox`: a handler's bounded queue of outputs that an interruption empties for good.
+"""`Outbox`: a bounded queue of outputs that an interruption empties for good.
 
 A plain queue is not enough for barge-in: an item can be taken off the queue by `get()` just before
 the interruption and only handed on after it, or a producer blocked on a full queue can get its
 item in right after the flush. Every item is therefore tagged with the outbox's epoch when it is
 put, `flush()` starts a new epoch, and `get()` skips items of an older one.
+
+A producer that computes an item off the event loop (resampling, encoding) can capture `epoch`
+before the work and `put(item, epoch=captured)` after it: the item is then dropped if a flush came
+in between. A consumer that hands an item on in several steps (the session's pacer) checks
+`epoch` between steps to stop as soon as a flush happens.
+
+One mechanism for every queue a barge-in must empty: a handler's outputs (`TurnTakingHandler`)
+and a session's encoded audio on its way to the caller (`Session`).
 """
 
 from __future__ import annotations
@@ -25,8 +33,26 @@ class Outbox(Generic[T]):
         self.dropped = 0
         """Items discarded by flushes (queued, or put late by a producer of an older epoch)."""
 
-    async def put(self, item: T) -> None:
-        await self._queue.put((self._epoch, item))
+    @property
+    def epoch(self) -> int:
+        """Bumped by every `flush()`; items of an older epoch are never handed out."""
+        return self._epoch
+
+    def empty(self) -> bool:
+        """Nothing is queued (of any epoch)."""
+        return self._queue.empty()
+
+    async def put(self, item: T, *, epoch: int | None = None) -> None:
+        """Queue `item` (waiting for room) as of `epoch` (default: the current one).
+
+        An item of an epoch already flushed is dropped at once and counted.
+        """
+        if epoch is None:
+            epoch = self._epoch
+        elif epoch != self._epoch:
+            self.dropped += 1
+            return
+        await self._queue.put((epoch, item))
 
     async def get(self) -> T:
         """The next item of the current epoch (waits until there is one)."""

@@ -9,13 +9,13 @@ import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeAlias
 
-from agentkit._executor import run_audio_job
+from agentkit._tasks import TaskSet, cancel_and_wait
 from agentkit.audio import AudioFrame
 from agentkit.providers.vad import VAD, SileroVAD
-from agentkit.stream._events import PauseDetected, ResponseStarting, StartedTalking
-from agentkit.stream._handlers import AsyncStreamHandler, EmitType, ReplyEnd
-from agentkit.stream._outbox import Outbox
-from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted, TurnTakingOptions
+from agentkit.stream._events import ResponseStarting
+from agentkit.stream._handlers import EmitType
+from agentkit.stream._turn import TurnEnded, TurnTakingOptions
+from agentkit.stream._turn_handler import TurnTakingHandler
 
 __all__ = ["ReplyFn", "ReplyOnPause"]
 
@@ -29,7 +29,7 @@ _DONE = object()
 _CANCEL_TIMEOUT_S = 2.0
 
 
-class ReplyOnPause(AsyncStreamHandler):
+class ReplyOnPause(TurnTakingHandler):
     """Turn-taking on a VAD around a reply generator.
 
     When the caller's turn ends, `fn` is called with the turn's audio (16 kHz, pre-roll included) and
@@ -52,13 +52,14 @@ class ReplyOnPause(AsyncStreamHandler):
             raise TypeError("ReplyOnPause needs a generator function")
         self.fn = fn
         self.options = options or TurnTakingOptions()
+        self.turn_options = self.options
         self.can_interrupt = can_interrupt
         self.vad: VAD = vad if vad is not None else SileroVAD()
+        self.turn_vad = self.vad
         self.input_sample_rate = self.vad.sample_rate
         self.output_sample_rate = output_sample_rate
-        self._max_queued = max_queued_outputs
-        self._outputs: Outbox[Any] = Outbox(max_queued_outputs)
-        self._detector: TurnDetector | None = None
+        self.max_queued_outputs = max_queued_outputs
+        self._tasks = TaskSet("reply-on-pause")
         self._reply: asyncio.Task[None] | None = None
         self._replies = 0
 
@@ -69,20 +70,12 @@ class ReplyOnPause(AsyncStreamHandler):
             can_interrupt=self.can_interrupt,
             vad=self.vad,
             output_sample_rate=self.output_sample_rate,
-            max_queued_outputs=self._max_queued,
-        )
-
-    async def start_up(self) -> None:
-        stream = await asyncio.to_thread(self.vad.stream)  # loads the shared model on first use
-        self._detector = TurnDetector(
-            stream,
-            sample_rate=self.vad.sample_rate,
-            chunk_samples=self.vad.chunk_samples,
-            options=self.options,
+            max_queued_outputs=self.max_queued_outputs,
         )
 
     async def shutdown(self) -> None:
-        await self._cancel_reply()
+        await self.stop_reply()
+        await self._tasks.aclose(_CANCEL_TIMEOUT_S)
 
     @property
     def replying(self) -> bool:
@@ -90,50 +83,16 @@ class ReplyOnPause(AsyncStreamHandler):
         running = self._reply is not None and not self._reply.done()
         return running or self.context.responding
 
-    async def receive(self, frame: AudioFrame) -> None:
-        if self._detector is None:
-            raise RuntimeError("ReplyOnPause.receive before start_up")
-        for event in await run_audio_job(self._detector.process, frame.samples):
-            rate = self.vad.sample_rate
-            if isinstance(event, TurnStarted):
-                await self.context.send_event(StartedTalking(t_ms=event.onset_samples * 1000 // rate))
-                if self.can_interrupt and self.replying:
-                    await self.interrupt()
-            elif isinstance(event, TurnEnded):
-                if self.replying:
-                    logger.debug("turn ignored: a reply is still playing and can_interrupt is off")
-                    continue
-                await self.context.send_event(
-                    PauseDetected(
-                        t_ms=event.decided_samples * 1000 // rate,
-                        speech_end_ms=event.speech_end_samples * 1000 // rate,
-                    )
-                )
-                self._start_reply(event.audio)
-
-    async def emit(self) -> EmitType:
-        item = await self._outputs.get()
-        if item is _DONE:
-            return ReplyEnd()
-        return item  # type: ignore[no-any-return]
-
-    async def interrupt(self) -> None:
-        """Stop the reply in progress and flush every queue between it and the caller's ear."""
-        await self._cancel_reply()
-        self._outputs.flush()
-        await self.context.interrupt()
-
-    def _start_reply(self, audio: AudioFrame) -> None:
+    async def on_turn_ended(self, event: TurnEnded) -> None:
         self._replies += 1
-        self._reply = asyncio.create_task(self._run_reply(audio), name=f"reply-{self._replies}")
+        self._reply = self._tasks.spawn(self._run_reply(event.audio), f"reply-{self._replies}")
 
-    async def _cancel_reply(self) -> None:
+    async def stop_reply(self) -> None:
         task, self._reply = self._reply, None
-        if task is None or task.done():
-            return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
-            await asyncio.wait_for(task, _CANCEL_TIMEOUT_S)
+        if task is not None and not await cancel_and_wait(task, _CANCEL_TIMEOUT_S):
+            logger.warning(
+                "a reply function did not stop within %.0f s of its cancellation", _CANCEL_TIMEOUT_S
+            )
 
     async def _run_reply(self, audio: AudioFrame) -> None:
         await self.context.send_event(ResponseStarting())
@@ -143,7 +102,7 @@ class ReplyOnPause(AsyncStreamHandler):
                 try:
                     async for item in result:
                         if item is not None:
-                            await self._outputs.put(item)
+                            await self.put_output(item)
                 finally:
                     await result.aclose()  # a cancelled reply closes its generator now, not at GC
             elif inspect.isgenerator(result):
@@ -154,7 +113,7 @@ class ReplyOnPause(AsyncStreamHandler):
             raise
         except Exception:
             logger.exception("reply function failed in session %s", self.context.session_id)
-        await self._outputs.put(_DONE)
+        await self.end_reply()
 
     async def _drive_sync(self, gen: Iterator[Any]) -> None:
         """Pull a sync generator on a worker thread, one item at a time."""
@@ -165,7 +124,7 @@ class ReplyOnPause(AsyncStreamHandler):
                 if item is _DONE:
                     return
                 if item is not None:
-                    await self._outputs.put(item)
+                    await self.put_output(item)
         finally:
             # a generator still running on its thread cannot be closed; it is dropped instead
             with contextlib.suppress(ValueError):

@@ -16,11 +16,12 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 
 from agentkit._executor import run_audio_job
+from agentkit._tasks import TaskSet
 from agentkit.audio import AudioFrame, Samples, StreamingResampler, mulaw_decode, pcm16_to_float
 from agentkit.clock import Clock, MonotonicClock
 from agentkit.exceptions import AudioFormatError, ProtocolError, TransportClosedError
@@ -43,15 +44,24 @@ from agentkit.stream._handlers import (
     StreamHandler,
     to_audio_frame,
 )
+from agentkit.stream._outbox import Outbox
 
-if TYPE_CHECKING:
-    from agentkit.stream._stream import Stream
-
-__all__ = ["CallControl", "Codec", "PlayoutReporter", "Session", "Transport"]
+__all__ = ["CallControl", "CloseReason", "Codec", "Mode", "PlayoutReporter", "Session", "Transport"]
 
 logger = logging.getLogger(__name__)
 
 Codec = Literal["pcm_s16le", "mulaw"]
+Mode = Literal["send-receive", "send", "receive"]
+"""Seen from the caller: talk and listen, only send audio (nothing is played back), or only listen."""
+CloseReason = Literal["normal", "hang_up", "time_limit", "server_shutdown"]
+"""Why the server ends a connection; each transport turns it into its own wire signal (a WebSocket
+close code, a WebRTC end reason):
+
+- `normal`: the conversation is over (the caller asked to stop, the far end stopped the call);
+- `hang_up`: the handler ended the call (`Session.hang_up`);
+- `time_limit`: the session reached its host's `time_limit`;
+- `server_shutdown`: the server is going away.
+"""
 FRAME_MS = 20
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 """The keys of a phone keypad (A-D exist on some), as `Session.receive_dtmf` accepts them."""
@@ -75,8 +85,8 @@ class Transport(Protocol):
 
     async def send_event(self, event: Event) -> None: ...
 
-    async def close(self, code: int, reason: str) -> None:
-        """End the connection from the server side."""
+    async def close(self, reason: CloseReason, detail: str | None = None) -> None:
+        """End the connection from the server side; `detail` is a short human text for the wire."""
         ...
 
 
@@ -108,21 +118,17 @@ def _decode(payload: bytes, codec: Codec) -> Samples:
 class _Marker:
     """End of a reply, travelling through the audio queue behind the reply's last frame."""
 
-    __slots__ = ("generation",)
-
-    def __init__(self, generation: int) -> None:
-        self.generation = generation
+    __slots__ = ()
 
 
 class _Encoded:
     """Reply audio resampled and encoded for the wire, waiting for the pacer."""
 
-    __slots__ = ("generation", "num_samples", "payload")
+    __slots__ = ("num_samples", "payload")
 
-    def __init__(self, payload: bytes, num_samples: int, generation: int = 0) -> None:
+    def __init__(self, payload: bytes, num_samples: int) -> None:
         self.payload = payload
         self.num_samples = num_samples
-        self.generation = generation
 
 
 class Session:
@@ -130,7 +136,6 @@ class Session:
 
     def __init__(
         self,
-        stream: Stream,
         handler: AsyncStreamHandler | StreamHandler,
         transport: Transport,
         *,
@@ -142,13 +147,20 @@ class Session:
         channel: str = "websocket",
         caller: str | None = None,
         call_info: Mapping[str, str] | None = None,
+        mode: Mode = "send-receive",
+        time_limit: float | None = None,
+        on_closed: Callable[[Session], None] | None = None,
     ) -> None:
+        """`mode` and `time_limit` (seconds, None: no limit) come from the host that opened the session;
+        `on_closed` is called once the session has closed (the host forgets it)."""
         self.id = session_id or uuid.uuid4().hex
         self.channel = channel
         self.caller = caller
         self.call_info: Mapping[str, str] = MappingProxyType(dict(call_info or {}))
         """What else the transport knows of the call (see `HandlerContext.call_info`)."""
-        self.stream = stream
+        self.mode: Mode = mode
+        self.time_limit = time_limit
+        self._on_closed = on_closed
         self.handler = handler
         self.transport = transport
         self.input_sample_rate = input_sample_rate
@@ -162,11 +174,11 @@ class Session:
         self._in_resampler = StreamingResampler(input_sample_rate, handler.input_sample_rate, quality=quality)
         self._out_resampler: StreamingResampler | None = None
         self._in_position = 0
-        self._audio: asyncio.Queue[_Encoded | _Marker] = asyncio.Queue(maxsize=64)
-        self._generation = 0  # bumped by every interruption; stale output is dropped
+        # on its way to the caller; an interruption flushes it, and its epoch tells the pacer to stop
+        self._audio: Outbox[_Encoded | _Marker] = Outbox(64)
         self._play_end = 0.0  # clock time at which the caller will have heard everything sent
         self._reply_sent_s = 0.0  # seconds of the current reply sent so far
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = TaskSet(f"session-{self.id[:8]}")
         self._subscribers: list[asyncio.Queue[AdditionalOutputs]] = []
         self.dropped_outputs = 0
         self._closed = False
@@ -202,9 +214,7 @@ class Session:
             logger.debug("session %s: event not sent (%s)", self.id, type(exc).__name__)
 
     async def interrupt(self) -> int:
-        self._generation += 1
-        while not self._audio.empty():
-            self._audio.get_nowait()
+        self._audio.flush()
         if self._out_resampler is not None:
             self._out_resampler = None  # its filter holds audio of the reply being dropped
         now = self._clock.now()
@@ -232,7 +242,7 @@ class Session:
         if isinstance(self.transport, CallControl):
             await self.transport.hang_up()
         else:
-            await self.transport.close(1000, "hang_up")
+            await self.transport.close("hang_up")
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -243,21 +253,11 @@ class Session:
         else:
             await asyncio.to_thread(self.handler.start_up)
         self._started = True
-        self._spawn(self._emit_loop(), "emit")
-        if self.stream.mode != "send":
-            self._spawn(self._pace(), "pace")
-        if self.stream.time_limit is not None:
-            self._spawn(self._enforce_time_limit(self.stream.time_limit), "time-limit")
-
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.create_task(coro, name=f"session-{self.id[:8]}-{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("session %s: task %s failed", self.id, task.get_name(), exc_info=task.exception())
+        self._tasks.spawn(self._emit_loop(), "emit")
+        if self.mode != "send":
+            self._tasks.spawn(self._pace(), "pace")
+        if self.time_limit is not None:
+            self._tasks.spawn(self._enforce_time_limit(self.time_limit), "time-limit")
 
     @property
     def closed(self) -> bool:
@@ -273,13 +273,7 @@ class Session:
             return
         self._closed = True
         self.stop_reason = self.stop_reason or reason
-        tasks = [t for t in self._tasks if t is not asyncio.current_task()]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
-            for task in pending:
-                logger.warning("session %s: task %s did not stop in time", self.id, task.get_name())
+        await self._tasks.aclose(_CLOSE_TIMEOUT_S)
         if self._started:
             try:
                 if isinstance(self.handler, AsyncStreamHandler):
@@ -288,7 +282,8 @@ class Session:
                     await asyncio.wait_for(asyncio.to_thread(self.handler.shutdown), _CLOSE_TIMEOUT_S)
             except Exception:
                 logger.exception("session %s: handler shutdown failed", self.id)
-        self.stream._forget(self)
+        if self._on_closed is not None:
+            self._on_closed(self)
         logger.info("session %s closed (%s)", self.id, self.stop_reason)
 
     # -- audio in --------------------------------------------------------------------------------
@@ -345,7 +340,7 @@ class Session:
                 await self._publish(item)
             elif isinstance(item, ReplyEnd):
                 await self._end_reply()
-            elif self.stream.mode != "send":
+            elif self.mode != "send":
                 await self._queue_audio(to_audio_frame(item))
 
     async def _publish(self, outputs: AdditionalOutputs) -> None:
@@ -365,29 +360,26 @@ class Session:
         return _Encoded(self.transport.encode_audio(out), int(out.shape[0]))
 
     async def _queue_audio(self, frame: AudioFrame) -> None:
-        generation = self._generation
+        epoch = self._audio.epoch
         if self._out_resampler is None or self._out_resampler.in_rate != frame.sample_rate:
             self._out_resampler = StreamingResampler(frame.sample_rate, self.output_sample_rate)
         encoded = await run_audio_job(self._convert_output, self._out_resampler, frame.samples, False)
-        encoded.generation = generation
-        if generation == self._generation and encoded.num_samples:
-            await self._audio.put(encoded)  # may wait for room; the pacer drops it if interrupted meanwhile
+        if encoded.num_samples:  # may wait for room; dropped if an interruption came meanwhile
+            await self._audio.put(encoded, epoch=epoch)
 
     async def _end_reply(self) -> None:
-        if self.stream.mode == "send":  # nothing is played back, so the reply is done at once
+        if self.mode == "send":  # nothing is played back, so the reply is done at once
             self._notify(PlayoutFinished(at_s=self._clock.now(), audio_ms=0))
             await self.send_event(ResponseDone(audio_ms=0))
             return
-        generation = self._generation
+        epoch = self._audio.epoch
         resampler, self._out_resampler = self._out_resampler, None
         if resampler is not None:
             tail = np.zeros(0, dtype=np.float32)
             encoded = await run_audio_job(self._convert_output, resampler, tail, True)
-            encoded.generation = generation
-            if generation == self._generation and encoded.num_samples:
-                await self._audio.put(encoded)
-        if generation == self._generation:
-            await self._audio.put(_Marker(generation))
+            if encoded.num_samples:
+                await self._audio.put(encoded, epoch=epoch)
+        await self._audio.put(_Marker(), epoch=epoch)
 
     async def _pace(self) -> None:
         """Send queued audio in real time, `max_lead_ms` ahead of the caller's ear at most.
@@ -397,15 +389,14 @@ class Session:
         """
         width = self.transport.bytes_per_sample
         step = self.output_sample_rate * FRAME_MS // 1000 * width
-        held, held_generation = b"", -1
+        held, held_epoch = b"", -1
         while True:
-            item = await self._audio.get()
-            if item.generation != self._generation:
-                continue  # queued before an interruption (put while the flush emptied the queue)
-            pending = held if held_generation == item.generation else b""
+            item = await self._audio.get()  # only items of the current epoch come out
+            epoch = self._audio.epoch
+            pending = held if held_epoch == epoch else b""
             held = b""
             if isinstance(item, _Marker):
-                if pending and not await self._send_paced(pending, item.generation):
+                if pending and not await self._send_paced(pending, epoch):
                     return
                 sent_ms = round(self._reply_sent_s * 1000)
                 self._reply_sent_s = 0.0
@@ -414,15 +405,15 @@ class Session:
                 continue
             payload = pending + item.payload
             whole = len(payload) - len(payload) % step
-            if not await self._send_paced(payload[:whole], item.generation):
+            if not await self._send_paced(payload[:whole], epoch):
                 return
             tail = payload[whole:]
-            if tail and item.generation == self._generation:
+            if tail and epoch == self._audio.epoch:
                 if self._audio.empty():  # nothing more yet: don't keep the caller waiting for it
-                    if not await self._send_paced(tail, item.generation):
+                    if not await self._send_paced(tail, epoch):
                         return
                 else:
-                    held, held_generation = tail, item.generation
+                    held, held_epoch = tail, epoch
 
     def _notify(self, event: PlayoutEvent) -> None:
         try:
@@ -430,14 +421,14 @@ class Session:
         except Exception:
             logger.exception("session %s: handler on_playout failed", self.id)
 
-    async def _send_paced(self, payload: bytes, generation: int) -> bool:
+    async def _send_paced(self, payload: bytes, epoch: int) -> bool:
         """Send `payload` frame by frame in real time; False once the caller is gone."""
         width = self.transport.bytes_per_sample
         step = self.output_sample_rate * FRAME_MS // 1000 * width
         for start in range(0, len(payload), step):
             self._play_end = max(self._play_end, self._clock.now())  # a dry buffer restarts playout now
             await self._clock.sleep_until(self._play_end - self._max_lead_s)
-            if generation != self._generation:
+            if epoch != self._audio.epoch:
                 return True  # interrupted while waiting: the rest is dropped
             chunk = payload[start : start + step]
             if self._reply_sent_s == 0.0:
@@ -458,7 +449,7 @@ class Session:
         self.stop_reason = "time_limit"
         await self.send_event(ErrorEvent(code="time_limit", message="session time limit reached", fatal=True))
         await self.send_event(Stopped(reason="time_limit"))
-        await self.transport.close(1008, "time limit reached")
+        await self.transport.close("time_limit")
 
 
 SessionFactory = Callable[[Transport], Session]

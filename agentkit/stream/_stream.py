@@ -1,28 +1,27 @@
-"""`Stream`: a handler served to many callers over every transport, FastRTC-style."""
+"""`SessionHost`: one handler served to many callers, each in a `Session` of its own.
+
+This is the core of a `Stream` without any wire: transports (`agentkit.transports`) open sessions on
+it, and `agentkit.Stream` adds the endpoints that carry them (`Stream.mount`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from agentkit.clock import Clock
 from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
 from agentkit.stream._handlers import AdditionalOutputs, AsyncStreamHandler, StreamHandler
-from agentkit.stream._session import Session, Transport
+from agentkit.stream._session import Mode, Session, Transport
 
-if TYPE_CHECKING:
-    from fastapi import FastAPI
-
-__all__ = ["Mode", "Stream"]
+__all__ = ["Mode", "SessionHost"]
 
 logger = logging.getLogger(__name__)
 
-Mode = Literal["send-receive", "send", "receive"]
 
-
-class Stream:
+class SessionHost:
     """Serve `handler` to callers; each session gets its own `handler.copy()`.
 
     `mode` is seen from the caller: "send-receive" (talk and listen), "send" (the caller only sends
@@ -30,6 +29,9 @@ class Stream:
     listens; audio from it is refused). `concurrency_limit` caps simultaneous sessions across all
     transports (None: no cap) and `time_limit` caps each session's length in seconds. Refusals are
     explicit: an `over_capacity` or `time_limit` error reaches the caller before the close.
+
+    Whoever carries the sessions registers its own shutdown steps with `on_close`; `aclose()` runs them,
+    then closes every open session.
     """
 
     def __init__(
@@ -59,7 +61,7 @@ class Stream:
         self.time_limit = time_limit
         self.max_message_bytes = max_message_bytes
         self._sessions: dict[str, Session] = {}
-        self._on_close: list[Callable[[], Awaitable[None]]] = []  # transports' own shutdown steps
+        self._shutdown_steps: list[Callable[[], Awaitable[None]]] = []
 
     @property
     def sessions(self) -> dict[str, Session]:
@@ -91,7 +93,6 @@ class Stream:
             raise ProtocolError("a session with this id is already open")
         handler = self.handler.copy()
         session = Session(
-            self,
             handler,
             transport,
             input_sample_rate=input_sample_rate,
@@ -101,11 +102,15 @@ class Stream:
             caller=caller,
             clock=clock,
             call_info=call_info,
+            mode=self.mode,
+            time_limit=self.time_limit,
+            on_closed=self._forget,
         )
         self._sessions[session.id] = session
         return session
 
     def _forget(self, session: Session) -> None:
+        """A session has closed: it no longer counts against the concurrency limit."""
         self._sessions.pop(session.id, None)
 
     def set_input(self, session_id: str, *args: Any) -> None:
@@ -131,28 +136,13 @@ class Stream:
         except KeyError:
             raise KeyError(f"no open session {session_id!r}") from None
 
-    def mount(self, app: FastAPI, path: str = "") -> None:
-        """Add this stream's endpoints to a FastAPI app under `path`.
-
-        `{path}/ws` speaks agentkit's WebSocket protocol (docs/websocket-protocol.md),
-        `{path}/websocket/offer` the FastRTC-compatible one, `{path}/webrtc/offer` WebRTC
-        (docs/webrtc.md) and `{path}/telephone/...` Twilio Media Streams (docs/telephony.md), all with
-        their default settings; `agentkit.server.create_app` exposes their options. Call
-        `await stream.aclose()` when the app shuts down: it also closes WebRTC peer connections.
-        """
-        from agentkit.transports.twilio import add_twilio_routes
-        from agentkit.transports.webrtc import add_webrtc_routes
-        from agentkit.transports.websocket import add_websocket_routes
-
-        prefix = path.rstrip("/")
-        add_websocket_routes(app, self, prefix=prefix)
-        peers = add_webrtc_routes(app, self, prefix=prefix)
-        self._on_close.append(peers.aclose)
-        add_twilio_routes(app, self, prefix=f"{prefix}/telephone")
+    def on_close(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run `step` first when the host closes (e.g. a transport ending its peer connections)."""
+        self._shutdown_steps.append(step)
 
     async def aclose(self) -> None:
-        """Close every open session (server shutdown)."""
-        closers, self._on_close = self._on_close, []
-        for close in closers:
-            await close()
+        """Run the `on_close` steps in order, then close every open session (server shutdown)."""
+        steps, self._shutdown_steps = self._shutdown_steps, []
+        for step in steps:
+            await step()
         await asyncio.gather(*(s.close("server_shutdown") for s in list(self._sessions.values())))

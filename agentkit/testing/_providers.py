@@ -3,13 +3,18 @@
 They implement the provider Protocols exactly, record what they were asked, and can be told to
 fail or stall, so an agent's pipeline (history, barge-in, apologies, metrics) is testable with
 exact words and no models. For the cloud SDKs' wire formats, see `agentkit.testing.fakes`.
+
+What they record is bounded, so a fake can serve a long run (a benchmark, a soak test): each keeps
+the last `keep` calls (`KEEP` by default; `None` keeps all, 0 none) in a plain list, oldest first,
+and counts every call in `call_count`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -18,33 +23,61 @@ from agentkit.exceptions import ProviderError
 from agentkit.providers.llm import ChatMessage, LLMChunk, LLMUsage
 from agentkit.providers.stt import Transcript
 
-__all__ = ["LLMCall", "ScriptedLLM", "ScriptedSTT", "ToneTTS"]
+__all__ = ["KEEP", "LLMCall", "ScriptedLLM", "ScriptedSTT", "ToneTTS"]
+
+KEEP = 32
+"""Calls each fake keeps for inspection by default (`heard`, `calls`, `texts`): the most recent ones."""
+
+T = TypeVar("T")
+
+
+def _check_keep(keep: int | None) -> int | None:
+    if keep is not None and keep < 0:
+        raise ValueError("keep must be 0 or more (or None to keep every call)")
+    return keep
+
+
+def _record(items: list[T], item: T, keep: int | None) -> None:
+    """Append `item`, then drop the oldest items beyond the last `keep` (all kept when `None`)."""
+    items.append(item)
+    if keep is not None and len(items) > keep:
+        del items[: len(items) - keep]
 
 
 class ScriptedSTT:
-    """Returns the scripted transcripts in order (the last one repeats); records each turn's audio."""
+    """Returns the scripted transcripts in order (the last one repeats); records the last turns' audio."""
 
     name = "scripted-stt"
     sample_rate = 16000
 
-    def __init__(self, *texts: str, delay_s: float = 0.0) -> None:
+    def __init__(self, *texts: str, delay_s: float = 0.0, keep: int | None = KEEP) -> None:
         self.texts = list(texts) or [""]
         self.delay_s = delay_s
+        self.keep = _check_keep(keep)
         self.heard: list[AudioFrame] = []
+        """The audio of the last `keep` turns, oldest first."""
+        self.call_count = 0
+        """Turns transcribed so far, kept in `heard` or not."""
         self.fail_next: ProviderError | None = None
         """Raised (once) by the next call instead of a transcript."""
+        self.closed = False
+        """Set by `aclose()`."""
 
     async def warm_up(self) -> None:
         return None
 
+    async def aclose(self) -> None:
+        self.closed = True
+
     async def transcribe(self, audio: AudioFrame) -> Transcript:
-        self.heard.append(audio)
+        self.call_count += 1
+        _record(self.heard, audio, self.keep)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        index = min(len(self.heard) - 1, len(self.texts) - 1)
+        index = min(self.call_count - 1, len(self.texts) - 1)
         return Transcript(self.texts[index], audio.duration_s)
 
 
@@ -65,22 +98,34 @@ class ScriptedLLM:
 
     name = "scripted-llm"
 
-    def __init__(self, *replies: str, token_delay_s: float = 0.0) -> None:
+    def __init__(self, *replies: str, token_delay_s: float = 0.0, keep: int | None = KEEP) -> None:
         self.replies = list(replies) or ["OK."]
         self.token_delay_s = token_delay_s
+        self.keep = _check_keep(keep)
         self.calls: list[LLMCall] = []
+        """What the last `keep` calls were given, oldest first."""
+        self.call_count = 0
+        """Calls so far, kept in `calls` or not."""
         self.closed_early = 0
         """Calls that were closed before their reply was complete (barge-in)."""
         self.fail_next: ProviderError | None = None
         self.fail_after_words: int | None = None
         self.stall_s = 0.0
+        self.closed = False
+        """Set by `aclose()`."""
 
     async def warm_up(self) -> None:
         return None
 
-    async def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
-        self.calls.append(LLMCall(tuple(messages), instructions))
-        reply = self.replies[min(len(self.calls) - 1, len(self.replies) - 1)]
+    async def aclose(self) -> None:
+        self.closed = True
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, instructions: str
+    ) -> AsyncGenerator[LLMChunk, None]:
+        self.call_count += 1
+        _record(self.calls, LLMCall(tuple(messages), instructions), self.keep)
+        reply = self.replies[min(self.call_count - 1, len(self.replies) - 1)]
         error, self.fail_next = self.fail_next, None
         fail_after, self.fail_after_words = self.fail_after_words, None
         stall, self.stall_s = self.stall_s, 0.0
@@ -112,7 +157,7 @@ class ToneTTS:
     """Speaks each text as a tone, `ms_per_char` milliseconds per character, in `frame_ms` frames.
 
     Every sentence gets its own pitch (cycling through `pitches_hz`), so a test can tell from the
-    audio which sentence was playing. Records the texts it was given.
+    audio which sentence was playing. Records the last `keep` texts it was given, in `texts`.
     """
 
     name = "tone-tts"
@@ -125,30 +170,41 @@ class ToneTTS:
         frame_ms: int = 100,
         delay_s: float = 0.0,
         pitches_hz: Sequence[float] = (220.0, 330.0, 440.0, 550.0),
+        keep: int | None = KEEP,
     ) -> None:
         self.sample_rate = sample_rate
         self.ms_per_char = ms_per_char
         self.frame_ms = frame_ms
         self.delay_s = delay_s
         self.pitches_hz = tuple(pitches_hz)
+        self.keep = _check_keep(keep)
         self.texts: list[str] = []
+        """The last `keep` texts, oldest first."""
+        self.call_count = 0
+        """Texts synthesised so far, kept in `texts` or not."""
         self.fail_next: ProviderError | None = None
+        self.closed = False
+        """Set by `aclose()`."""
 
     async def warm_up(self) -> None:
         return None
+
+    async def aclose(self) -> None:
+        self.closed = True
 
     def duration_s(self, text: str) -> float:
         """Length of the audio `synthesize(text)` yields."""
         return round(len(text) * self.ms_per_char * self.sample_rate / 1000) / self.sample_rate
 
-    async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
-        self.texts.append(text)
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioFrame, None]:
+        self.call_count += 1
+        _record(self.texts, text, self.keep)
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
-        pitch = self.pitches_hz[(len(self.texts) - 1) % len(self.pitches_hz)]
+        pitch = self.pitches_hz[(self.call_count - 1) % len(self.pitches_hz)]
         total = round(len(text) * self.ms_per_char * self.sample_rate / 1000)
         step = self.sample_rate * self.frame_ms // 1000
         for start in range(0, total, step):

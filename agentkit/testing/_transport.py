@@ -10,7 +10,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agentkit.audio import AudioFrame, Samples, float_to_pcm16, pcm16_to_float
-from agentkit.stream import Event, Session, Stream
+from agentkit.stream import CloseReason, Event, Session, SessionHost
+from agentkit.transports._close_codes import websocket_close
 
 __all__ = ["RecordingTransport", "SentAudio", "SentEvent"]
 
@@ -38,6 +39,8 @@ class RecordingTransport:
         self.audio: list[SentAudio] = []
         self.events: list[SentEvent] = []
         self.closed: tuple[int, str] | None = None
+        """The WebSocket close code and text the session's close would have sent, once it closed."""
+        self.close_reason: CloseReason | None = None
         self._changed = asyncio.Event()
 
     def encode_audio(self, samples: Samples) -> bytes:
@@ -51,8 +54,9 @@ class RecordingTransport:
         self.events.append(SentEvent(self._clock(), event))
         self._changed.set()
 
-    async def close(self, code: int, reason: str) -> None:
-        self.closed = (code, reason)
+    async def close(self, reason: CloseReason, detail: str | None = None) -> None:
+        self.close_reason = reason
+        self.closed = websocket_close(reason, detail)
         self._changed.set()
 
     async def changed(self) -> None:
@@ -79,7 +83,7 @@ class RecordingTransport:
 
 
 def open_recorded_session(
-    stream: Stream, *, input_sample_rate: int = 16000, output_sample_rate: int | None = None
+    stream: SessionHost, *, input_sample_rate: int = 16000, output_sample_rate: int | None = None
 ) -> tuple[Session, RecordingTransport]:
     """Open a session of `stream` on a fresh `RecordingTransport` (start it yourself)."""
     transport = RecordingTransport()

@@ -36,6 +36,7 @@ import httpx
 import numpy as np
 from twilio.request_validator import RequestValidator
 
+from agentkit._tasks import cancel_and_wait
 from agentkit.audio import float_to_pcm16, mulaw_decode, mulaw_encode
 from agentkit.clock import Clock
 from agentkit.testing._ws_caller import CallRefusedError, ReceivedEvent, WebSocketCaller
@@ -194,9 +195,7 @@ class TwilioCaller(WebSocketCaller):
 
     async def _shutdown(self, *, raise_receiver_error: bool) -> None:
         if self._mark_task is not None:
-            self._mark_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._mark_task
+            await cancel_and_wait(self._mark_task, 2.0)
         await super()._shutdown(raise_receiver_error=raise_receiver_error)
 
     def _connection(self) -> Any:  # the base class's pacing sends through this

@@ -22,24 +22,25 @@ import logging
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from agentkit._tasks import cancel_and_wait
 from agentkit.audio import Samples
 from agentkit.exceptions import ProtocolError, ProviderError
 from agentkit.stream._events import Event, Interrupted, ResponseDone
+from agentkit.transports._close_codes import CLOSE_POLICY, CLOSE_UNSUPPORTED
 from agentkit.transports._twilio_rest import TwilioCalls
 from agentkit.transports._twilio_webhook import TOKEN_PARAMETER, CallGrant, CallTokens
-from agentkit.transports._ws_common import CLOSE_POLICY, WebSocketConnection, media_payload, samples_to_mulaw
+from agentkit.transports._ws_common import WebSocketConnection, media_payload, samples_to_mulaw
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from agentkit.stream import Stream
+    from agentkit.stream import SessionHost
 
 __all__ = ["TwilioConnection"]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
-CLOSE_UNSUPPORTED = 1003
 _MAX_PENDING_MARKS = 256
 
 
@@ -54,7 +55,7 @@ class TwilioConnection(WebSocketConnection):
     def __init__(
         self,
         websocket: WebSocket,
-        stream: Stream,
+        stream: SessionHost,
         tokens: CallTokens,
         *,
         mark_interval_ms: int = 500,
@@ -83,14 +84,13 @@ class TwilioConnection(WebSocketConnection):
         try:
             await super().run()
         finally:
-            watchdog.cancel()
-            await asyncio.wait({watchdog})
+            await cancel_and_wait(watchdog, 1.0)
 
     async def _require_start(self) -> None:
         await asyncio.sleep(self.start_timeout_s)
         if self.session is None:
             await self.report("no_start", "no valid start message in time", fatal=True)
-            await self.close(CLOSE_POLICY, "no start message")
+            await self.close_with_code(CLOSE_POLICY, "no start message")
 
     # -- Transport -------------------------------------------------------------------------------
     def encode_audio(self, samples: Samples) -> bytes:
@@ -135,7 +135,7 @@ class TwilioConnection(WebSocketConnection):
     # -- messages from Twilio --------------------------------------------------------------------
     async def on_bytes(self, data: bytes) -> None:
         await self.report("binary_frame", "Twilio sends JSON text messages only", fatal=True)
-        await self.close(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
+        await self.close_with_code(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
 
     async def on_message(self, message: dict[str, Any]) -> None:
         kind = message.get("event")
@@ -149,7 +149,7 @@ class TwilioConnection(WebSocketConnection):
             await self._on_dtmf(message)
         elif kind == "stop":
             logger.info("twilio: stream stopped by Twilio (call %s)", self.call_sid)
-            await self.close(1000, "stopped")
+            await self.close("normal", "stopped")
         elif kind != "connected":
             await self.complain("unknown_event", f"unknown event {str(kind)[:40]!r}")
 
@@ -173,7 +173,7 @@ class TwilioConnection(WebSocketConnection):
             grant = CallGrant(caller=None, called=None, call_sid=None, expires_at_s=0.0)
         if grant is None:
             await self.report("bad_token", "the session token is missing, wrong, expired or used", fatal=True)
-            await self.close(CLOSE_POLICY, "invalid session token")
+            await self.close_with_code(CLOSE_POLICY, "invalid session token")
             return
         media_format = start.get("mediaFormat")
         if isinstance(media_format, dict) and (
@@ -181,18 +181,18 @@ class TwilioConnection(WebSocketConnection):
             or str(media_format.get("sampleRate", SAMPLE_RATE)) != str(SAMPLE_RATE)
         ):
             await self.report("bad_media_format", "only audio/x-mulaw at 8000 Hz is supported", fatal=True)
-            await self.close(CLOSE_UNSUPPORTED, "unsupported media format")
+            await self.close_with_code(CLOSE_UNSUPPORTED, "unsupported media format")
             return
         stream_sid, call_sid = message.get("streamSid") or start.get("streamSid"), start.get("callSid")
         if grant.call_sid is not None and call_sid != grant.call_sid:  # a token is for its own call
             await self.report("bad_token", "the session token was issued for another call", fatal=True)
-            await self.close(CLOSE_POLICY, "invalid session token")
+            await self.close_with_code(CLOSE_POLICY, "invalid session token")
             return
         self.stream_sid = str(stream_sid)[:64] if stream_sid else None
         self.call_sid = str(call_sid)[:64] if call_sid else grant.call_sid
         if self.stream_sid is None:
             await self.report("bad_start", "start carries no streamSid", fatal=True)
-            await self.close(CLOSE_POLICY, "no streamSid")
+            await self.close_with_code(CLOSE_POLICY, "no streamSid")
             return
         await self.open_session(
             input_sample_rate=SAMPLE_RATE,
@@ -260,7 +260,7 @@ class TwilioConnection(WebSocketConnection):
                 logger.warning("twilio: REST hang-up failed (%s); closing the stream", exc.message)
         elif self._calls is None:
             logger.info("twilio: no call control configured; hanging up by closing the stream")
-        await self.close(1000, "hang_up")
+        await self.close("hang_up")
 
 
 def _b64(payload: bytes) -> str:

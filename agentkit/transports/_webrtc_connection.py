@@ -23,9 +23,10 @@ import av
 from aiortc import RTCDataChannel, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from agentkit._tasks import cancel_and_wait
 from agentkit.audio import Samples, float_to_pcm16
 from agentkit.exceptions import AudioFormatError, TransportClosedError
-from agentkit.stream import Session, Stream
+from agentkit.stream import CloseReason, Session, SessionHost
 from agentkit.stream._events import (
     ErrorEvent,
     Event,
@@ -43,7 +44,15 @@ logger = logging.getLogger(__name__)
 
 CallState = Literal["listening", "thinking", "speaking"]
 _DRAIN_TIMEOUT_S = 0.5
+_RECEIVE_STOP_TIMEOUT_S = 2.0
 _MAX_PENDING_EVENTS = 64
+_END_REASONS: dict[CloseReason, str] = {
+    "normal": "server_close",
+    "hang_up": "server_close",
+    "time_limit": "time_limit",
+    "server_shutdown": "server_shutdown",
+}
+"""The connection's `end_reason` for each reason the server closes it for."""
 
 
 class WebRTCConnection:
@@ -54,7 +63,7 @@ class WebRTCConnection:
 
     def __init__(
         self,
-        stream: Stream,
+        stream: SessionHost,
         *,
         connect_timeout_s: float = 15.0,
         disconnect_grace_s: float = 5.0,
@@ -104,10 +113,13 @@ class WebRTCConnection:
         elif isinstance(event, PauseDetected | ResponseStarting):
             self._set_state("thinking")
 
-    async def close(self, code: int, reason: str) -> None:
-        """End from the server side (the session's time limit); `run()` does the cleanup."""
-        logger.debug("webrtc: server-side close (%d %s)", code, reason)
-        self.end("time_limit" if code == 1008 else "server_close")
+    async def close(self, reason: CloseReason, detail: str | None = None) -> None:
+        """End from the server side (the session's time limit, a hang-up); `run()` does the cleanup.
+
+        The peer connection has no close code: the reason becomes the connection's `end_reason`.
+        """
+        logger.debug("webrtc: server-side close (%s)", detail or reason)
+        self.end(_END_REASONS[reason])
 
     # -- events on the data channel --------------------------------------------------------------
     def _set_state(self, state: CallState) -> None:
@@ -254,8 +266,7 @@ class WebRTCConnection:
         self._closing = True
         task, self._receive_task = self._receive_task, None
         if task is not None:
-            task.cancel()
-            await asyncio.wait([task])  # not `await task`: our own cancellation must still propagate
+            await cancel_and_wait(task, _RECEIVE_STOP_TIMEOUT_S)
         if self.session is not None:
             await self.session.close(self.end_reason or "client_stop")
         self.outgoing.stop()

@@ -23,16 +23,16 @@ from agentkit.exceptions import (
     ProtocolError,
     TransportClosedError,
 )
-from agentkit.stream import Session, Stream
+from agentkit.stream import CloseReason, Session, SessionHost
 from agentkit.stream._events import ErrorEvent, Event, Stopped
+from agentkit.transports._close_codes import (
+    CLOSE_INTERNAL,
+    CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER,
+    websocket_close,
+)
 
 logger = logging.getLogger(__name__)
-
-CLOSE_NORMAL = 1000
-CLOSE_POLICY = 1008  # time limit
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_LATER = 1013  # over capacity
 
 
 def samples_to_mulaw(samples: Samples) -> bytes:
@@ -56,7 +56,7 @@ class WebSocketConnection(abc.ABC):
 
     protocol = "websocket"
 
-    def __init__(self, websocket: WebSocket, stream: Stream) -> None:
+    def __init__(self, websocket: WebSocket, stream: SessionHost) -> None:
         self.websocket = websocket
         self.stream = stream
         self.session: Session | None = None
@@ -67,7 +67,12 @@ class WebSocketConnection(abc.ABC):
     @abc.abstractmethod
     async def send_event(self, event: Event) -> None: ...
 
-    async def close(self, code: int, reason: str) -> None:
+    async def close(self, reason: CloseReason, detail: str | None = None) -> None:
+        """End the connection for one of the core's reasons (see `_close_codes` for the codes)."""
+        await self.close_with_code(*websocket_close(reason, detail))
+
+    async def close_with_code(self, code: int, reason: str) -> None:
+        """End the connection with a WebSocket close code (the protocol's own refusals use this)."""
         if self._closing:
             return
         self._closing = True
@@ -120,7 +125,7 @@ class WebSocketConnection(abc.ABC):
                         f"message of {size} bytes is over the limit of {self.stream.max_message_bytes}",
                         fatal=True,
                     )
-                    await self.close(CLOSE_TOO_BIG, "message too large")
+                    await self.close_with_code(CLOSE_TOO_BIG, "message too large")
                     break
                 if text is not None:
                     await self._on_text(text)
@@ -131,7 +136,7 @@ class WebSocketConnection(abc.ABC):
         except Exception:
             logger.exception("%s: connection failed", self.protocol)
             await self.report("internal", "internal server error", fatal=True)
-            await self.close(CLOSE_INTERNAL, "internal error")
+            await self.close_with_code(CLOSE_INTERNAL, "internal error")
         finally:
             if self.session is not None:
                 await self.session.close("client_stop")
@@ -187,7 +192,7 @@ class WebSocketConnection(abc.ABC):
 
     async def refuse_capacity(self, exc: CapacityError) -> None:
         await self.report(exc, fatal=True)
-        await self.close(CLOSE_TRY_LATER, "over capacity")
+        await self.close_with_code(CLOSE_TRY_LATER, "over capacity")
 
     async def feed(self, payload: bytes, codec: str) -> None:
         assert self.session is not None
@@ -199,4 +204,4 @@ class WebSocketConnection(abc.ABC):
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
             await self.send_event(Stopped(reason="client_stop"))
-        await self.close(CLOSE_NORMAL, "stopped")
+        await self.close("normal", "stopped")

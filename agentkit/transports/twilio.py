@@ -39,7 +39,7 @@ from agentkit.transports._twilio_webhook import (
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from agentkit.stream import Stream
+    from agentkit.stream import SessionHost
 
 __all__ = ["CallGrant", "CallTokens", "TwilioCalls", "TwilioConnection", "add_twilio_routes"]
 
@@ -55,7 +55,7 @@ MAX_WEBHOOK_BYTES = 64 * 1024
 
 def add_twilio_routes(
     app: FastAPI,
-    stream: Stream,
+    stream: SessionHost,
     *,
     public_url: str | None = None,
     validate_signatures: bool = True,

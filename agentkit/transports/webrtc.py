@@ -26,6 +26,7 @@ from aiortc.sdp import SessionDescription
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from agentkit._tasks import TaskSet
 from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
 from agentkit.transports._origin import OriginPolicy
 from agentkit.transports._webrtc_connection import CallState, WebRTCConnection
@@ -34,7 +35,7 @@ from agentkit.transports._webrtc_media import WEBRTC_SAMPLE_RATE, OutgoingAudioT
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-    from agentkit.stream import Stream
+    from agentkit.stream import SessionHost
 
 __all__ = [
     "CallState",
@@ -143,7 +144,7 @@ class WebRTCPeers:
 
     def __init__(
         self,
-        stream: Stream,
+        stream: SessionHost,
         *,
         rtc_configuration: RTCConfigSource = None,
         connect_timeout_s: float = 15.0,
@@ -153,12 +154,13 @@ class WebRTCPeers:
         self._rtc_configuration = rtc_configuration
         self._connect_timeout_s = connect_timeout_s
         self._disconnect_grace_s = disconnect_grace_s
-        self._tasks: dict[asyncio.Task[None], WebRTCConnection] = {}
+        self._tasks = TaskSet("webrtc")
+        self._connections: dict[asyncio.Task[None], WebRTCConnection] = {}  # by their `run()` task
         self._closed = False
 
     @property
     def connections(self) -> list[WebRTCConnection]:
-        return list(self._tasks.values())
+        return list(self._connections.values())
 
     async def answer(self, body: dict[str, Any]) -> dict[str, Any]:
         """Answer an offer body (see `add_webrtc_routes`); raises `OfferRefused`."""
@@ -203,9 +205,9 @@ class WebRTCPeers:
             if isinstance(exc, ValueError | AssertionError | InvalidAccessError | OperationError):
                 raise OfferRefused(400, "bad_sdp", f"the offer was not accepted: {exc}"[:200]) from None
             raise
-        task = asyncio.create_task(connection.run(), name=f"webrtc-{session.id[:8]}")
-        self._tasks[task] = connection
-        task.add_done_callback(self._task_done)
+        task = self._tasks.spawn(connection.run(), session.id[:8])
+        self._connections[task] = connection
+        task.add_done_callback(self._forget)
         logger.info("webrtc: answered an offer for session %s", session.id)
         return {"sdp": pc.localDescription.sdp, "type": "answer", "session_id": session.id}
 
@@ -213,30 +215,25 @@ class WebRTCPeers:
         """End the connection of `session_id`, connected or not (the client gave up on it, e.g. to
         fall back to the WebSocket, whose session must not wait for this one's connect timeout).
         False when no live connection has that session."""
-        for connection in self._tasks.values():
+        for connection in self._connections.values():
             session = connection.session
             if session is not None and session.id == session_id and connection.end_reason is None:
                 connection.end("client_cancel")
                 return True
         return False
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(task, None)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("webrtc: connection task failed", exc_info=task.exception())
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        self._connections.pop(task, None)  # a failure is logged by the task set
 
     async def aclose(self) -> None:
         """Close every peer connection (server shutdown); later offers are refused."""
         self._closed = True
-        for connection in self._tasks.values():
+        for connection in self._connections.values():
             connection.end("server_shutdown")
         tasks = list(self._tasks)
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending)
+        if tasks:  # each ends its call cleanly; the task set cancels whatever does not in time
+            await asyncio.wait(tasks, timeout=_CLOSE_TIMEOUT_S)
+        await self._tasks.aclose(_CLOSE_TIMEOUT_S)
 
 
 def _prefer_opus(pc: RTCPeerConnection) -> None:
@@ -249,7 +246,7 @@ def _prefer_opus(pc: RTCPeerConnection) -> None:
 
 def add_webrtc_routes(
     app: FastAPI,
-    stream: Stream,
+    stream: SessionHost,
     *,
     prefix: str = "",
     rtc_configuration: RTCConfigSource = None,

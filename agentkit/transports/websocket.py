@@ -25,19 +25,15 @@ from agentkit.stream._events import (
     StartedTalking,
     Stopped,
 )
+from agentkit.transports._close_codes import CLOSE_POLICY
 from agentkit.transports._origin import OriginPolicy
-from agentkit.transports._ws_common import (
-    CLOSE_POLICY,
-    WebSocketConnection,
-    media_payload,
-    samples_to_mulaw,
-)
+from agentkit.transports._ws_common import WebSocketConnection, media_payload, samples_to_mulaw
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from agentkit.exceptions import CapacityError
-    from agentkit.stream import Stream
+    from agentkit.stream import SessionHost
 
 __all__ = ["FastRTCConnection", "NativeConnection", "add_websocket_routes"]
 
@@ -142,7 +138,7 @@ class FastRTCConnection(WebSocketConnection):
     bytes_per_sample = 1
 
     def __init__(
-        self, websocket: WebSocket, stream: Stream, *, input_sample_rate: int, output_sample_rate: int
+        self, websocket: WebSocket, stream: SessionHost, *, input_sample_rate: int, output_sample_rate: int
     ):
         super().__init__(websocket, stream)
         self._in_rate = input_sample_rate
@@ -203,7 +199,7 @@ class FastRTCConnection(WebSocketConnection):
 
 def add_websocket_routes(
     app: FastAPI,
-    stream: Stream,
+    stream: SessionHost,
     *,
     prefix: str = "",
     fastrtc_input_sample_rate: int = 48000,

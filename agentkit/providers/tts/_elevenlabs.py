@@ -14,12 +14,13 @@ signed 16-bit little-endian mono samples.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, cast
 
+from agentkit._aio import next_within
 from agentkit.audio import AudioFrame, pcm16_to_float
 from agentkit.providers._clients import check_timing, elevenlabs_client
-from agentkit.providers._errors import next_within, provider_errors
+from agentkit.providers._errors import provider_errors
 
 if TYPE_CHECKING:
     from elevenlabs.text_to_speech.types import TextToSpeechStreamRequestOutputFormat
@@ -115,10 +116,10 @@ class ElevenLabsTTS:
         self._client.get()
 
     async def aclose(self) -> None:
-        """Close the SDK client's connections (a later call opens a new client)."""
+        """Close the SDK client and its connections; idempotent (a later call opens a new client)."""
         await self._client.aclose()
 
-    async def synthesize(self, text: str) -> AsyncIterator[AudioFrame]:
+    async def synthesize(self, text: str) -> AsyncGenerator[AudioFrame, None]:
         """Speak `text`; empty or blank text yields nothing and sends no request."""
         client = self._client.get()
         if not text.strip():
@@ -133,9 +134,12 @@ class ElevenLabsTTS:
         framer = PcmFramer(self._sample_rate)
         try:
             while True:
-                with provider_errors("elevenlabs"):
-                    data = await next_within(chunks, self.timeout_s)
-                if data is None:
+                try:
+                    with provider_errors("elevenlabs"):
+                        data = await next_within(
+                            chunks, self.timeout_s, "elevenlabs audio chunk", provider="elevenlabs"
+                        )
+                except StopAsyncIteration:
                     break
                 frame = framer.push(data)
                 if frame is not None:

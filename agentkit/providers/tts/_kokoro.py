@@ -100,6 +100,10 @@ class KokoroTTS:
         """Load the shared model and check the voice now rather than on the first sentence."""
         await run_model_job(self._load)
 
+    async def aclose(self) -> None:
+        """Nothing to release: the engine and its onnxruntime session are shared for the process."""
+        return None
+
     async def synthesize(self, text: str) -> AsyncGenerator[AudioFrame, None]:
         """Yield `text` spoken, in frames of `_FRAME_S`; nothing for empty or whitespace text."""
         if not text.strip():

@@ -36,3 +36,7 @@ class VAD(Protocol):
     def stream(self) -> VADStream:
         """A fresh per-session stream over the shared model."""
         ...
+
+    async def aclose(self) -> None:
+        """Release clients, sessions and threads; safe to call twice; the provider may not be used after."""
+        ...

@@ -67,6 +67,10 @@ class SileroVAD:
         self.load()
         return _SileroStream(self._session)
 
+    async def aclose(self) -> None:
+        """Let go of the shared session; it stays loaded for the process, and streams keep working."""
+        self._session = None
+
 
 class _SileroStream:
     """Recurrent state and 64-sample context for one audio stream."""

@@ -23,18 +23,23 @@ async with FakeAnthropic(api_key="test-key") as fake:
 
 A reply can also be a function of the `FakeRequest` (e.g. to echo the prompt); when the queue is
 empty the fake answers with its `default`. `await fake.wait_idle()` waits until every exchange has
-ended, after which `request.outcome` says whether the client hung up first (`"disconnected"`).
+ended, after which `request.outcome` says whether the client hung up first (`"disconnected"`);
+`fake.open_connections` counts the TCP connections still open (none once the client is closed).
 Used as a plain `with` block, a fake serves from its own thread, for synchronous code.
+
+A fake with other behaviour subclasses one and overrides `handle(exchange)`, answering through the
+`Exchange` (`start`, `send`, `send_chunk`, `finish`...); `sse(event, data)` frames a server-sent event.
 """
 
-from agentkit.testing.fakes._anthropic import FakeAnthropic
+from agentkit.testing.fakes._anthropic import FakeAnthropic, sse
 from agentkit.testing.fakes._elevenlabs import FakeElevenLabs
 from agentkit.testing.fakes._groq import FakeGroq
 from agentkit.testing.fakes._script import FakeRequest, Outcome, Reply, ReplySource, UploadedFile
-from agentkit.testing.fakes._server import FakeServer
+from agentkit.testing.fakes._server import Exchange, FakeServer
 from agentkit.testing.fakes._twilio import FakeCall, FakeTwilio
 
 __all__ = [
+    "Exchange",
     "FakeAnthropic",
     "FakeCall",
     "FakeElevenLabs",
@@ -46,4 +51,5 @@ __all__ = [
     "Reply",
     "ReplySource",
     "UploadedFile",
+    "sse",
 ]

@@ -191,6 +191,11 @@ class FakeServer:
         source = self._replies.popleft() if self._replies else self.default
         return source if isinstance(source, Reply) else source(request)
 
+    @property
+    def open_connections(self) -> int:
+        """TCP connections open now: a client that was closed (`aclose()`) leaves none behind."""
+        return len(self._connections)
+
     async def wait_idle(self, timeout_s: float = 5.0) -> None:
         """Wait until no exchange is pending (e.g. until the fake has seen a client hang up)."""
         async with asyncio.timeout(timeout_s):

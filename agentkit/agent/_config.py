@@ -1,0 +1,50 @@
+"""What a running agent session is given: a frozen config and the agent's hooks.
+
+`AgentSession` does not read settings back from the `Agent` while it runs: the agent hands it an
+`AgentConfig` (a snapshot of its declarations for this session) and itself as `AgentHooks`, the
+small set of stages and callbacks the session calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from agentkit.agent._events import AgentEvent
+from agentkit.agent._pipeline import StageTimeouts
+from agentkit.audio import AudioFrame
+from agentkit.providers.llm import ChatMessage, LLMChunk
+from agentkit.store import ConversationStore
+
+__all__ = ["AgentConfig", "AgentHooks"]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentConfig:
+    """The settings one agent session runs with (see `Agent` for what each means)."""
+
+    name: str
+    """The agent's name in the store and in logs."""
+    greeting: str | None
+    apology: str
+    timeouts: StageTimeouts
+    partial_transcripts: bool
+    partial_interval_ms: int
+    input_sample_rate: int
+    """Rate of the caller's audio the turn detector hands over."""
+    store: ConversationStore | None
+
+
+class AgentHooks(Protocol):
+    """The stages and callbacks of an `Agent` that its session calls (all overridable)."""
+
+    async def stt_node(self, audio: AudioFrame) -> str: ...
+
+    async def on_transcript(self, text: str) -> str | None: ...
+
+    def llm_node(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]: ...
+
+    def tts_node(self, text: str) -> AsyncIterator[AudioFrame]: ...
+
+    async def on_event(self, event: AgentEvent) -> None: ...

@@ -1,0 +1,114 @@
+"""`Recorder`: one conversation's way into the store, off the reply's path.
+
+Writes (messages, metrics, the conversation's end) go through one writer task, in order, so a slow
+store never holds up a reply. The queue between is bounded: when the store falls `max_pending`
+writes behind, new writes are refused, logged and counted in `dropped` (the conversation in
+memory, and so the LLM's history, is unaffected; only the stored copy misses them). A store that
+fails at the start is logged and the session goes on without one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from agentkit._tasks import TaskSet
+from agentkit.providers.llm import ChatMessage
+from agentkit.store import ConversationStore, Role, TurnMetrics
+
+__all__ = ["Recorder"]
+
+logger = logging.getLogger(__name__)
+
+_Write = Callable[[], Awaitable[object]]
+
+
+class Recorder:
+    """Keeps one session's conversation in `store` (or does nothing when there is none)."""
+
+    def __init__(
+        self,
+        store: ConversationStore | None,
+        *,
+        agent_name: str,
+        label: str,
+        owner: str,
+        max_pending: int = 256,
+    ) -> None:
+        self.store = store
+        self.agent_name = agent_name
+        self._label = label
+        self._tasks = TaskSet(owner)  # its own: the writer outlives the session's other tasks
+        self._writes: asyncio.Queue[_Write | None] = asyncio.Queue(maxsize=max_pending)
+        self._writer: asyncio.Task[None] | None = None
+        self.conversation_id: str | None = None
+        """The stored conversation's id; None without a (working) store."""
+        self.dropped = 0
+        """Writes refused because the store was `max_pending` writes behind."""
+
+    async def open(self, channel: str, caller: str | None) -> list[ChatMessage]:
+        """Start the stored conversation; a known caller's earlier messages, oldest first."""
+        store = self.store
+        if store is None:
+            return []
+        earlier: list[ChatMessage] = []
+        try:
+            if caller is not None:
+                past = await store.caller_history(self.agent_name, caller)
+                earlier = [ChatMessage(m.role, m.text, m.interrupted) for m in past]
+            record = await store.start_conversation(self.agent_name, channel, caller)
+        except Exception:
+            logger.exception("%s: conversation store unavailable; going on without it", self._label)
+            return []
+        self.conversation_id = record.id
+        self._writer = self._tasks.spawn(self._write_loop(), "store-writer")
+        return earlier
+
+    def message(self, role: Role, text: str, *, interrupted: bool) -> None:
+        store, conversation_id = self.store, self.conversation_id
+        if store is None or conversation_id is None:
+            return
+        at = time.time()
+        self._queue(
+            lambda: store.add_message(conversation_id, role, text, started_at=at, interrupted=interrupted)
+        )
+
+    def metrics(self, metrics: TurnMetrics) -> None:
+        store = self.store
+        if store is not None and self.conversation_id is not None:
+            self._queue(lambda: store.add_metrics(metrics))
+
+    async def close(self, timeout_s: float) -> None:
+        """End the stored conversation and wait (up to `timeout_s`) for every write to land."""
+        store, conversation_id, writer = self.store, self.conversation_id, self._writer
+        if store is None or conversation_id is None or writer is None:
+            return
+        try:
+            async with asyncio.timeout(timeout_s):
+                if not writer.done():  # waiting for room here: the end must not be dropped
+                    await self._writes.put(lambda: store.end_conversation(conversation_id))
+                    await self._writes.put(None)  # the writer's stop sign
+                await asyncio.wait({writer})
+        except TimeoutError:
+            logger.warning("%s: store writes still pending after %.0f s; left behind", self._label, timeout_s)
+        await self._tasks.aclose(timeout_s=0.5)
+
+    def _queue(self, write: _Write) -> None:
+        if self._writer is None or self._writer.done():
+            return
+        try:
+            self._writes.put_nowait(write)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:  # the first, then now and then
+                behind, dropped = self._writes.maxsize, self.dropped
+                logger.warning("%s: the store is %d writes behind; %d dropped", self._label, behind, dropped)
+
+    async def _write_loop(self) -> None:
+        while (write := await self._writes.get()) is not None:
+            try:
+                await write()
+            except Exception:
+                logger.exception("%s: a conversation store write failed", self._label)

@@ -1,0 +1,464 @@
+"""`AgentSession`: one call's conversation with an agent, and the handle agent code holds on it.
+
+Agent code reaches it as `self.session` once the call has started:
+
+```python
+await self.session.say("One moment, I'll check.")        # speak, then add it to the history
+self.session.generate_reply(instructions="Ask for the order number.")
+await self.session.interrupt()                           # stop talking, keep what was heard
+await self.session.hang_up()
+async for event in self.session.events(): ...           # typed events, as `on_event` sees them
+```
+
+A caller's turn: its audio → `stt_node` → `on_transcript` → history → `llm_node` → sentences →
+`tts_node` → the agent's outbox → the stream session's paced output → played. A reply is recorded
+once the caller has heard all of it (`PlayoutFinished`), or, when the caller speaks over it, with
+only the words heard by then (the playout clock says how many milliseconds; `SpokenReply` turns
+that into words). Replies take the floor one at a time, in the order they were started; a barge-in
+(or `interrupt()`) stops the one speaking and drops the ones waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
+from typing import Any, Protocol
+
+from agentkit._executor import run_audio_job
+from agentkit._tasks import TaskSet, cancel_and_wait
+from agentkit.agent import _events as ev
+from agentkit.agent._config import AgentConfig, AgentHooks
+from agentkit.agent._event_log import EventLog
+from agentkit.agent._pipeline import speak
+from agentkit.agent._recorder import Recorder
+from agentkit.agent._reply import Reply, ReplyHandle, ReplyOutcome
+from agentkit.audio import AudioFrame
+from agentkit.exceptions import ProviderError
+from agentkit.providers.llm import ChatMessage, LLMChunk
+from agentkit.stream._events import ErrorEvent, ResponseStarting, TranscriptEvent, TurnMetricsEvent
+from agentkit.stream._handlers import HandlerContext, PlayoutEvent, PlayoutFinished, PlayoutStarted
+from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted
+
+__all__ = ["AgentSession", "ReplyOutput"]
+
+logger = logging.getLogger(__name__)
+
+_CANCEL_TIMEOUT_S = 2.0
+_CLOSE_WRITES_TIMEOUT_S = 5.0
+
+
+class ReplyOutput(Protocol):
+    """Where a session's replies go: the agent's outbox (a `TurnTakingHandler`)."""
+
+    async def put_output(self, item: Any) -> None: ...
+
+    async def end_reply(self) -> None: ...
+
+    async def interrupt(self) -> int: ...
+
+
+async def _once(text: str) -> AsyncIterator[str]:
+    yield text
+
+
+class AgentSession:
+    """Per-call state of an `Agent` and the actions agent code takes on the call."""
+
+    def __init__(
+        self, config: AgentConfig, hooks: AgentHooks, context: HandlerContext, output: ReplyOutput
+    ) -> None:
+        self.config = config
+        self._hooks = hooks
+        self._context = context
+        self._output = output
+        self._label = f"{config.name} session {context.session_id[:8]}"
+        self._tasks = TaskSet(f"agent-{context.session_id[:8]}")
+        self._recorder = Recorder(
+            config.store, agent_name=config.name, label=self._label, owner=f"store-{context.session_id[:8]}"
+        )
+        self._events = EventLog()
+        self._history: list[ChatMessage] = []
+        self._replies: list[Reply] = []  # unfinished, in the order they take the floor
+        self._floor = asyncio.Lock()
+        self._speaking: Reply | None = None  # the reply holding the floor
+        self._stopped: Reply | None = None  # the one speaking when `stop_replies` stopped them all
+        self._carry: AudioFrame | None = None  # a turn cut off before it was transcribed
+        self._user_turn = 0  # bumped at every speech onset: partial transcripts of older turns are stale
+        self._user_speaking = False
+        self._partial: asyncio.Task[None] | None = None
+        self._partial_at = 0  # media position of the last partial transcript's audio
+        self.turns = 0
+        """Caller turns that got a reply."""
+
+    # -- what agent code reads -------------------------------------------------------------------
+    @property
+    def session_id(self) -> str:
+        return self._context.session_id
+
+    @property
+    def conversation_id(self) -> str | None:
+        """The stored conversation's id (None without a store)."""
+        return self._recorder.conversation_id
+
+    @property
+    def caller(self) -> str | None:
+        """The caller's id when the transport knows one (Twilio: the phone number)."""
+        return self._context.caller
+
+    @property
+    def channel(self) -> str:
+        """The transport's protocol name (`websocket`, `fastrtc-ws`, `webrtc`, `twilio`, `talk`)."""
+        return self._context.channel
+
+    @property
+    def call_info(self) -> Mapping[str, str]:
+        """What else the transport knows of the call (see `HandlerContext.call_info`)."""
+        return self._context.call_info
+
+    @property
+    def history(self) -> list[ChatMessage]:
+        """What the LLM sees (a copy): a returning caller's earlier conversations, then this one."""
+        return list(self._history)
+
+    @property
+    def replying(self) -> bool:
+        """A reply is being made, waiting for the floor, or still queued or playing."""
+        return any(not r.played.is_set() for r in self._replies) or self._context.responding
+
+    @property
+    def reply_instructions(self) -> str | None:
+        """Extra instructions of the reply being made (`generate_reply(instructions=...)`)."""
+        return self._speaking.instructions if self._speaking is not None else None
+
+    @property
+    def dropped_writes(self) -> int:
+        """Store writes dropped because the store fell too far behind (see `Recorder`)."""
+        return self._recorder.dropped
+
+    # -- what agent code does --------------------------------------------------------------------
+    def say(self, text: str) -> ReplyHandle:
+        """Speak `text` after any reply in progress; it joins the history as the agent's words
+        (only the part heard, if the caller speaks over it). Await the handle for the outcome."""
+        reply = Reply(index=-1)
+        self._start(reply, self._say(reply, text), "say")
+        return ReplyHandle(reply)
+
+    def generate_reply(self, instructions: str | None = None) -> ReplyHandle:
+        """Have the LLM reply now, on the history so far, without waiting for the caller to speak
+        (e.g. after a tool finished, or to open the call); `instructions` add to the agent's for
+        this reply only. Await the handle for the outcome."""
+        reply = Reply(index=-1, instructions=instructions)
+        self._start(reply, self._generate(reply), "generate")
+        return ReplyHandle(reply)
+
+    async def interrupt(self) -> int:
+        """Stop talking now, as a barge-in does: the reply speaking is cut to the words heard and
+        replies waiting for the floor are dropped. Returns the milliseconds heard."""
+        return await self._output.interrupt()
+
+    async def hang_up(self) -> None:
+        """End the call (Twilio: through its REST API); the session then closes as usual."""
+        await self._context.hang_up()
+
+    def events(self) -> AsyncIterator[ev.AgentEvent]:
+        """The session's typed events, from its first still kept (see `EventLog`) to `SessionEnded`."""
+        return self._events.follow()
+
+    # -- lifecycle (called by the agent) ---------------------------------------------------------
+    async def open(self) -> None:
+        ctx = self._context
+        earlier = await self._recorder.open(ctx.channel, ctx.caller)
+        self._history = earlier
+        started = ev.SessionStarted(
+            ctx.session_id, self.conversation_id, ctx.channel, ctx.caller, len(earlier), ctx.call_info
+        )
+        await self._notify(started)
+        if self.config.greeting:
+            reply = Reply(index=-1)
+            self._start(reply, self._greet(reply, self.config.greeting), "greeting")
+
+    async def close(self) -> None:
+        speaking = self._speaking
+        heard_ms = speaking.heard_so_far_ms(self._context.clock.now()) if speaking is not None else 0
+        await self._tasks.aclose(_CANCEL_TIMEOUT_S)
+        for reply in list(self._replies):
+            if reply is speaking and not reply.finished:
+                await self._finish(reply, heard_ms=heard_ms)
+            else:
+                self._forget(reply)
+        if speaking is not None and speaking.finished and not speaking.announced:
+            await self._finish(speaking, heard_ms=None)  # heard to its end just before the close
+        await self._recorder.close(_CLOSE_WRITES_TIMEOUT_S)
+        await self._notify(ev.SessionEnded(self._context.session_id, self.turns))
+        await self._events.close()
+
+    # -- turn-taking (called by the agent) -------------------------------------------------------
+    async def caller_started(self, event: TurnStarted, *, barge_in: bool) -> None:
+        self._user_turn += 1
+        self._user_speaking = True
+        await self._notify(ev.UserTurnStarted(self._ms(event.onset_samples), barge_in))
+
+    def caller_discarded(self) -> None:
+        """A burst too short to be a turn ended: no partial transcript of it stays current."""
+        self._user_speaking = False
+        self._cancel_partial()
+
+    async def caller_finished(self, event: TurnEnded) -> None:
+        self._user_speaking = False
+        self._cancel_partial()
+        now = self._context.clock.now()
+        lag_s = (event.decided_samples - event.speech_end_samples) / self.config.input_sample_rate
+        audio = event.audio
+        if self._carry is not None:
+            audio, self._carry = AudioFrame.concat([self._carry, event.audio]), None
+        reply = Reply(index=self.turns, audio=audio, speech_end_at=now - lag_s, decided_at=now)
+        self._start(reply, self._take_turn(reply, audio), f"reply-{reply.index}")
+
+    async def stop_replies(self) -> None:
+        """Cancel every reply task (the speaking one and those waiting); they are settled next, in
+        `interrupted`, once the session knows how much was heard."""
+        self._stopped = self._speaking
+        # the waiting ones first: were the speaking one stopped first, the next would take the floor
+        for reply in reversed(self._replies):
+            if reply.played.is_set():
+                continue  # heard to its end already: it is being recorded as such
+            if reply.task is not None and not await cancel_and_wait(reply.task, _CANCEL_TIMEOUT_S):
+                logger.warning("%s: a reply did not stop within %.0f s", self._label, _CANCEL_TIMEOUT_S)
+
+    async def interrupted(self, heard_ms: int) -> None:
+        """After a barge-in flushed the output: keep in the history what the caller heard."""
+        speaking, self._stopped = self._stopped, None
+        for reply in list(self._replies):
+            if reply.played.is_set():
+                continue
+            if reply is speaking and reply.audio is not None and reply.user_text is None:
+                self._carry = reply.audio  # not transcribed yet: it joins the caller's next turn
+            if reply is speaking and not reply.finished:
+                await self._finish(reply, heard_ms=heard_ms)
+            else:
+                self._forget(reply)
+
+    async def partial_user_transcript(self, detector: TurnDetector) -> None:
+        """Transcribe the turn so far every `partial_interval_ms` while the caller talks (one at a time)."""
+        rate = self.config.input_sample_rate
+        position = detector.position_samples
+        busy = self._partial is not None and not self._partial.done()
+        if busy or position - self._partial_at < self.config.partial_interval_ms * rate // 1000:
+            return
+        self._partial_at = position
+        samples = await run_audio_job(detector.turn_so_far)
+        if samples is None or samples.shape[0] < rate // 2:
+            return
+        turn = self._user_turn
+        self._partial = self._tasks.spawn(
+            self._send_partial(AudioFrame(samples, rate), turn), f"partial-{turn}"
+        )
+
+    def on_playout(self, event: PlayoutEvent) -> None:
+        reply = self._speaking
+        if reply is None:
+            return
+        if isinstance(event, PlayoutStarted) and reply.playout_started_at is None:
+            reply.playout_started_at = event.at_s
+        elif isinstance(event, PlayoutFinished):
+            reply.played.set()
+            self._settle(reply, None)  # in the history before the caller is told it is done
+
+    def dtmf(self, digit: str) -> None:
+        """A phone key reaches `on_event` as `DtmfReceived` (in a task the session owns)."""
+        if not self._tasks.closed:
+            self._tasks.spawn(self._notify(ev.DtmfReceived(digit)), "dtmf")
+
+    # -- replies ---------------------------------------------------------------------------------
+    def _start(self, reply: Reply, coro: Coroutine[Any, Any, None], name: str) -> None:
+        self._replies.append(reply)
+        reply.task = self._tasks.spawn(self._on_floor(reply, coro), name)
+
+    async def _on_floor(self, reply: Reply, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a reply once the one before it is over."""
+        try:
+            async with self._floor:
+                self._speaking = reply  # until the reply is settled (`_finish`, `_forget`)
+                await coro
+        finally:
+            coro.close()  # never started (cancelled while waiting for the floor): no warning
+            if not reply.finished and not (reply.task is not None and reply.task.cancelling()):
+                self._forget(reply)
+
+    def _forget(self, reply: Reply) -> None:
+        reply.drop()
+        self._settled(reply)
+
+    def _settled(self, reply: Reply) -> None:
+        if reply in self._replies:
+            self._replies.remove(reply)
+        if self._speaking is reply:
+            self._speaking = None
+
+    async def _take_turn(self, reply: Reply, audio: AudioFrame) -> None:
+        try:
+            text = (await self._hooks.on_transcript(await self._transcribe(reply, audio))) or ""
+        except Exception as exc:
+            self._log_failure(reply, "stt", exc)
+            await self._apologise(reply)
+            await self._end_reply(reply)
+            return
+        await self._notify(ev.UserTurnEnded(reply.index, text))
+        if not text.strip():
+            self._forget(reply)
+            return
+        reply.user_text = text
+        self._history.append(ChatMessage("user", text))
+        self._recorder.message("user", text, interrupted=False)
+        await self._context.send_event(TranscriptEvent(role="user", text=text))
+        self.turns += 1
+        await self._reply_with_llm(reply)
+
+    async def _generate(self, reply: Reply) -> None:
+        await self._reply_with_llm(reply)
+
+    async def _reply_with_llm(self, reply: Reply) -> None:
+        await self._context.send_event(ResponseStarting())
+        await self._notify(ev.ReplyStarted(reply.index))
+        try:
+            await self._speak(reply, self._hooks.llm_node(list(self._history)))
+        except Exception as exc:
+            self._log_failure(reply, "llm/tts", exc)
+            await self._apologise(reply)
+        await self._end_reply(reply)
+
+    async def _greet(self, reply: Reply, text: str) -> None:
+        await self._say(reply, text, what="greeting")
+
+    async def _say(self, reply: Reply, text: str, what: str = "say") -> None:
+        await self._context.send_event(ResponseStarting())
+        await self._notify(ev.ReplyStarted(reply.index))
+        try:
+            await self._speak(reply, _once(text))
+        except Exception as exc:
+            self._log_failure(reply, what, exc)
+            await self._context.send_event(ErrorEvent(code="provider_error", message=f"the {what} failed"))
+        await self._end_reply(reply)
+
+    async def _transcribe(self, reply: Reply | None, audio: AudioFrame) -> str:
+        clock = self._context.clock
+        started = clock.now()
+        text = await self._hooks.stt_node(audio)
+        if reply is not None:
+            reply.stt_ms = round((clock.now() - started) * 1000, 1)
+        return text
+
+    async def _send_partial(self, audio: AudioFrame, turn: int) -> None:
+        try:
+            text = await self._transcribe(None, audio)
+        except Exception as exc:  # a partial is a nicety: the final transcript still comes
+            logger.debug("%s: partial transcript failed (%s)", self._label, type(exc).__name__)
+            return
+        if text and turn == self._user_turn and self._user_speaking:
+            await self._context.send_event(TranscriptEvent(role="user", text=text, final=False))
+
+    def _cancel_partial(self) -> None:
+        if self._partial is not None and not self._partial.done():
+            self._partial.cancel()
+        self._partial = None
+
+    async def _speak(self, reply: Reply, text: AsyncIterator[str | LLMChunk]) -> None:
+        await speak(
+            text,
+            self._hooks.tts_node,
+            self._output.put_output,
+            reply=reply.spoken,
+            timings=reply.timings,
+            clock=self._context.clock,
+            timeouts=self.config.timeouts,
+            on_sentence=self._partial_reply if self.config.partial_transcripts else None,
+        )
+
+    async def _partial_reply(self, text_so_far: str) -> None:
+        await self._context.send_event(TranscriptEvent(role="assistant", text=text_so_far, final=False))
+
+    async def _apologise(self, reply: Reply) -> None:
+        """Say the agent's apology; failing that, tell the client. The call goes on either way."""
+        try:
+            await self._speak(reply, _once(self.config.apology))
+        except Exception as exc:
+            self._log_failure(reply, "apology", exc)
+            await self._context.send_event(
+                ErrorEvent(code="provider_error", message="the agent could not answer this turn")
+            )
+
+    async def _end_reply(self, reply: Reply) -> None:
+        await self._output.end_reply()
+        await reply.played.wait()
+        await self._finish(reply, heard_ms=None)
+
+    def _settle(self, reply: Reply, heard_ms: int | None) -> ReplyOutcome:
+        """Settle a reply once, at once: all of it, or (interrupted) the words heard in `heard_ms`,
+        into the history and the store, before the caller is told the reply is done."""
+        if reply.outcome is not None:
+            return reply.outcome
+        outcome = reply.finish(heard_ms)
+        self._settled(reply)
+        if outcome.text:
+            self._history.append(ChatMessage("assistant", outcome.text, outcome.interrupted))
+            self._recorder.message("assistant", outcome.text, interrupted=outcome.interrupted)
+        if reply.index >= 0 and reply.user_text is not None:
+            reply.turn_metrics = reply.metrics(self.conversation_id or "", outcome)
+            self._recorder.metrics(reply.turn_metrics)
+        return outcome
+
+    async def _finish(self, reply: Reply, *, heard_ms: int | None) -> ReplyOutcome:
+        """Settle a reply (if it is not yet) and announce it: transcript, metrics, events."""
+        outcome = self._settle(reply, heard_ms)
+        if reply.announced:
+            return outcome
+        reply.announced = True
+        if outcome.text:
+            await self._context.send_event(
+                TranscriptEvent(role="assistant", text=outcome.text, interrupted=outcome.interrupted)
+            )
+        metrics = reply.turn_metrics
+        if metrics is not None:
+            figures = metrics.to_dict()
+            del figures["conversation_id"], figures["turn_index"]
+            await self._context.send_event(TurnMetricsEvent(turn_index=reply.index, metrics=figures))
+            await self._notify(ev.TurnMetricsReady(metrics))
+        if outcome.interrupted:
+            await self._notify(ev.ReplyInterrupted(reply.index, outcome.text, round(outcome.audio_s * 1000)))
+        else:
+            await self._notify(ev.ReplyFinished(reply.index, outcome.text, outcome.audio_s))
+        return outcome
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _ms(self, samples: int) -> int:
+        return samples * 1000 // self.config.input_sample_rate
+
+    def _log_failure(self, reply: Reply, stage: str, exc: Exception) -> None:
+        if isinstance(exc, ProviderError):
+            logger.warning(
+                "%s: turn %d: %s failed (%s, retryable=%s)",
+                self._label,
+                reply.index,
+                stage,
+                exc.code,
+                exc.retryable,
+            )
+        else:
+            logger.error("%s: turn %d: %s failed", self._label, reply.index, stage, exc_info=exc)
+
+    async def _notify(self, event: ev.AgentEvent) -> None:
+        try:
+            await self._hooks.on_event(event)
+        except Exception:
+            logger.exception("%s: on_event failed for %s", self._label, type(event).__name__)
+        await self._events.append(event)
+
+
+def history_for_llm(history: Sequence[ChatMessage], max_messages: int) -> list[ChatMessage]:
+    """The last `max_messages` of `history`, starting at a caller's message (an LLM conversation
+    starts with the user; a history cut in the middle may start with the agent's words)."""
+    messages = list(history)[-max_messages:]
+    while messages and messages[0].role != "user":
+        messages.pop(0)
+    return messages
