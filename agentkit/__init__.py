@@ -3,7 +3,18 @@
 The public names are re-exported here; everything in a `_module` is private.
 """
 
-from agentkit.agent import Agent, StageTimeouts, prompt
+from agentkit._identity import caller_token
+from agentkit.agent import (
+    Agent,
+    AgentSession,
+    MCPServer,
+    StageTimeouts,
+    ToolError,
+    end_call_tool,
+    prompt,
+    tool,
+    transfer_call_tool,
+)
 from agentkit.audio import AudioFrame, StreamingResampler, read_wav, write_wav
 from agentkit.exceptions import (
     AgentkitError,
@@ -31,12 +42,14 @@ __version__ = "0.1.0"
 __all__ = [
     "AdditionalOutputs",
     "Agent",
+    "AgentSession",
     "AgentkitError",
     "AsyncStreamHandler",
     "AudioFormatError",
     "AudioFrame",
     "CapacityError",
     "ConfigError",
+    "MCPServer",
     "ModelNotFoundError",
     "ProtocolError",
     "ProviderError",
@@ -47,10 +60,15 @@ __all__ = [
     "StreamHandler",
     "StreamingResampler",
     "TimeLimitError",
+    "ToolError",
     "TransportClosedError",
     "TurnTakingOptions",
     "__version__",
+    "caller_token",
+    "end_call_tool",
     "prompt",
     "read_wav",
+    "tool",
+    "transfer_call_tool",
     "write_wav",
 ]

@@ -140,7 +140,8 @@ async def talk(
     result, turns_done = recorder.result, recorder.turn_done
     prototype = agent.copy()
     collector = _Collector()
-    stream = SessionHost(prototype)
+    # no idle watchdog: between turns nothing is fed, and on the fast-forward clock its wait is instant
+    stream = SessionHost(prototype, no_audio_timeout_s=None)
     rate = prototype.input_sample_rate
     session = stream.open_session(
         collector,  # implements the Transport protocol

@@ -94,7 +94,19 @@ def load_app(
 
 def _factory() -> ASGIApp:
     """App factory for `uvicorn --reload` workers: loads the file named in `AGENTKIT_RUN_FILE`."""
-    return load_app(os.environ.get(_FILE_ENV) or None)
+    from agentkit.server import uvicorn_options
+
+    app = load_app(os.environ.get(_FILE_ENV) or None)
+    served = uvicorn_options()["ws_max_size"]  # what the reloading parent chose, before the app existed
+    needed = uvicorn_options(app)["ws_max_size"]
+    if needed > served:
+        logger.warning(
+            "with --reload, uvicorn's ws_max_size is %d bytes but this app's streams need %d; "
+            "run without --reload to serve their larger message limit",
+            served,
+            needed,
+        )
+    return app
 
 
 def _create_app(stream: Any) -> ASGIApp:
@@ -135,6 +147,9 @@ def _import_file(path: Path) -> ModuleType:
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from agentkit.server import uvicorn_options
+    from agentkit.server._access_log import uvicorn_log_config
+
     settings = load_settings()
     host: str = args.host or settings.host
     port: int = args.port if args.port is not None else settings.port
@@ -154,11 +169,15 @@ def _run(args: argparse.Namespace) -> int:
             reload_dirs=[str(watched)],
             host=host,
             port=port,
+            log_config=uvicorn_log_config(),  # no query-string values (phone numbers) in the log
+            # the app is built in the worker: the default message limit (`_factory` warns if larger)
+            **uvicorn_options(),
         )
         return 0
     app = load_app(file)
     logger.info("serving %s at %s", label, url)
-    uvicorn.run(app, host=host, port=port)
+    # ws_max_size from the app's streams, so uvicorn stops inflating a compressed message at the limit
+    uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(), **uvicorn_options(app))
     return 0
 
 

@@ -10,13 +10,19 @@
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
 | `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | store URL (also `redis://`, `memory://`) |
+| `AGENTKIT_STORE_LEASE_S` | `30` | a dead server's open calls are ended (`crashed`) within 1-2x this |
 | `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
-| `AGENTKIT_API_TOKEN` | unset | bearer token for `/api/conversations`; unset: direct loopback requests only |
-| `AGENTKIT_PUBLIC_URL` | unset | the server's public base URL (`https://agent.example`), for Twilio |
+| `AGENTKIT_API_TOKEN` | unset | bearer token for `/api/conversations`; unset: the API is off |
+| `AGENTKIT_API_LOCAL` | `0` | `1` (development): no token needed from this machine to a loopback host |
+| `AGENTKIT_PUBLIC_URL` | unset | the public base URL (`https://agent.example`): Twilio, same-origin host |
+| `AGENTKIT_ALLOWED_HOSTS` | none | comma-separated other host names of the server, for same-origin |
+| `AGENTKIT_CALLER_SECRET` | unset | HS256 secret (32+ bytes) the site signs caller tokens with |
 | `TWILIO_AUTH_TOKEN` | unset | checks the `X-Twilio-Signature` of Twilio's webhooks |
 | `TWILIO_ACCOUNT_SID` | unset | with `TWILIO_AUTH_TOKEN`: call control (hang up, `agentkit call`) |
 | `TWILIO_API_BASE_URL` | `https://api.twilio.com` | where call control sends REST requests (tests: a fake) |
 | `AGENTKIT_TWILIO_VALIDATE` | `1` | `0` accepts unsigned webhooks (local development only) |
+| `AGENTKIT_MAX_SESSIONS_PER_ADDRESS` | `4` | sessions one client address holds at once; `0`: no cap |
+| `AGENTKIT_MAX_PENDING_OFFERS_PER_ADDRESS` | `2` | unconnected WebRTC offers per client address |
 
 See `agentkit.models` for when models are downloaded. Settings are read when asked for
 (`load_settings()`), never cached at import time, so a changed environment takes effect at once.
@@ -58,12 +64,24 @@ class AgentkitSettings(BaseSettings):
     store: str = "sqlite:///agentkit-data/conversations.db"
     """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db`, `redis://host/0` or
     `memory://`."""
+    store_lease_s: float = Field(default=30.0, gt=0)
+    """How long a server's claim on its open conversations lasts unless renewed (see `LeaseKeeper`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     """Other sites whose pages may embed the web widget and connect (comma-separated; `*`: any)."""
     api_token: SecretStr | None = None
-    """Bearer token for the conversation API (`/api/conversations`); None: loopback readers only."""
+    """Bearer token for the conversation API (`/api/conversations`); None: the API is off unless
+    `api_local`."""
+    api_local: bool = False
+    """Without `api_token`, serve the conversation API to direct requests from this machine whose
+    `Host` is a loopback name (local development only)."""
     public_url: str | None = None
     """Base URL callers reach the server at (`https://agent.example`); None: from proxy headers."""
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Other host names the server is reached at (comma-separated), besides loopback names and the
+    host of `public_url`: a page served from one of them counts as the server's own origin."""
+    caller_secret: SecretStr | None = None
+    """HS256 secret shared with the embedding site's backend, which signs caller tokens with it
+    (`agentkit.caller_token`); None: callers on the web are never identified, only labelled."""
     twilio_auth_token: SecretStr | None = Field(
         default=None, validation_alias=AliasChoices("TWILIO_AUTH_TOKEN", "AGENTKIT_TWILIO_AUTH_TOKEN")
     )
@@ -78,8 +96,13 @@ class AgentkitSettings(BaseSettings):
     """Replaces `https://api.twilio.com` for call control (a local fake in tests); None: Twilio."""
     twilio_validate: bool = True
     """Check the signature of Twilio's webhook requests; turn off only for local development."""
+    max_sessions_per_address: int = Field(default=4, ge=0)
+    """Sessions one client address (the connection's peer: behind a proxy, the proxy) may hold at
+    once over WebSocket and WebRTC; 0: no cap. Twilio's media stream is exempt."""
+    max_pending_offers_per_address: int = Field(default=2, ge=0)
+    """Answered WebRTC offers one client address may have waiting to connect; 0: no cap."""
 
-    @field_validator("allowed_origins", mode="before")
+    @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value

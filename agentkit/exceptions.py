@@ -7,7 +7,9 @@ AgentkitError                 base; carries `retryable` and keyword context
 ├── AudioFormatError          audio that cannot be used (wrong rate, odd-length PCM, bad codec data)
 ├── ProtocolError             a transport message that breaks its protocol
 │   └── MessageTooLargeError  a message over the configured size limit
+├── CallerTokenError          a caller token that is malformed, expired or not signed for this server
 ├── CapacityError             the stream is at its `concurrency_limit` (retryable)
+│   └── AddressLimitError     one client address holds as many sessions or offers as it may
 ├── TimeLimitError            a session ran past its `time_limit`
 ├── TransportClosedError      the caller's connection is gone (sending to it failed)
 └── ProviderError             a VAD/STT/LLM/TTS provider failed
@@ -23,8 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
+    "AddressLimitError",
     "AgentkitError",
     "AudioFormatError",
+    "CallerTokenError",
     "CapacityError",
     "ConfigError",
     "MessageTooLargeError",
@@ -75,9 +79,25 @@ class MessageTooLargeError(ProtocolError):
     code = "message_too_large"
 
 
+class CallerTokenError(AgentkitError):
+    code = "bad_caller_token"
+
+
 class CapacityError(AgentkitError):
     code = "over_capacity"
     retryable = True
+
+
+class AddressLimitError(CapacityError):
+    """One client address already holds its share: `code` says of what (`too_many_sessions`,
+    `too_many_pending_offers`). Retryable once one of them ends."""
+
+    code = "too_many_sessions"
+
+    def __init__(self, message: str, *, code: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        if code is not None:
+            self.code = code
 
 
 class TimeLimitError(AgentkitError):

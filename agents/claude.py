@@ -9,8 +9,10 @@ Cloud speech instead of local, chosen by environment variables:
 """
 
 import os
+from datetime import datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from agentkit import Agent, prompt
+from agentkit import Agent, ToolError, end_call_tool, prompt, tool
 from agentkit.providers import AnthropicLLM, ElevenLabsTTS, GroqSTT, KokoroTTS, MoonshineSTT
 
 GROQ_STT = os.environ.get("AGENTKIT_CLAUDE_STT") == "groq"
@@ -25,3 +27,17 @@ class Claude(Agent):
     llm = AnthropicLLM("claude-haiku-4-5", max_tokens=300)
     tts = ElevenLabsTTS(voice_id=ELEVENLABS_VOICE) if ELEVENLABS_TTS else KokoroTTS(voice="af_heart")
     partial_transcripts = not GROQ_STT  # live captions from local STT; not worth a cloud call each time
+    tools = (end_call_tool("Thanks for calling. Goodbye!"),)
+
+    @tool
+    def current_time(self, timezone: str = "UTC") -> str:
+        """The current date and time, to answer "what time is it" (never guess it).
+
+        Args:
+            timezone: An IANA time zone such as Europe/Paris or America/New_York.
+        """
+        try:
+            now = datetime.now(ZoneInfo(timezone))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ToolError(f"unknown time zone {timezone!r}; use an IANA name like Europe/Paris") from None
+        return now.strftime("%A %d %B %Y, %H:%M %Z")

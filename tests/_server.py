@@ -19,7 +19,7 @@ import uvicorn
 
 from agentkit import AsyncStreamHandler, AudioFrame, ReplyOnPause, Stream
 from agentkit._tasks import cancel_and_wait
-from agentkit.server import create_app
+from agentkit.server import create_app, uvicorn_options
 from agentkit.stream import EmitType, TurnTakingOptions
 
 _START_TIMEOUT_S = 10.0
@@ -53,13 +53,15 @@ class LiveServer:
 @contextlib.asynccontextmanager
 async def live_server(stream: Stream, **app_options: Any) -> AsyncIterator[LiveServer]:
     """Serve `create_app(stream, **app_options)` on 127.0.0.1 (a free port) until the block ends."""
+    app = create_app(stream, **app_options)
     config = uvicorn.Config(
-        create_app(stream, **app_options),
+        app,
         host="127.0.0.1",
         port=0,
         log_level="warning",
         log_config=None,  # leave global logging alone: records reach pytest's caplog through the root
         lifespan="on",
+        **uvicorn_options(app),  # as `agentkit run` serves it: ws_max_size from the stream's limit
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="uvicorn")

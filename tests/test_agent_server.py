@@ -10,7 +10,7 @@ import pytest
 from _server import live_server
 from conftest import speech
 
-from agentkit import Agent, Stream, TurnTakingOptions
+from agentkit import Agent, Stream, TurnTakingOptions, caller_token
 from agentkit.exceptions import ConfigError
 from agentkit.server import create_app
 from agentkit.store import MemoryStore, open_store
@@ -24,7 +24,11 @@ class Served(Agent):
     greeting = "Welcome."
 
 
-async def test_agent_over_websocket_with_store_api(models_dir: object) -> None:
+async def test_agent_over_websocket_with_store_api(
+    models_dir: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTKIT_API_LOCAL", "1")  # the API, to this machine only
+    monkeypatch.setenv("AGENTKIT_CALLER_SECRET", "a-secret-shared-with-the-site-0123456789")
     store = MemoryStore()
     agent = Served(
         stt=ScriptedSTT("Book a table for two."),
@@ -33,7 +37,8 @@ async def test_agent_over_websocket_with_store_api(models_dir: object) -> None:
         store=store,
     )
     async with live_server(Stream(agent)) as server:
-        async with WebSocketCaller(server.ws_url(), caller="guest-1") as caller:
+        token = caller_token("guest-1")  # as the site's backend would make it
+        async with WebSocketCaller(server.ws_url(), caller_token=token) as caller:
             await caller.wait_for_event("response_done", timeout_s=10)  # the greeting
             await caller.play(speech("utt2"), tail_silence_s=0.6, realtime=False)
             metrics = await caller.wait_for_event("metrics", timeout_s=10)
@@ -65,6 +70,15 @@ async def test_the_served_api_takes_its_token_from_the_environment(monkeypatch: 
         without = await http.get("/api/conversations")
         with_token = await http.get("/api/conversations", headers={"authorization": "Bearer from-the-env"})
     assert (without.status_code, with_token.status_code) == (401, 200)
+
+
+async def test_the_served_api_is_off_unless_turned_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    agent = Served(stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS(), store=MemoryStore())
+    for local, host, status in (("0", "127.0.0.1", 403), ("1", "testserver", 403), ("1", "127.0.0.1", 200)):
+        monkeypatch.setenv("AGENTKIT_API_LOCAL", local)
+        transport = httpx.ASGITransport(app=create_app(Stream(agent)))  # a 127.0.0.1 client
+        async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as http:
+            assert (await http.get("/api/conversations")).status_code == status, (local, host)
 
 
 async def test_a_store_that_does_not_answer_stops_the_server_at_startup() -> None:

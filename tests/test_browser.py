@@ -33,7 +33,7 @@ from _server import LiveServer, live_server, wait_for
 from conftest import speech
 from playwright.async_api import Browser, Page, Route, async_playwright
 
-from agentkit import Agent, Stream, TurnTakingOptions
+from agentkit import Agent, Stream, TurnTakingOptions, tool
 from agentkit.audio import AudioFrame, write_wav
 from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS, loopback_ice
 
@@ -143,8 +143,10 @@ async def page_server() -> AsyncIterator[Site]:
 
 
 async def _conversations(server: LiveServer) -> int:
-    async with httpx.AsyncClient(base_url=server.http_url) as http:
-        return len((await http.get("/api/conversations")).json()["conversations"])
+    """Sessions the agent opened, by its store (the conversation API is off without a token)."""
+    agent = server.stream.handler
+    assert isinstance(agent, Agent) and agent.store is not None
+    return len(await agent.store.list_conversations())
 
 
 async def test_talk_page_turn(browser: Browser, models_dir: Path) -> None:
@@ -286,6 +288,51 @@ async def test_talk_page_turn_over_webrtc(browser: Browser, models_dir: Path) ->
     assert seen["errors"] == []
 
 
+class Shop(Served):
+    @tool
+    async def order_status(self, order: int) -> str:
+        """Where an order is.
+
+        Args:
+            order: The order number.
+        """
+        return f"order {order} has shipped"
+
+
+async def test_talk_page_typed_turn_with_a_tool(tmp_path: Path, models_dir: Path) -> None:
+    """A message typed on the talk page (Enter sends it; over the WebRTC data channel) is a turn:
+    shown as the caller's line, answered aloud after a tool whose use shows as a "used ..." line."""
+    asked, answer = "Where is my order 42?", "Let me check. It has shipped."
+    checks = ScriptedLLM.calls_tool("order_status", {"order": 42}, text="Let me check.")
+    llm = ScriptedLLM(checks, "It has shipped.")
+    agent = Shop(stt=ScriptedSTT(USER_SAYS), llm=llm, tts=ToneTTS(ms_per_char=10), tool_filler=None)
+    errors: list[str] = []
+    async with chromium(_mic_file(tmp_path)) as launched, live_server(Stream(agent)) as server:
+        page = await launched.new_page()
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"{server.http_url}/?transport=webrtc")
+        await page.get_by_role("button", name="Start talking").click()
+        transcript = page.locator("#transcript")
+        greeting = transcript.locator("[data-role=assistant]").filter(has_text="Welcome.")
+        await greeting.wait_for(timeout=WAIT_MS)  # typed during the greeting, it would cut it short
+        box = page.get_by_role("textbox", name="Type a message to the agent")
+        await box.fill(asked)
+        await box.press("Enter")
+        for role, text in (("user", asked), ("tool", "used order_status"), ("assistant", answer)):
+            await transcript.locator(f"[data-role={role}]").filter(has_text=text).wait_for(timeout=WAIT_MS)
+        lines = await transcript.locator("li").evaluate_all(
+            "items => items.map(li => [li.dataset.role, li.querySelector('.text').textContent])"
+        )
+        left_in_box = await box.input_value()
+        transport = await page.evaluate("window.agentkitClient.transport")
+        await page.close()
+
+    tool_line = ["tool", "used order_status"]
+    assert lines == [["assistant", "Welcome."], ["user", asked], tool_line, ["assistant", answer]]
+    assert left_in_box == "" and transport == "webrtc"
+    assert errors == []
+
+
 async def test_talk_page_falls_back_to_websocket(browser: Browser, models_dir: Path) -> None:
     """The server refuses this page's WebRTC offer: "auto" says so and talks over the WebSocket."""
     refused: list[str] = []
@@ -330,7 +377,10 @@ async def test_talk_page_falls_back_when_webrtc_cannot_connect(
 
     caplog.set_level(logging.INFO, logger="agentkit")
     mic = _mic_file(tmp_path, (8.0, "utt2"))  # the caller speaks once the 5 s WebRTC wait is over
-    async with chromium(mic) as browser, live_server(Stream(_agent(), concurrency_limit=1)) as server:
+    # the server's own connect timeout (5 s by default, like the page's) set longer, so that only the
+    # page's cancel can free the one slot in time for the WebSocket fallback
+    slow_timeout = live_server(Stream(_agent(), concurrency_limit=1), webrtc_connect_timeout_s=30.0)
+    async with chromium(mic) as browser, slow_timeout as server:
         page = await browser.new_page()
         await page.route("**/webrtc/offer", no_candidates)
         seen = await _talk_one_turn(page, f"{server.http_url}/")

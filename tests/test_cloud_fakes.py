@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -19,7 +20,7 @@ from agentkit.providers._keys import CloudCredentials, load_cloud_settings, reso
 from agentkit.providers.llm import AnthropicLLM
 from agentkit.providers.stt._groq import wav_bytes
 from agentkit.testing import tone
-from agentkit.testing.fakes import FakeAnthropic, FakeElevenLabs, FakeGroq, FakeRequest, Reply
+from agentkit.testing.fakes import FakeAnthropic, FakeElevenLabs, FakeGroq, FakeRequest, FakeToolCall, Reply
 from tests._cloud import KEY, isolate_cloud_env
 
 REPO = Path(__file__).resolve().parent.parent
@@ -186,3 +187,65 @@ async def test_groq_transcription_can_answer_plain_text() -> None:
         await client.close()
     assert "plain words" in str(text)
     assert fake.requests[0].form["response_format"] == "text"
+
+
+async def test_whole_replies_carry_tool_calls_in_each_apis_shape() -> None:
+    calls = (FakeToolCall("order_status", {"order": 42}, id="c1"), FakeToolCall("ping", "{bad", id="c2"))
+    async with FakeAnthropic(api_key=KEY) as fake:
+        fake.push(Reply(text="Checking.", tool_calls=calls))
+        client = anthropic.AsyncAnthropic(api_key=KEY, base_url=fake.base_url, max_retries=0)
+        message = await client.messages.create(
+            model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
+        await client.close()
+    assert message.stop_reason == "tool_use"
+    assert [block.type for block in message.content] == ["text", "tool_use", "tool_use"]
+    uses = [block for block in message.content if block.type == "tool_use"]
+    assert [(u.id, u.name, u.input) for u in uses] == [
+        ("c1", "order_status", {"order": 42}),
+        ("c2", "ping", {}),
+    ]
+    async with FakeGroq(api_key=KEY) as fake:
+        fake.push(Reply(text="", tool_calls=calls))
+        groq_client = groq.AsyncGroq(api_key=KEY, base_url=fake.base_url, max_retries=0)
+        completion = await groq_client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=False
+        )
+        await groq_client.close()
+    choice = completion.choices[0]
+    assert choice.finish_reason == "tool_calls" and choice.message.content is None
+    assert [(t.id, t.function.name, t.function.arguments) for t in choice.message.tool_calls or []] == [
+        ("c1", "order_status", '{"order": 42}'),
+        ("c2", "ping", "{bad"),
+    ]
+
+
+async def test_groq_fake_streams_tool_calls_as_indexed_pieces() -> None:
+    call = FakeToolCall("order_status", {"order": 42}, id="c1", fragment_chars=5)
+    async with FakeGroq(api_key=KEY) as fake, httpx.AsyncClient() as client:
+        fake.push(Reply(text="", tool_calls=(call,)))
+        body = {"model": "m", "messages": [], "stream": True}
+        response = await client.post(
+            f"{fake.base_url}/openai/v1/chat/completions",
+            json=body,
+            headers={"authorization": f"Bearer {KEY}"},
+        )
+    frames = [frame for frame in response.text.split("\n\n") if frame]
+    assert frames[-1] == "data: [DONE]"
+    events = [json.loads(frame.removeprefix("data: ")) for frame in frames[:-1]]
+    deltas = [event["choices"][0]["delta"] for event in events]
+    assert deltas[0] == {"role": "assistant", "content": None}
+    assert deltas[1] == {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "c1",
+                "type": "function",
+                "function": {"name": "order_status", "arguments": ""},
+            }
+        ]
+    }
+    pieces = [d["tool_calls"][0]["function"]["arguments"] for d in deltas[2:-1]]
+    assert pieces == ['{"ord', 'er": ', "42}"]
+    assert all(d["tool_calls"][0]["index"] == 0 and "id" not in d["tool_calls"][0] for d in deltas[2:-1])
+    assert events[-1]["choices"][0]["finish_reason"] == "tool_calls"

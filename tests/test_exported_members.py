@@ -14,12 +14,14 @@ import agentkit.transports
 INTENDED = {
     "AdditionalOutputs",
     "Agent",
+    "AgentSession",
     "AgentkitError",
     "AsyncStreamHandler",
     "AudioFormatError",
     "AudioFrame",
     "CapacityError",
     "ConfigError",
+    "MCPServer",
     "ModelNotFoundError",
     "ProtocolError",
     "ProviderError",
@@ -30,11 +32,16 @@ INTENDED = {
     "StreamHandler",
     "StreamingResampler",
     "TimeLimitError",
+    "ToolError",
     "TransportClosedError",
     "TurnTakingOptions",
     "__version__",
+    "caller_token",
+    "end_call_tool",
     "prompt",
     "read_wav",
+    "tool",
+    "transfer_call_tool",
     "write_wav",
 }
 
@@ -70,8 +77,37 @@ def test_stream_is_the_core_with_endpoints() -> None:
 
 
 def test_the_conversation_api_is_served_by_the_server_not_the_store() -> None:
-    assert set(agentkit.server.__all__) == {"add_web_routes", "conversation_api", "create_app"}
+    served = {"add_web_routes", "conversation_api", "create_app", "uvicorn_options"}
+    assert set(agentkit.server.__all__) == served
     assert "conversation_api" not in agentkit.store.__all__
+
+
+def test_providers_exports() -> None:
+    assert set(agentkit.providers.__all__) == {
+        "LLM",
+        "STT",
+        "TTS",
+        "VAD",
+        "AnthropicLLM",
+        "ChatMessage",
+        "ElevenLabsTTS",
+        "FallbackLLM",
+        "FallbackSTT",
+        "FallbackTTS",
+        "GroqLLM",
+        "GroqSTT",
+        "KokoroTTS",
+        "LLMChunk",
+        "LLMUsage",
+        "LocalLLM",
+        "MoonshineSTT",
+        "SileroVAD",
+        "Transcript",
+        "VADStream",
+        "resolve_llm",
+        "resolve_stt",
+        "resolve_tts",
+    }
 
 
 def test_testing_kit_exports() -> None:
@@ -91,6 +127,7 @@ def test_testing_kit_exports() -> None:
         "RecordingTransport",
         "Reply",
         "ScriptedLLM",
+        "ScriptedReply",
         "ScriptedSTT",
         "ToneTTS",
         "TwilioCaller",

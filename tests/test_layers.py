@@ -22,7 +22,7 @@ PACKAGE = Path(agentkit.__file__).parent
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("exceptions",),
     ("config", "clock"),
-    ("_executor", "_tasks", "_aio"),
+    ("_executor", "_tasks", "_aio", "_identity"),
     ("audio", "models"),
     ("providers", "store"),
     ("stream",),

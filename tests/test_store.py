@@ -14,6 +14,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -29,6 +30,7 @@ from agentkit.store import (
     SCHEMA_VERSION,
     Conversation,
     ConversationStore,
+    LeaseKeeper,
     MemoryStore,
     RedisStore,
     Role,
@@ -257,34 +259,77 @@ async def test_closed_store_refuses_calls(store: ConversationStore) -> None:
 @pytest.fixture
 async def api(store: ConversationStore) -> AsyncIterator[httpx.AsyncClient]:
     app = FastAPI()
-    app.include_router(conversation_api(store))
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+    app.include_router(conversation_api(store, local=True))  # local development: this machine only
+    transport = httpx.ASGITransport(app=app)  # a 127.0.0.1 client
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:8000") as client:
         yield client
 
 
 async def guarded_get(
-    store: ConversationStore, *, token: str | None, client: str, headers: dict[str, str] | None = None
+    store: ConversationStore,
+    *,
+    token: str | None,
+    client: str,
+    headers: dict[str, str] | None = None,
+    local: bool = False,
+    host: str = "127.0.0.1:8000",
 ) -> httpx.Response:
     app = FastAPI()
-    app.include_router(conversation_api(store, token=token))
+    app.include_router(conversation_api(store, token=token, local=local))
     transport = httpx.ASGITransport(app=app, client=(client, 40000))
-    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+    async with httpx.AsyncClient(transport=transport, base_url=f"http://{host}") as http:
         return await http.get("/api/conversations", headers=headers)
 
 
-async def test_api_answers_only_this_machine_without_a_token(store: ConversationStore) -> None:
-    """Transcripts and phone numbers: without a token only direct loopback readers get them, not a
-    reader behind a tunnel or proxy (which connects from loopback too, but says so in its headers)."""
-    assert (await guarded_get(store, token=None, client="127.0.0.1")).status_code == 200
-    assert (await guarded_get(store, token=None, client="::1")).status_code == 200
-    for client, headers in (
-        ("203.0.113.9", None),
-        ("127.0.0.1", {"x-forwarded-for": "203.0.113.9"}),
-        ("127.0.0.1", {"forwarded": "for=203.0.113.9;proto=https"}),
-    ):
-        refused = await guarded_get(store, token=None, client=client, headers=headers)
-        assert refused.status_code == 403 and "AGENTKIT_API_TOKEN" in refused.json()["detail"]
+PROXY_HEADERS = {  # each as a proxy or tunnel would send it
+    "forwarded": "for=203.0.113.9;proto=https",
+    "x-forwarded-for": "203.0.113.9",
+    "x-forwarded-host": "agent.example",
+    "x-forwarded-proto": "https",
+    "x-forwarded-port": "443",
+    "x-real-ip": "203.0.113.9",
+    "cf-connecting-ip": "203.0.113.9",
+    "true-client-ip": "203.0.113.9",
+    "fastly-client-ip": "203.0.113.9",
+    "x-client-ip": "203.0.113.9",
+    "x-cluster-client-ip": "203.0.113.9",
+    "x-envoy-external-address": "203.0.113.9",
+    "x-original-forwarded-for": "203.0.113.9",
+    "via": "1.1 relay.example",
+}
+
+
+async def test_api_is_off_without_a_token(store: ConversationStore) -> None:
+    """Transcripts and phone numbers: with no token and no explicit local mode nobody gets them, not
+    even a direct loopback reader, and the refusal says how to turn the API on."""
+    for client, host in (("127.0.0.1", "127.0.0.1:8000"), ("::1", "localhost"), ("203.0.113.9", "a.example")):
+        refused = await guarded_get(store, token=None, client=client, host=host)
+        assert refused.status_code == 403, (client, host)
+        assert "AGENTKIT_API_TOKEN" in refused.json()["detail"]
+        assert "AGENTKIT_API_LOCAL" in refused.json()["detail"]
+
+
+async def test_local_mode_answers_only_direct_requests_on_this_machine(store: ConversationStore) -> None:
+    """`AGENTKIT_API_LOCAL=1`: a loopback client naming a loopback host, with no proxy header. Not a
+    remote reader, not a DNS-rebinding page (loopback client, its own name as `Host`), not a TCP
+    relay (likewise), not a reader behind a tunnel or proxy (loopback client, but says so)."""
+    for client, host in (("127.0.0.1", "127.0.0.1:8000"), ("::1", "[::1]:8000"), ("127.0.0.1", "localhost")):
+        allowed = await guarded_get(store, token=None, client=client, host=host, local=True)
+        assert allowed.status_code == 200, (client, host)
+    refusals: list[tuple[str, str, dict[str, str] | None]] = [
+        ("203.0.113.9", "127.0.0.1:8000", None),  # remote
+        ("127.0.0.1", "evil.example:8000", None),  # DNS rebinding: the attacker's name
+        ("127.0.0.1", "agent.example", None),  # a relay that keeps the public name
+        ("127.0.0.1", "127.0.0.1.evil.example", None),
+        ("127.0.0.1", "localhost.evil.example:8000", None),
+        *(("127.0.0.1", "127.0.0.1:8000", {name: value}) for name, value in PROXY_HEADERS.items()),
+        ("127.0.0.1", "127.0.0.1:8000", {"X-Forwarded-Anything": "x"}),
+        ("127.0.0.1", "127.0.0.1:8000", {"X-Original-Host": "agent.example"}),
+    ]
+    for client, host, headers in refusals:
+        refused = await guarded_get(store, token=None, client=client, host=host, headers=headers, local=True)
+        assert refused.status_code == 403, (client, host, headers)
+        assert "AGENTKIT_API_LOCAL" in refused.json()["detail"]
 
 
 async def test_api_with_a_token_needs_it_from_everywhere(store: ConversationStore) -> None:
@@ -298,8 +343,16 @@ async def test_api_with_a_token_needs_it_from_everywhere(store: ConversationStor
         store, token=token, client="203.0.113.9", headers={"authorization": f"Bearer {token}"}
     )
     assert allowed.status_code == 200 and allowed.json()["conversations"][0]["caller"] == "+15550100"
-    # an empty token (AGENTKIT_API_TOKEN= ) is no token: loopback only, not "anyone with no password"
-    assert (await guarded_get(store, token="", client="203.0.113.9")).status_code == 403
+    # a token makes the Host and proxy checks moot: a proxied reader with the token is answered
+    with_token = {"authorization": f"Bearer {token}", **PROXY_HEADERS}
+    proxied = await guarded_get(
+        store, token=token, client="127.0.0.1", host="agent.example", headers=with_token
+    )
+    assert proxied.status_code == 200
+    # an empty token (AGENTKIT_API_TOKEN= ) is no token, not "anyone with no password": off, or local
+    assert (await guarded_get(store, token="", client="127.0.0.1")).status_code == 403
+    assert (await guarded_get(store, token="", client="203.0.113.9", local=True)).status_code == 403
+    assert (await guarded_get(store, token="", client="127.0.0.1", local=True)).status_code == 200
 
 
 async def test_api_lists_conversations_with_filters_and_pages(
@@ -462,6 +515,111 @@ def test_sigkill_loses_no_reported_write(kill_after: str, tmp_path: Path) -> Non
     db.close()
 
 
+# -- crashes: leases and abandoned conversations ---------------------------------------------------
+
+
+class ManualClock:
+    """Unix seconds that move only when told (leases are checked against the stores' wall clock)."""
+
+    def __init__(self) -> None:
+        self.t = T0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def two_owners(kind: str, tmp_path: Path, request: pytest.FixtureRequest, clock: ManualClock) -> list[Any]:
+    """Two store objects on one store, as two server processes would have."""
+    if kind == "sqlite":
+        return [SQLiteStore(tmp_path / "owners.db", wall_clock=clock) for _ in range(2)]
+    url, prefix = request.getfixturevalue("redis_url"), f"test-{uuid.uuid4().hex[:8]}:"
+    return [RedisStore(url, prefix=prefix, wall_clock=clock) for _ in range(2)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_dead_owners_open_conversations_are_ended_as_crashed(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Worker A serves a call and dies (its lease runs out); worker B, alive, ends A's open call as
+    `crashed`, but never its own, nor A's ended ones, nor A's while A's lease still runs."""
+    clock = ManualClock()
+    a, b = two_owners(kind, tmp_path, request, clock)
+    try:
+        assert a.owner != b.owner
+        lease_s = 0.3 if kind == "redis" else 30.0  # redis expires keys on its own clock
+        await a.renew_lease(lease_s)
+        await b.renew_lease(3600)
+        open_a = await a.start_conversation("claude", "twilio", caller="+15550100")
+        done_a = await a.start_conversation("claude", "websocket")
+        await a.end_conversation(done_a.id, reason="hang_up")
+        open_b = await b.start_conversation("claude", "websocket")
+        assert await b.end_abandoned() == []  # A is alive
+        clock.t += 31.0
+        if kind == "redis":
+            await asyncio.sleep(0.5)
+        assert await b.end_abandoned() == [open_a.id]
+        assert await b.end_abandoned() == []  # once
+        ended = await a.get_conversation(open_a.id)
+        assert ended is not None and (ended.end_reason, ended.ended_at) == ("crashed", clock.t)
+        assert (await b.get_conversation(done_a.id)).end_reason == "hang_up"  # type: ignore[union-attr]
+        assert (await b.get_conversation(open_b.id)).ended_at is None  # type: ignore[union-attr]
+        assert await a.end_abandoned() == []  # B's lease still runs: A ends nothing of B's
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_version_1_file_is_upgraded_and_its_open_conversations_are_abandoned(tmp_path: Path) -> None:
+    """Conversations an older agentkit left open have no owner: the first sweep ends them."""
+    path = tmp_path / "v1.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            """CREATE TABLE conversations (id TEXT PRIMARY KEY NOT NULL, agent TEXT NOT NULL,
+                channel TEXT NOT NULL, caller TEXT, started_at REAL NOT NULL, ended_at REAL);
+            CREATE TABLE messages (conversation_id TEXT NOT NULL, idx INTEGER NOT NULL, role TEXT NOT NULL,
+                text TEXT NOT NULL, started_at REAL NOT NULL, ended_at REAL, interrupted INTEGER NOT NULL,
+                PRIMARY KEY (conversation_id, idx)) WITHOUT ROWID;
+            CREATE TABLE turn_metrics (conversation_id TEXT NOT NULL, turn_index INTEGER NOT NULL,
+                PRIMARY KEY (conversation_id, turn_index)) WITHOUT ROWID;
+            INSERT INTO conversations VALUES ('left-open', 'claude', 'ws', NULL, 1.0, NULL);
+            INSERT INTO conversations VALUES ('ended', 'claude', 'ws', NULL, 1.0, 2.0);
+            PRAGMA user_version = 1;"""
+        )
+    db.close()
+    store = SQLiteStore(path)
+    try:
+        old = await store.get_conversation("ended")
+        assert old is not None and (old.ended_at, old.end_reason) == (2.0, None)
+        assert await store.end_abandoned() == ["left-open"]
+        crashed = await store.get_conversation("left-open")
+        assert crashed is not None and crashed.end_reason == "crashed"
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    db.close()
+
+
+async def test_the_lease_keeper_renews_and_sweeps(tmp_path: Path) -> None:
+    dead = SQLiteStore(tmp_path / "k.db")
+    await dead.renew_lease(0.2)
+    left = await dead.start_conversation("claude", "ws")
+    await dead.aclose()  # the process is gone; its lease runs out in 0.2 s
+    alive = SQLiteStore(tmp_path / "k.db")
+    keeper = LeaseKeeper(alive, ttl_s=0.3)
+    try:
+        assert await keeper.start() == []  # the dead lease still runs at startup...
+        for _ in range(50):  # ...and the keeper's next sweeps end the call once it has run out
+            await asyncio.sleep(0.05)
+            if keeper.ended:
+                break
+        conversation = await alive.get_conversation(left.id)
+        assert conversation is not None and conversation.end_reason == "crashed"
+    finally:
+        await keeper.aclose()
+        await alive.aclose()
+
+
 # -- redis: several workers, one store -------------------------------------------------------------
 
 
@@ -608,11 +766,13 @@ def test_exported_names() -> None:
         "SUPPORTED_SCHEMES",
         "Conversation",
         "ConversationStore",
+        "LeaseKeeper",
         "MemoryStore",
         "RedisStore",
         "Role",
         "SQLiteStore",
         "StoredMessage",
+        "ToolCallRecord",
         "TurnMetrics",
         "open_store",
     }

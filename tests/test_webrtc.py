@@ -131,7 +131,8 @@ async def test_agent_events_on_the_data_channel() -> None:
     ):
         assert caller.session_id == "call-7"
         session = server.stream.sessions["call-7"]
-        assert (session.channel, session.caller) == ("webrtc", "guest-7")
+        assert (session.channel, session.caller) == ("webrtc", None)  # a plain `caller` is a label
+        assert dict(session.call_info) == {"caller_label": "guest-7"}
         await caller.wait_for_event("response_done", timeout_s=10)  # the greeting
         await caller.play(speech("utt2", RATE), tail_silence_s=0.6)
         metrics = await caller.wait_for_event("metrics", timeout_s=10)

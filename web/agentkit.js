@@ -23,11 +23,17 @@
 //   transcript   {role: "user" | "assistant", text, interrupted, final}: a partial one (final false)
 //                is replaced by the next transcript of the same role
 //   metrics      {turnIndex, metrics}   (voice_to_voice_ms, stt_ms, llm_ttft_ms, tts_ttfa_ms, ...)
+//   tool         {name, status, durationMs}: the agent used a tool; status "started", then
+//                "finished" | "failed" | "cancelled" (durationMs set then)
 //   interrupted  {heardMs}
 //   error        {code, message, fatal}: mic_denied, no_microphone, unsupported, no_connection,
 //                connection_lost, over_capacity, or any server error code
 //   disconnected {code, reason}
 //   message      {message}: every JSON message from the server, as received
+//
+// `client.sendText(text)` sends a typed message: a turn like a spoken one (it interrupts a reply
+// in progress), answered aloud; its transcript comes back as the caller's line. At most
+// MAX_TEXT_CHARS characters, no control characters but newline and tab (else a `bad_text` error).
 
 export const VERSION = "0.1.0";
 
@@ -42,6 +48,7 @@ const ICE_GATHERING_TIMEOUT_MS = 3000; // then the offer goes with the candidate
 const METER_MS = 20; // how often the WebRTC output level is read
 const AUDIBLE_RMS = 0.01; // -40 dBFS: output above it counts as played audio (WebRTC path)
 const STATS_POLL_MS = 1000; // how often `samplesReceived` is read from the receiver (WebRTC path)
+export const MAX_TEXT_CHARS = 2000; // the longest typed message the server takes
 
 // The capture worklet: cuts the microphone into 20 ms frames of 16-bit PCM at the context's rate.
 const CAPTURE_WORKLET = `
@@ -115,11 +122,12 @@ function until(pc, event, check, ms, what) {
 class AgentkitClient {
   /** Use `connect()`. */
   constructor(options) {
-    const { url, sampleRate = CAPTURE_RATE, caller, transport = "auto" } = options;
+    const { url, sampleRate = CAPTURE_RATE, caller, callerToken, transport = "auto" } = options;
     const { webrtcTimeoutMs = WEBRTC_TIMEOUT_MS } = options;
     this.url = websocketUrl(url);
     this.baseUrl = httpBase(url);
     this.caller = caller;
+    this.callerToken = callerToken;
     /** The transport asked for ("auto", "webrtc", "websocket") and the one in use (null until connected). */
     this.transportChoice = transport;
     this.transport = null;
@@ -182,6 +190,21 @@ class AgentkitClient {
   mute(muted = true) {
     this.muted = Boolean(muted);
     if (this._pc && this._mic) for (const track of this._mic.getAudioTracks()) track.enabled = !this.muted;
+  }
+
+  /** Send a typed message (a turn, answered aloud). False when there is no session to send it to. */
+  sendText(text) {
+    const message = JSON.stringify({ type: "text", text: String(text) });
+    const ws = this._ws;
+    const channel = this._pc ? this._channel : ws;
+    const open = channel === ws ? WebSocket.OPEN : "open";
+    if (this._closed || !this.sessionId || !channel || channel.readyState !== open) return false;
+    try {
+      channel.send(message);
+    } catch {
+      return false;
+    }
+    return true;
   }
 
   /** End the session: tell the server, release the microphone, stop playback. Safe to repeat. */
@@ -322,6 +345,7 @@ class AgentkitClient {
       if (this._closed) return this._closeWebRTC(), true;
       const offer = { sdp: pc.localDescription.sdp, type: "offer" };
       if (this.caller) offer.caller = this.caller;
+      if (this.callerToken) offer.caller_token = this.callerToken;
       const answer = await this._fetchJson("webrtc/offer", offer);
       if (this._closed) return this._closeWebRTC(), true;
       this.sessionId = answer.session_id;
@@ -339,7 +363,8 @@ class AgentkitClient {
       if (givenUp) await this._cancelWebRTCSession(givenUp);
       if (this._closed) return true;
       const reason = (err && err.message) || String(err);
-      if (err && err.code === "over_capacity") {
+      // refusals the WebSocket would repeat: no fallback
+      if (err && (err.code === "over_capacity" || err.code === "bad_caller_token")) {
         this._fail(err.code, err.message);
         return true;
       }
@@ -477,6 +502,7 @@ class AgentkitClient {
       };
       if (playRate >= 8000 && playRate <= MAX_WIRE_RATE) start.output_sample_rate = Math.round(playRate);
       if (this.caller) start.caller = this.caller;
+      if (this.callerToken) start.caller_token = this.callerToken;
       ws.send(JSON.stringify(start));
     };
     ws.onmessage = (e) => {
@@ -544,6 +570,13 @@ class AgentkitClient {
         break;
       case "metrics":
         this._emit("metrics", { turnIndex: msg.turn_index, metrics: msg.metrics || {} });
+        break;
+      case "tool":
+        this._emit("tool", {
+          name: String(msg.name ?? ""),
+          status: String(msg.status ?? ""),
+          durationMs: typeof msg.duration_ms === "number" ? msg.duration_ms : null,
+        });
         break;
       case "error":
         this._fail(String(msg.code || "server_error"), String(msg.message || "server error"), !!msg.fatal);
@@ -642,12 +675,14 @@ class AgentkitClient {
  * await `client.ready`.
  *
  * @param {{url: string, transport?: string, sampleRate?: number, caller?: string,
- *          webrtcTimeoutMs?: number}} options
+ *          callerToken?: string, webrtcTimeoutMs?: number}} options
  *   url: the server (`https://agent.example`) or its WebSocket (`wss://agent.example/ws`);
  *   transport: "auto" (default: WebRTC, else the WebSocket), "webrtc" or "websocket";
  *   sampleRate: the WebSocket path's capture rate to ask the browser for (default 16000; the rate
- *   used is declared to the server); caller: an id for the caller, so a returning caller's history
- *   is kept; webrtcTimeoutMs: how long an answered offer may take to connect (default 5000).
+ *   used is declared to the server); caller: a label for the caller (shown to the agent, linked to
+ *   nothing); callerToken: a caller token from the site's backend (docs/web-client.md), which names
+ *   the caller so that a returning caller's history is kept; webrtcTimeoutMs: how long an answered
+ *   offer may take to connect (default 5000).
  */
 export function connect(options) {
   if (!options || !options.url) throw new TypeError("connect() needs {url}");

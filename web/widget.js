@@ -4,7 +4,8 @@
 //
 // `data-auto` adds the widget to the page by itself; without it, place
 // `<agentkit-widget></agentkit-widget>` where you like. The `server` attribute (default: the server
-// this script came from) says which agentkit server to talk to; `caller` is passed on to it.
+// this script came from) says which agentkit server to talk to; `caller` (a label) and `caller-token`
+// (a caller token from the site's backend: who the visitor is) are passed on to it.
 // The site's origin must be on the server's allow-list (AGENTKIT_ALLOWED_ORIGINS), else the widget
 // says so and opens no session.
 
@@ -19,6 +20,7 @@ const MESSAGES = {
   no_connection: "Cannot reach the agent.",
   connection_lost: "The connection was lost.",
   over_capacity: "The agent is busy. Please try again soon.",
+  bad_caller_token: "Your sign-in has expired. Please reload the page.",
 };
 const STATES = {
   idle: "Tap to talk",
@@ -49,6 +51,12 @@ ol { list-style: none; margin: .4rem 0 0; padding: 0; max-height: 12rem; overflo
 li { margin: .25rem 0; }
 li.user { text-align: right; color: #1d4ed8; }
 li.partial { opacity: 0.65; font-style: italic; }
+li.tool { font-size: .8rem; color: #6b7280; text-align: center; }
+form { display: flex; gap: .4rem; margin-top: .5rem; }
+form input { flex: 1; min-width: 0; font: inherit; font-size: .9rem; padding: .35rem .6rem;
+  border: 1px solid #d1d5db; border-radius: 999px; }
+form button { border: none; border-radius: 999px; background: #2563eb; color: #fff; padding: .35rem .8rem; }
+form :disabled { opacity: .5; cursor: default; }
 `;
 
 const MIC_ICON =
@@ -66,6 +74,9 @@ class AgentkitWidget extends HTMLElement {
         <p class="state" role="status" aria-live="polite" data-state="idle">${STATES.idle}</p>
         <p class="error" role="alert" hidden></p>
         <ol class="transcript" aria-live="polite"></ol>
+        <form class="type"><input type="text" maxlength="2000" autocomplete="off" disabled
+            placeholder="Or type a message" aria-label="Type a message to the assistant">
+          <button type="submit" disabled>Send</button></form>
       </section>
       <button class="fab" part="button" type="button" aria-pressed="false"
         aria-label="Talk to the assistant">${MIC_ICON}</button>`;
@@ -74,6 +85,12 @@ class AgentkitWidget extends HTMLElement {
     this._error = root.querySelector(".error");
     this._transcript = root.querySelector(".transcript");
     this._button = root.querySelector(".fab");
+    this._form = root.querySelector("form.type");
+    this._form.addEventListener("submit", (e) => {
+      e.preventDefault(); // Enter in the box, or the button
+      const input = this._form.elements[0];
+      if (input.value.trim() && this.client?.sendText(input.value)) input.value = "";
+    });
     this._button.addEventListener("click", () => this.toggle());
     root.querySelector(".close").addEventListener("click", () => {
       this.stop();
@@ -115,13 +132,17 @@ class AgentkitWidget extends HTMLElement {
     const client = (this.client = module.connect({
       url: this._base(),
       caller: this.getAttribute("caller") || undefined,
+      callerToken: this.getAttribute("caller-token") || undefined,
     }));
     client.on("state", ({ state }) => this._setState(state));
     client.on("transcript", ({ role, text, final }) => this._addLine(role, text, final));
+    client.on("tool", ({ name, status }) => this._addToolLine(name, status));
+    client.on("connected", () => this._setTyping(true));
     client.on("error", ({ code, message }) => this._showError(code, message));
     client.on("disconnected", () => {
       if (this.client === client) this.client = null;
       this._setRunning(false);
+      this._setTyping(false);
     });
     this.dispatchEvent(new CustomEvent("agentkit-client", { detail: { client } }));
   }
@@ -159,6 +180,24 @@ class AgentkitWidget extends HTMLElement {
   _setRunning(running) {
     this._button.setAttribute("aria-pressed", String(running));
     this._button.setAttribute("aria-label", running ? "Stop talking" : "Talk to the assistant");
+  }
+
+  _setTyping(enabled) {
+    for (const control of this._form.elements) control.disabled = !enabled;
+  }
+
+  _addToolLine(name, status) {
+    // "using x…" while the tool runs, then "used x" (or "x failed") in its place
+    this._tools ??= new Map();
+    const li = this._tools.get(name) ?? document.createElement("li");
+    li.className = "tool";
+    li.dataset.role = "tool";
+    li.textContent = { started: `using ${name}…`, finished: `used ${name}`, failed: `${name} failed` }[status]
+      ?? `${name} ${status}`;
+    if (!li.isConnected) this._transcript.append(li);
+    if (status === "started") this._tools.set(name, li);
+    else this._tools.delete(name);
+    li.scrollIntoView({ block: "nearest" });
   }
 
   _addLine(role, text, final = true) {

@@ -25,17 +25,20 @@ import contextlib
 import copy
 import enum
 import logging
-from collections.abc import AsyncIterator, Sequence
-from typing import Final, Never
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any, Final, Never
 
 from agentkit._executor import run_audio_job
 from agentkit.agent._config import AgentConfig
 from agentkit.agent._events import AgentEvent
+from agentkit.agent._mcp import MCPConnections, MCPServer
 from agentkit.agent._pipeline import StageTimeouts
 from agentkit.agent._session import AgentSession, history_for_llm
+from agentkit.agent._tools import Tool, collect_tools
 from agentkit.audio import AudioFrame, StreamingResampler
 from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers import resolve_llm, resolve_stt, resolve_tts
+from agentkit.providers._fallback import note_answer
 from agentkit.providers.llm import LLM, ChatMessage, LLMChunk
 from agentkit.providers.stt import STT
 from agentkit.providers.tts import TTS
@@ -107,6 +110,18 @@ class Agent(TurnTakingHandler):
     """Where conversations, messages and metrics are kept; `agentkit run` sets one."""
     name: str = ""
     """Agent name in the store and logs; defaults to the class name."""
+    tools: Sequence[Callable[..., Any] | Tool] = ()
+    """Plain functions (or `@tool`s) the LLM may call, besides the agent's own `@tool` methods."""
+    mcp_servers: Sequence[MCPServer] = ()
+    """MCP servers whose tools the LLM may call too, connected for each call (`MCPServer.stdio`,
+    `MCPServer.http`; see agentkit/agent/_mcp.py)."""
+    max_tool_steps: int = 5
+    """LLM calls in one reply that may end in tool calls (then the LLM must answer in words)."""
+    tool_timeout_s: float = 10.0
+    """Longest a tool call may take (a tool's own `@tool(timeout_s=...)` wins)."""
+    tool_filler: str | None = "One moment."
+    """Said once in a reply whose tools take longer than `tool_filler_after_s`; None: never."""
+    tool_filler_after_s: float = 1.0
 
     def __init__(
         self,
@@ -127,6 +142,12 @@ class Agent(TurnTakingHandler):
         partial_interval_ms: int | _Unset = UNSET,
         store: ConversationStore | _Unset | None = UNSET,
         name: str | _Unset = UNSET,
+        tools: Sequence[Callable[..., Any] | Tool] | _Unset = UNSET,
+        mcp_servers: Sequence[MCPServer] | _Unset = UNSET,
+        max_tool_steps: int | _Unset = UNSET,
+        tool_timeout_s: float | _Unset = UNSET,
+        tool_filler: str | _Unset | None = UNSET,
+        tool_filler_after_s: float | _Unset = UNSET,
         **unknown: Never,
     ) -> None:
         if unknown:
@@ -148,6 +169,12 @@ class Agent(TurnTakingHandler):
             "partial_interval_ms": partial_interval_ms,
             "store": store,
             "name": name,
+            "tools": tools,
+            "mcp_servers": mcp_servers,
+            "max_tool_steps": max_tool_steps,
+            "tool_timeout_s": tool_timeout_s,
+            "tool_filler": tool_filler,
+            "tool_filler_after_s": tool_filler_after_s,
         }
         for key, value in given.items():
             if value is not UNSET:
@@ -161,6 +188,18 @@ class Agent(TurnTakingHandler):
         self.input_sample_rate = self.vad_provider.sample_rate
         self.output_sample_rate = self.tts_provider.sample_rate
         self._session: AgentSession | None = None
+        self._tools = collect_tools(self, self.tools)
+        # MCP: the call's connections (shared with agents it hands the call to) and their tools.
+        self._mcp: MCPConnections | None = None
+        self._mcp_tools: dict[str, Tool] = {}
+        for server in self.mcp_servers:
+            if not isinstance(server, MCPServer):
+                raise ConfigError(f"mcp_servers takes MCPServer.stdio(...) or .http(...), not {server!r}")
+        if (self._tools or self.mcp_servers) and not getattr(self.llm_provider, "supports_tools", True):
+            raise ConfigError(
+                f"{self.agent_name} declares tools, but {self.llm_provider.name} cannot call tools: "
+                "use a cloud LLM such as anthropic/claude-haiku-4-5 or groq/llama-3.3-70b-versatile"
+            )
 
     @property
     def agent_name(self) -> str:
@@ -186,6 +225,7 @@ class Agent(TurnTakingHandler):
         timeout_s = self.timeouts.stt_s
         try:
             async with asyncio.timeout(timeout_s):
+                note_answer("stt", stt)
                 transcript = await stt.transcribe(audio)
         except TimeoutError:
             raise ProviderTimeoutError(f"STT took over {timeout_s:g} s", stage="stt") from None
@@ -206,10 +246,33 @@ class Agent(TurnTakingHandler):
         """One sentence of the reply as audio frames. The default runs the TTS provider. Override to
         replace or wrap it, e.g. fix a pronunciation: `return super().tts_node(text.replace("SQL",
         "sequel"))` (the history keeps the words as written)."""
+        note_answer("tts", self.tts_provider)
         return self.tts_provider.synthesize(text)
 
     async def on_event(self, event: AgentEvent) -> None:
         """React to typed events (see `agentkit.agent.AgentEvent`). Errors here are logged, not raised."""
+
+    async def handoff(self, target: object) -> str | None:
+        """A tool returned `target`: when it is an `Agent`, it takes the call over (its
+        instructions, tools and voice; the history and the turn-taking stay)."""
+        if not isinstance(target, Agent):
+            return None
+        session = self.session
+        successor = target.copy()
+        successor._context, successor._session = self._context, session
+        successor._mcp = self._mcp  # MCP: its servers join the call's connections, closed with it
+        if self._mcp is not None and successor.mcp_servers:
+            connecting = self._mcp.start(successor.mcp_servers)
+            successor._mcp_tools = await self._mcp.tools(connecting, reserved=successor._tools)
+        await successor.warm_up()
+        await session.hand_off(successor, successor._config(), self.agent_name)
+        logger.info("%s handed the call to %s", self.agent_name, successor.agent_name)
+        return f"The call is now handled by {successor.agent_name}; continue as {successor.agent_name}."
+
+    def agent_tools(self) -> Mapping[str, Tool]:
+        """The tools the LLM is offered, by name: the `@tool` methods, `tools`, and the tools of the
+        `mcp_servers` (once the call has connected them)."""
+        return {**self._tools, **self._mcp_tools} if self._mcp_tools else self._tools
 
     def call_instructions(self) -> str:
         """`instructions`, plus why the agent placed this call when it did (`agentkit call
@@ -240,6 +303,8 @@ class Agent(TurnTakingHandler):
     def copy(self) -> Agent:
         clone = copy.copy(self)
         clone._session = None
+        clone._tools = {name: t.bind(clone) if t.owner is self else t for name, t in self._tools.items()}
+        clone._mcp, clone._mcp_tools = None, {}
         clone.reset_turn_taking()
         return clone
 
@@ -253,17 +318,32 @@ class Agent(TurnTakingHandler):
             partial_interval_ms=self.partial_interval_ms,
             input_sample_rate=self.input_sample_rate,
             store=self.store,
+            max_tool_steps=self.max_tool_steps,
+            tool_timeout_s=self.tool_timeout_s,
+            tool_filler=self.tool_filler,
+            tool_filler_after_s=self.tool_filler_after_s,
         )
 
     async def start_up(self) -> None:
-        await self.warm_up()
-        await super().start_up()
-        self._session = AgentSession(self._config(), self, self.context, self)
-        await self._session.open()
+        self._mcp = MCPConnections(self.agent_name)
+        connecting = self._mcp.start(self.mcp_servers)  # the MCP servers start while the models warm up
+        try:
+            await self.warm_up()
+            await super().start_up()
+            self._mcp_tools = await self._mcp.tools(connecting, reserved=self._tools)
+            self._session = AgentSession(self._config(), self, self.context, self)
+            await self._session.open()
+        except BaseException:
+            await self._mcp.aclose()
+            raise
 
     async def shutdown(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        try:
+            if self._session is not None:
+                await self._session.close()
+        finally:
+            if self._mcp is not None:
+                await self._mcp.aclose()
 
     # -- turn-taking (the TurnTakingHandler hooks) -------------------------------------------------
     @property
@@ -301,6 +381,11 @@ class Agent(TurnTakingHandler):
         if self._session is not None:
             self._session.dtmf(digit)
 
+    async def on_text(self, text: str) -> None:
+        """A message the caller typed is a turn like a spoken one, minus the STT: a barge-in when
+        `can_interrupt`, then `on_transcript`, the history and a (spoken) reply, tools included."""
+        await self.session.user_text(text, interrupt=self.can_interrupt)
+
     # -- the default LLM step ----------------------------------------------------------------------
     async def _llm_with_retry(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:
         messages = history_for_llm(history, self.max_history_messages)
@@ -311,7 +396,9 @@ class Agent(TurnTakingHandler):
         for attempt in range(self.llm_retries + 1):
             produced = False
             try:
-                stream = self.llm_provider.stream(messages, instructions=instructions)
+                tools = self._session.offered_tools if self._session is not None else []
+                note_answer("llm", self.llm_provider)
+                stream = self.llm_provider.stream(messages, instructions=instructions, tools=tools)
                 async with contextlib.aclosing(stream):
                     async for chunk in stream:
                         produced = produced or bool(chunk.text)

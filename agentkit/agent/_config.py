@@ -7,12 +7,13 @@ small set of stages and callbacks the session calls.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from agentkit.agent._events import AgentEvent
 from agentkit.agent._pipeline import StageTimeouts
+from agentkit.agent._tools import Tool
 from agentkit.audio import AudioFrame
 from agentkit.providers.llm import ChatMessage, LLMChunk
 from agentkit.store import ConversationStore
@@ -34,6 +35,13 @@ class AgentConfig:
     input_sample_rate: int
     """Rate of the caller's audio the turn detector hands over."""
     store: ConversationStore | None
+    max_tool_steps: int = 5
+    """LLM calls in one reply that may end in tool calls; the next one is offered no tools."""
+    tool_timeout_s: float = 10.0
+    """Longest a tool call may take unless its `@tool(timeout_s=...)` says otherwise."""
+    tool_filler: str | None = "One moment."
+    """Said once per reply when tools take longer than `tool_filler_after_s`; None: never."""
+    tool_filler_after_s: float = 1.0
 
 
 class AgentHooks(Protocol):
@@ -48,3 +56,10 @@ class AgentHooks(Protocol):
     def tts_node(self, text: str) -> AsyncIterator[AudioFrame]: ...
 
     async def on_event(self, event: AgentEvent) -> None: ...
+
+    def agent_tools(self) -> Mapping[str, Tool]: ...
+
+    async def handoff(self, target: object) -> str | None:
+        """If `target` (what a tool returned) is an agent, hand the call to it and say so (for the
+        LLM); None otherwise."""
+        ...

@@ -21,12 +21,15 @@ from agentkit.store import TurnMetrics
 
 __all__ = [
     "AgentEvent",
+    "AgentHandoff",
     "DtmfReceived",
     "ReplyFinished",
     "ReplyInterrupted",
     "ReplyStarted",
     "SessionEnded",
     "SessionStarted",
+    "ToolCallFinished",
+    "ToolCallStarted",
     "TurnMetricsReady",
     "UserTurnEnded",
     "UserTurnStarted",
@@ -122,6 +125,43 @@ class TurnMetricsReady:
     metrics: TurnMetrics
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCallStarted:
+    """The LLM called a tool and it started running."""
+
+    turn_index: int
+    """The reply's turn (-1 for `say`/`generate_reply`/greeting replies)."""
+    call_id: str
+    name: str
+    arguments: str
+    """The arguments as JSON text, as the LLM gave them."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallFinished:
+    """A tool call ended: with a result, an error, a timeout, or cancelled by a barge-in."""
+
+    turn_index: int
+    call_id: str
+    name: str
+    result: str
+    """What the LLM reads: the result, or the error message."""
+    is_error: bool
+    cancelled: bool
+    """A barge-in cancelled it (its tool was cancellable)."""
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class AgentHandoff:
+    """A tool handed the call to another agent: its instructions, tools and voice from now on."""
+
+    previous: str
+    """The name of the agent that handed over."""
+    agent: str
+    """The name of the agent that has the call now."""
+
+
 AgentEvent: TypeAlias = (
     SessionStarted
     | SessionEnded
@@ -132,4 +172,7 @@ AgentEvent: TypeAlias = (
     | ReplyInterrupted
     | TurnMetricsReady
     | DtmfReceived
+    | ToolCallStarted
+    | ToolCallFinished
+    | AgentHandoff
 )

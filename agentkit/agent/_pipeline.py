@@ -56,6 +56,9 @@ class ReplyTimings:
     """When the first sentence went to the TTS."""
     tts_first_audio_at: float | None = None
     usage: LLMUsage | None = None
+    providers: dict[str, str] = field(default_factory=dict)
+    """Stage (`stt`, `llm`, `tts`) → name of the provider that answered it (with a fallback, the one
+    that did; see `agentkit.providers._fallback.recording_answers`)."""
 
 
 @dataclass(slots=True)
@@ -94,18 +97,24 @@ class SpokenReply:
         that fits in its played share (words are taken as evenly spread over their sentence's audio;
         a word counts only once all of it may have been heard).
         """
-        words: list[str] = []
+        return " ".join(t for t in self.heard_sentences(heard_ms) if t)
+
+    def heard_sentences(self, heard_ms: float | None) -> list[str]:
+        """Per sentence, the words of it heard in the first `heard_ms` (None: all of them); a
+        sentence not reached is `""`."""
+        heard: list[str] = []
         for segment in self.segments:
-            if heard_ms >= segment.end_ms:
-                words.extend(segment.text.split())
+            if heard_ms is None or heard_ms >= segment.end_ms:
+                heard.append(segment.text)
                 continue
             span = segment.end_ms - segment.start_ms
             if span > 0 and heard_ms > segment.start_ms:
                 sentence = segment.text.split()
                 share = (heard_ms - segment.start_ms) / span
-                words.extend(sentence[: math.floor(share * len(sentence) + 1e-9)])
-            break
-        return " ".join(words)
+                heard.append(" ".join(sentence[: math.floor(share * len(sentence) + 1e-9)]))
+            else:
+                heard.append("")
+        return heard
 
 
 async def speak(

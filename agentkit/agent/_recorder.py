@@ -15,8 +15,9 @@ import time
 from collections.abc import Awaitable, Callable
 
 from agentkit._tasks import TaskSet
+from agentkit.agent._tool_runs import ToolRun, arguments_json
 from agentkit.providers.llm import ChatMessage
-from agentkit.store import ConversationStore, Role, TurnMetrics
+from agentkit.store import ConversationStore, Role, ToolCallRecord, TurnMetrics
 
 __all__ = ["Recorder"]
 
@@ -80,15 +81,56 @@ class Recorder:
         if store is not None and self.conversation_id is not None:
             self._queue(lambda: store.add_metrics(metrics))
 
-    async def close(self, timeout_s: float) -> None:
-        """End the stored conversation and wait (up to `timeout_s`) for every write to land."""
+    def tool_call(self, run: ToolRun, ended_at: float) -> None:
+        """Keep a finished tool call (arguments, result, duration) with the conversation."""
+        store, conversation_id, result = self.store, self.conversation_id, run.result
+        if store is None or conversation_id is None or result is None:
+            return
+        record = ToolCallRecord(
+            conversation_id=conversation_id,
+            turn_index=run.turn_index,
+            call_id=run.call.id,
+            name=run.call.name,
+            arguments=arguments_json(run.call),
+            result=result.content,
+            is_error=result.is_error,
+            cancelled=run.cancelled,
+            started_at=time.time() - (ended_at - run.started_at),
+            duration_ms=run.duration_ms or 0.0,
+        )
+        self._queue(lambda: store.add_tool_call(record))
+
+    async def commit(self, timeout_s: float) -> bool:
+        """Wait until every write queued so far has landed in the store (False: no store, or not
+        within `timeout_s`, which is logged). The session calls it before it tells the client a turn
+        is complete, so a client never sees a turn the store could still lose."""
+        writer = self._writer
+        if writer is None or writer.done():
+            return False
+        landed = asyncio.get_running_loop().create_future()
+
+        async def barrier() -> None:
+            if not landed.done():
+                landed.set_result(None)
+
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._writes.put(barrier)  # waits for room: a barrier is never dropped
+                await landed
+        except TimeoutError:
+            logger.warning("%s: the store did not confirm a turn within %.1f s", self._label, timeout_s)
+            return False
+        return True
+
+    async def close(self, timeout_s: float, reason: str = "ended") -> None:
+        """End the stored conversation (for `reason`) and wait up to `timeout_s` for every write."""
         store, conversation_id, writer = self.store, self.conversation_id, self._writer
         if store is None or conversation_id is None or writer is None:
             return
         try:
             async with asyncio.timeout(timeout_s):
                 if not writer.done():  # waiting for room here: the end must not be dropped
-                    await self._writes.put(lambda: store.end_conversation(conversation_id))
+                    await self._writes.put(lambda: store.end_conversation(conversation_id, reason=reason))
                     await self._writes.put(None)  # the writer's stop sign
                 await asyncio.wait({writer})
         except TimeoutError:

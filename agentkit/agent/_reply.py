@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentkit.agent._pipeline import ReplyTimings, SpokenReply
+from agentkit.agent._tool_runs import ToolStep
 from agentkit.audio import AudioFrame
 from agentkit.store import TurnMetrics
 
@@ -55,6 +56,13 @@ class Reply:
     outcome: ReplyOutcome | None = None
     """Set once, when the reply is finished."""
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    steps: list[ToolStep] = field(default_factory=list)
+    """The LLM steps of this reply that ended in tool calls, in order."""
+    after: tuple[str, str | None, str | None] | None = None
+    """What a tool asked for once this reply has been heard: (`hang_up` | `transfer`, the words
+    to say first, the transfer destination)."""
+    filler_said: bool = False
+    """The "one moment" filler was said in this reply (it is said once at most)."""
     announced: bool = False
     """Its transcript, metrics and events have gone out."""
     turn_metrics: TurnMetrics | None = None
@@ -111,6 +119,9 @@ class Reply:
             reply_audio_s=outcome.audio_s,
             interrupted=outcome.interrupted,
             created_at=time.time(),
+            stt_provider=t.providers.get("stt"),
+            llm_provider=t.providers.get("llm"),
+            tts_provider=t.providers.get("tts"),
         )
 
 

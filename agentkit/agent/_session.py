@@ -21,10 +21,12 @@ that into words). Replies take the floor one at a time, in the order they were s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import AsyncIterator, Coroutine, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+from agentkit._aio import closing
 from agentkit._executor import run_audio_job
 from agentkit._tasks import TaskSet, cancel_and_wait
 from agentkit.agent import _events as ev
@@ -33,10 +35,19 @@ from agentkit.agent._event_log import EventLog
 from agentkit.agent._pipeline import speak
 from agentkit.agent._recorder import Recorder
 from agentkit.agent._reply import Reply, ReplyHandle, ReplyOutcome
+from agentkit.agent._tool_runs import ToolRun, ToolRunner, ToolStep, arguments_json, reply_messages
+from agentkit.agent._tools import result_text
 from agentkit.audio import AudioFrame
 from agentkit.exceptions import ProviderError
-from agentkit.providers.llm import ChatMessage, LLMChunk
-from agentkit.stream._events import ErrorEvent, ResponseStarting, TranscriptEvent, TurnMetricsEvent
+from agentkit.providers._fallback import recording_answers
+from agentkit.providers.llm import ChatMessage, LLMChunk, ToolSpec
+from agentkit.stream._events import (
+    ErrorEvent,
+    ResponseStarting,
+    ToolEvent,
+    TranscriptEvent,
+    TurnMetricsEvent,
+)
 from agentkit.stream._handlers import HandlerContext, PlayoutEvent, PlayoutFinished, PlayoutStarted
 from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted
 
@@ -46,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 _CANCEL_TIMEOUT_S = 2.0
 _CLOSE_WRITES_TIMEOUT_S = 5.0
+_COMMIT_TIMEOUT_S = 2.0
+_HEARD_TIMEOUT_S = 10.0
 
 
 class ReplyOutput(Protocol):
@@ -78,6 +91,16 @@ class AgentSession:
             config.store, agent_name=config.name, label=self._label, owner=f"store-{context.session_id[:8]}"
         )
         self._events = EventLog()
+        self._tools = ToolRunner(
+            owner=f"tools-{context.session_id[:8]}",
+            clock=context.clock,
+            default_timeout_s=config.tool_timeout_s,
+            session=self,
+            interpret=self._tool_value,
+            notify_started=self._tool_started,
+            notify_finished=self._tool_finished,
+        )
+        self._offer_tools = True  # False for a reply's last LLM step (`max_tool_steps` reached)
         self._history: list[ChatMessage] = []
         self._replies: list[Reply] = []  # unfinished, in the order they take the floor
         self._floor = asyncio.Lock()
@@ -103,7 +126,8 @@ class AgentSession:
 
     @property
     def caller(self) -> str | None:
-        """The caller's id when the transport knows one (Twilio: the phone number)."""
+        """The caller's verified id when the transport knows one (Twilio: the phone number; web: the
+        `sub` of a caller token). It links the caller's earlier conversations."""
         return self._context.caller
 
     @property
@@ -161,6 +185,38 @@ class AgentSession:
         """End the call (Twilio: through its REST API); the session then closes as usual."""
         await self._context.hang_up()
 
+    @property
+    def can_transfer(self) -> bool:
+        """The channel can hand the call to another number (Twilio)."""
+        return self._context.can_transfer
+
+    async def end_call(self, goodbye: str | None = None) -> bool:
+        """Say `goodbye` (if any), and once the caller has heard it, hang up. A caller who speaks
+        over it keeps the call (False)."""
+        if goodbye:
+            outcome = await self.say(goodbye)
+            if outcome.interrupted:
+                return False
+        if not await self._context.wait_heard(_HEARD_TIMEOUT_S):
+            logger.info("%s: the goodbye was not confirmed as heard in time; hanging up", self._label)
+        await self.hang_up()
+        return True
+
+    def end_after_reply(self, goodbye: str | None) -> None:
+        """For a tool: once the reply that called it has said `goodbye` and it has been heard, hang
+        up (nothing happens if the caller speaks over it)."""
+        self._current_reply("end_after_reply").after = ("hang_up", goodbye, None)
+
+    def transfer_after_reply(self, to: str, announcement: str | None) -> None:
+        """For a tool: once the reply that called it has said `announcement` and it has been
+        heard, transfer the call to `to`."""
+        self._current_reply("transfer_after_reply").after = ("transfer", announcement, to)
+
+    def _current_reply(self, what: str) -> Reply:
+        if self._speaking is None:
+            raise RuntimeError(f"{what} is for tools, while the reply that called them is being made")
+        return self._speaking
+
     def events(self) -> AsyncIterator[ev.AgentEvent]:
         """The session's typed events, from its first still kept (see `EventLog`) to `SessionEnded`."""
         return self._events.follow()
@@ -182,6 +238,7 @@ class AgentSession:
         speaking = self._speaking
         heard_ms = speaking.heard_so_far_ms(self._context.clock.now()) if speaking is not None else 0
         await self._tasks.aclose(_CANCEL_TIMEOUT_S)
+        await self._tools.aclose()  # the call is over: even tools that must finish are stopped
         for reply in list(self._replies):
             if reply is speaking and not reply.finished:
                 await self._finish(reply, heard_ms=heard_ms)
@@ -189,7 +246,7 @@ class AgentSession:
                 self._forget(reply)
         if speaking is not None and speaking.finished and not speaking.announced:
             await self._finish(speaking, heard_ms=None)  # heard to its end just before the close
-        await self._recorder.close(_CLOSE_WRITES_TIMEOUT_S)
+        await self._recorder.close(_CLOSE_WRITES_TIMEOUT_S, self._context.stop_reason or "ended")
         await self._notify(ev.SessionEnded(self._context.session_id, self.turns))
         await self._events.close()
 
@@ -215,6 +272,17 @@ class AgentSession:
         reply = Reply(index=self.turns, audio=audio, speech_end_at=now - lag_s, decided_at=now)
         self._start(reply, self._take_turn(reply, audio), f"reply-{reply.index}")
 
+    async def user_text(self, text: str, *, interrupt: bool) -> None:
+        """The caller typed `text`: a turn like a spoken one minus the STT (`on_transcript` →
+        history → `transcript` event → the LLM's reply, tools included). With `interrupt` (the
+        agent's `can_interrupt`) a reply in progress is stopped first, as a barge-in stops it;
+        otherwise the turn waits for it. No `UserTurnStarted` precedes its `UserTurnEnded`."""
+        if interrupt and self.replying:
+            await self._output.interrupt()
+        self._user_turn += 1  # a partial transcript still on its way is of an older turn
+        reply = Reply(index=self.turns, decided_at=self._context.clock.now())
+        self._start(reply, self._take_turn(reply, text), f"reply-{reply.index}")
+
     async def stop_replies(self) -> None:
         """Cancel every reply task (the speaking one and those waiting); they are settled next, in
         `interrupted`, once the session knows how much was heard."""
@@ -235,7 +303,8 @@ class AgentSession:
             if reply is speaking and reply.audio is not None and reply.user_text is None:
                 self._carry = reply.audio  # not transcribed yet: it joins the caller's next turn
             if reply is speaking and not reply.finished:
-                await self._finish(reply, heard_ms=heard_ms)
+                self._settle(reply, heard_ms)  # in the history at once; announced once stored
+                self._tasks.spawn(self._finish(reply, heard_ms=heard_ms), f"announce-{reply.index}")
             else:
                 self._forget(reply)
 
@@ -280,7 +349,8 @@ class AgentSession:
         try:
             async with self._floor:
                 self._speaking = reply  # until the reply is settled (`_finish`, `_forget`)
-                await coro
+                with recording_answers(reply.timings.providers):  # which providers answer it
+                    await coro
         finally:
             coro.close()  # never started (cancelled while waiting for the floor): no warning
             if not reply.finished and not (reply.task is not None and reply.task.cancelling()):
@@ -296,9 +366,11 @@ class AgentSession:
         if self._speaking is reply:
             self._speaking = None
 
-    async def _take_turn(self, reply: Reply, audio: AudioFrame) -> None:
+    async def _take_turn(self, reply: Reply, turn: AudioFrame | str) -> None:
+        """A caller's turn: its audio (transcribed first) or the text they typed."""
         try:
-            text = (await self._hooks.on_transcript(await self._transcribe(reply, audio))) or ""
+            said = turn if isinstance(turn, str) else await self._transcribe(reply, turn)
+            text = (await self._hooks.on_transcript(said)) or ""
         except Exception as exc:
             self._log_failure(reply, "stt", exc)
             await self._apologise(reply)
@@ -322,11 +394,122 @@ class AgentSession:
         await self._context.send_event(ResponseStarting())
         await self._notify(ev.ReplyStarted(reply.index))
         try:
-            await self._speak(reply, self._hooks.llm_node(list(self._history)))
+            await self._llm_steps(reply)
         except Exception as exc:
             self._log_failure(reply, "llm/tts", exc)
             await self._apologise(reply)
+            reply.after = None  # something went wrong: do not end a call on a failed turn
         await self._end_reply(reply)
+        if reply.after is not None and reply.outcome is not None and not reply.outcome.interrupted:
+            await self._after_reply(*reply.after)
+
+    async def _after_reply(self, action: str, words: str | None, to: str | None) -> None:
+        """Hang up or transfer, once the caller has heard the reply that asked for it."""
+        if not await self._context.wait_heard(_HEARD_TIMEOUT_S):
+            logger.info("%s: the last words were not confirmed as heard in time", self._label)
+        del words
+        if action == "transfer" and to is not None:
+            try:
+                await self._context.transfer(to)
+            except Exception as exc:
+                logger.warning("%s: the transfer failed (%s)", self._label, type(exc).__name__)
+                await self.say("Sorry, I could not transfer the call.").wait()
+            return
+        await self.hang_up()
+
+    # -- the tool loop ---------------------------------------------------------------------------
+    @property
+    def offered_tools(self) -> list[ToolSpec]:
+        """The tools the LLM is offered now (none on a reply's last step)."""
+        return [t.spec for t in self._hooks.agent_tools().values()] if self._offer_tools else []
+
+    async def _llm_steps(self, reply: Reply) -> None:
+        """LLM → (words spoken at once) tool calls → results → LLM ..., `max_tool_steps` at most."""
+        for number in range(self.config.max_tool_steps + 1):
+            self._offer_tools = number < self.config.max_tool_steps
+            step = ToolStep(first_sentence=len(reply.spoken.segments))
+            history = [*self._history, *self._step_messages(reply)]
+            await self._speak(reply, self._take_calls(self._hooks.llm_node(history), reply, step))
+            if not step.runs:
+                return
+            await self._await_tools(reply, step)
+            step.end_sentence = len(reply.spoken.segments)
+            if reply.after is not None:  # a tool ends or transfers the call: its words, then no more
+                _, words, _ = reply.after
+                if words:
+                    await self._speak(reply, _once(words))
+                return
+        self._offer_tools = True
+
+    async def _take_calls(
+        self, stream: AsyncIterator[str | LLMChunk], reply: Reply, step: ToolStep
+    ) -> AsyncIterator[str | LLMChunk]:
+        """The LLM's text goes on to the TTS; each tool call starts running as soon as it is whole."""
+        async with closing(stream) as items:
+            async for item in items:
+                if isinstance(item, LLMChunk) and item.tool_call is not None:
+                    if not step.runs:
+                        reply.steps.append(step)
+                    tools = self._hooks.agent_tools() if self._offer_tools else {}
+                    step.runs.append(await self._tools.start(item.tool_call, tools, reply.index))
+                    if item.text or item.usage is not None:
+                        yield LLMChunk(item.text, item.usage)
+                    continue
+                yield item
+
+    async def _await_tools(self, reply: Reply, step: ToolStep) -> None:
+        """Wait for a step's calls; past `tool_filler_after_s`, say the filler once per reply."""
+        tasks = {run.task for run in step.runs if run.task is not None}
+        filler = self.config.tool_filler
+        if filler and not reply.filler_said:
+            _, tasks = await asyncio.wait(tasks, timeout=self.config.tool_filler_after_s)
+            if tasks:
+                reply.filler_said = True
+                await self._speak(reply, _once(filler))
+        if tasks:
+            await asyncio.wait(tasks)  # each call has its own timeout
+
+    def _step_messages(self, reply: Reply) -> list[ChatMessage]:
+        """The reply's tool steps so far, as the next LLM step must see them (all it said)."""
+        sentences = [s.text for s in reply.spoken.segments]
+        messages, _, _ = reply_messages(reply.steps, sentences, sentences, interrupted=False)
+        return [m for _, m in messages]
+
+    async def _tool_value(self, value: object) -> str:
+        """What a tool returned, as the LLM reads it; an `Agent` takes the call over (handoff)."""
+        handed = await self._hooks.handoff(value)
+        return handed if handed is not None else result_text(value)
+
+    async def hand_off(self, hooks: AgentHooks, config: AgentConfig, previous: str) -> None:
+        """From now on `hooks` (another agent) answers: its instructions, tools and voice; the
+        history, the caller and the turn-taking stay. Called by `Agent.handoff`."""
+        await self._notify(ev.AgentHandoff(previous, config.name))  # the agent handing over hears it
+        self._hooks, self.config = hooks, config
+
+    async def _tool_started(self, run: ToolRun) -> None:
+        await self._context.send_event(ToolEvent(name=run.call.name, status="started"))
+        call = run.call
+        await self._notify(ev.ToolCallStarted(run.turn_index, call.id, call.name, arguments_json(call)))
+
+    async def _tool_finished(self, run: ToolRun) -> None:
+        result, duration_ms = run.result, run.duration_ms or 0.0
+        assert result is not None
+        status: Literal["cancelled", "failed", "finished"] = (
+            "cancelled" if run.cancelled else "failed" if result.is_error else "finished"
+        )
+        self._recorder.tool_call(run, self._context.clock.now())
+        await self._context.send_event(ToolEvent(name=run.call.name, status=status, duration_ms=duration_ms))
+        await self._notify(
+            ev.ToolCallFinished(
+                run.turn_index,
+                run.call.id,
+                run.call.name,
+                result.content,
+                result.is_error,
+                run.cancelled,
+                duration_ms,
+            )
+        )
 
     async def _greet(self, reply: Reply, text: str) -> None:
         await self._say(reply, text, what="greeting")
@@ -400,13 +583,45 @@ class AgentSession:
             return reply.outcome
         outcome = reply.finish(heard_ms)
         self._settled(reply)
-        if outcome.text:
+        if reply.steps:
+            self._record_steps(reply, heard_ms if outcome.interrupted else None, outcome.interrupted)
+        elif outcome.text:
             self._history.append(ChatMessage("assistant", outcome.text, outcome.interrupted))
+        if outcome.text:
             self._recorder.message("assistant", outcome.text, interrupted=outcome.interrupted)
         if reply.index >= 0 and reply.user_text is not None:
             reply.turn_metrics = reply.metrics(self.conversation_id or "", outcome)
             self._recorder.metrics(reply.turn_metrics)
         return outcome
+
+    def _record_steps(self, reply: Reply, heard_ms: int | None, interrupted: bool) -> None:
+        """A reply that called tools goes into the history as its steps: words and calls, results,
+        then its last words. A call still running (a tool that must finish) keeps its place, and
+        its result fills it in when it comes."""
+        if interrupted:  # the cancellable calls still running stop now
+            self._tools.interrupt([run for step in reply.steps for run in step.runs])
+        sentences = [s.text for s in reply.spoken.segments]
+        heard = reply.spoken.heard_sentences(heard_ms)
+        messages, final, cut_in_final = reply_messages(reply.steps, sentences, heard, interrupted=interrupted)
+        for number, message in messages:
+            self._history.append(message)
+            if message.role == "tool" and any(not r.done for r in reply.steps[number].runs):
+                fill = functools.partial(self._fill, len(self._history) - 1, reply.steps[number])
+                for run in reply.steps[number].runs:
+                    run.on_result.append(fill)
+        if final:
+            self._history.append(ChatMessage("assistant", final, cut_in_final))
+
+    def _fill(self, slot: int, step: ToolStep, _: ToolRun) -> None:
+        """A tool that had to finish did: its result replaces the place kept for it."""
+        message = self._history[slot] if slot < len(self._history) else None
+        if message is None or message.role != "tool":
+            return
+        results = tuple(
+            run.result if run.result is not None else old
+            for run, old in zip(step.runs, message.tool_results, strict=True)
+        )
+        self._history[slot] = ChatMessage("tool", "", tool_results=results)
 
     async def _finish(self, reply: Reply, *, heard_ms: int | None) -> ReplyOutcome:
         """Settle a reply (if it is not yet) and announce it: transcript, metrics, events."""
@@ -414,6 +629,7 @@ class AgentSession:
         if reply.announced:
             return outcome
         reply.announced = True
+        await self._recorder.commit(_COMMIT_TIMEOUT_S)  # stored before the client sees it complete
         if outcome.text:
             await self._context.send_event(
                 TranscriptEvent(role="assistant", text=outcome.text, interrupted=outcome.interrupted)

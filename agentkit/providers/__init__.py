@@ -1,9 +1,11 @@
 """Providers: small adapters behind Protocols for each stage (VAD, STT, LLM, TTS).
 
 Each stage's package holds its Protocol and its providers; `resolve_stt`, `resolve_llm` and
-`resolve_tts` turn short strings such as `"kokoro/af_heart"` into provider objects.
+`resolve_tts` turn short strings such as `"kokoro/af_heart"` into provider objects. `FallbackSTT`,
+`FallbackLLM` and `FallbackTTS` put several providers of a stage behind one, tried in order.
 """
 
+from agentkit.providers._fallback import FallbackLLM, FallbackSTT, FallbackTTS
 from agentkit.providers._registry import resolve_llm, resolve_stt, resolve_tts
 from agentkit.providers.llm import LLM, AnthropicLLM, ChatMessage, GroqLLM, LLMChunk, LLMUsage, LocalLLM
 from agentkit.providers.stt import STT, GroqSTT, MoonshineSTT, Transcript
@@ -18,6 +20,9 @@ __all__ = [
     "AnthropicLLM",
     "ChatMessage",
     "ElevenLabsTTS",
+    "FallbackLLM",
+    "FallbackSTT",
+    "FallbackTTS",
     "GroqLLM",
     "GroqSTT",
     "KokoroTTS",

@@ -2,7 +2,8 @@
 
 When the stream's handler is an `Agent`, the app also warms its providers up before the first
 caller, gives it a conversation store (from `AGENTKIT_STORE` unless it has one) and serves that
-store read-only under `/api/conversations` (`conversation_api`).
+store read-only under `/api/conversations` (`conversation_api`: with `AGENTKIT_API_TOKEN`, or to
+this machine only with `AGENTKIT_API_LOCAL=1`; otherwise off).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from fastapi import FastAPI
 from agentkit.agent import Agent
 from agentkit.config import load_settings
 from agentkit.server._api import conversation_api
+from agentkit.server._serving import uvicorn_options
 from agentkit.server._web import add_web_routes
-from agentkit.store import ConversationStore, open_store
+from agentkit.store import ConversationStore, LeaseKeeper, open_store
 from agentkit.stream import SessionHost
 from agentkit.transports import mount
 from agentkit.transports.webrtc import RTCConfigSource
 
-__all__ = ["add_web_routes", "conversation_api", "create_app"]
+__all__ = ["add_web_routes", "conversation_api", "create_app", "uvicorn_options"]
 
 
 def create_app(
@@ -38,8 +40,16 @@ def create_app(
     client_rtc_configuration: RTCConfigSource = None,
     public_url: str | None = None,
     validate_twilio_signatures: bool = True,
+    max_sessions_per_address: int | None = None,
+    max_pending_offers_per_address: int | None = None,
+    webrtc_connect_timeout_s: float = 5.0,
 ) -> FastAPI:
     """A FastAPI app with `stream` mounted under `path`, the web client and a `/healthz` probe.
+
+    `max_sessions_per_address`, `max_pending_offers_per_address` (default: the
+    `AGENTKIT_MAX_SESSIONS_PER_ADDRESS` / `AGENTKIT_MAX_PENDING_OFFERS_PER_ADDRESS` settings; 0: no
+    cap) and `webrtc_connect_timeout_s`: see `agentkit.transports.mount`. Serve the app with
+    `uvicorn_options(app)` (as `agentkit run` does) so that uvicorn caps WebSocket messages too.
 
     `allowed_origins`: other sites whose pages may embed the widget and connect (default:
     `AGENTKIT_ALLOWED_ORIGINS`); the server's own pages and non-browser clients are always allowed.
@@ -59,13 +69,18 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        lease: LeaseKeeper | None = None
         if agent is not None:
             await agent.warm_up()  # a missing key or model fails here, not on the first call
             if agent.store is not None:
                 await agent.store.ping()  # and so does a store URL that leads nowhere
+                lease = LeaseKeeper(agent.store, ttl_s=load_settings().store_lease_s)
+                await lease.start()  # and what a killed predecessor left open is ended now
         try:
             yield
         finally:
+            if lease is not None:
+                await lease.aclose()
             await stream.aclose()  # the WebRTC peer connections first (`mount` registered that)
             if agent is not None:
                 await agent.aclose()  # its providers' clients and threads
@@ -74,9 +89,11 @@ def create_app(
 
     app = FastAPI(title=title, lifespan=lifespan)
     if agent is not None and agent.store is not None:
-        api_token = load_settings().api_token
+        settings = load_settings()
+        api_token = settings.api_token
         token = api_token.get_secret_value() or None if api_token is not None else None
-        app.include_router(conversation_api(agent.store, token=token))
+        # without a token the API is off, unless AGENTKIT_API_LOCAL opens it to this machine
+        app.include_router(conversation_api(agent.store, token=token, local=settings.api_local))
     mounted = mount(
         app,
         stream,
@@ -88,6 +105,9 @@ def create_app(
         client_rtc_configuration=client_rtc_configuration,
         public_url=public_url,
         validate_twilio_signatures=validate_twilio_signatures,
+        max_sessions_per_address=max_sessions_per_address,
+        max_pending_offers_per_address=max_pending_offers_per_address,
+        webrtc_connect_timeout_s=webrtc_connect_timeout_s,
     )
     app.state.webrtc_peers = mounted.webrtc_peers
     add_web_routes(app, allowed_origins=allowed_origins, prefix=path.rstrip("/"))
@@ -99,6 +119,7 @@ def create_app(
             "pid": os.getpid(),
             "sessions": len(stream.sessions),
             "concurrency_limit": stream.concurrency_limit,
+            "refused": stream.refused.counts(),  # callers refused or cut off, by reason (counts only)
             # the FastRTC-compatible endpoint's wire rates (read by FastRTC's benchmark client)
             "input_sample_rate": fastrtc_input_sample_rate,
             "output_sample_rate": fastrtc_output_sample_rate,

@@ -14,9 +14,17 @@ Records are their `to_dict()` forms. Conversations come newest first; `limit` is
 
 The answers hold transcripts and caller ids (phone numbers), so the router guards itself. With a
 `token` (`AGENTKIT_API_TOKEN` under `agentkit run`) every request must carry
-`Authorization: Bearer <token>`, else 401. Without one it answers only requests made directly from
-the server's own machine: a loopback client and no proxy headers (`Forwarded`, `X-Forwarded-For`,
-...), since a tunnel such as the one Twilio reaches the server through connects from loopback too.
+`Authorization: Bearer <token>`, else 401. Without one the API is off (403, saying how to turn it
+on) unless `local=True` (`AGENTKIT_API_LOCAL=1`, for local development): then it answers only
+requests made directly on the server's own machine, which means all of
+
+- a loopback client address;
+- a `Host` that is a loopback name (`localhost`, `127.0.0.1`, `[::1]`, any port): a DNS-rebinding
+  page in the user's own browser connects from loopback too, but with its own name as `Host`, and so
+  does a plain TCP relay that exposes the port;
+- no proxy header (`PROXY_HEADERS`, or any `X-Forwarded-*` / `X-Original-*`): a tunnel or proxy such
+  as the one Twilio reaches the server through connects from loopback too, but says so.
+
 Anything else gets 403.
 """
 
@@ -31,24 +39,57 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 
 from agentkit.store._base import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, ConversationStore
+from agentkit.transports._origin import is_loopback_host
 
 __all__ = ["conversation_api"]
 
 logger = logging.getLogger(__name__)
 
-_PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-real-ip", "cf-connecting-ip")
+PROXY_HEADERS = frozenset(
+    {
+        "forwarded",
+        "via",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "x-original-forwarded-for",
+        "x-real-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "x-envoy-external-address",
+        "true-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+    }
+)
+"""Headers a proxy or tunnel adds (lowercase); with any of them, a request is not a direct one."""
+_PROXY_PREFIXES = ("x-forwarded-", "x-original-")
+
+_OFF = (
+    "the conversation API is off: set AGENTKIT_API_TOKEN and send 'Authorization: Bearer <token>', "
+    "or, for local development, AGENTKIT_API_LOCAL=1 and call it on this machine at localhost"
+)
+_LOCAL_ONLY = (
+    "with AGENTKIT_API_LOCAL and no AGENTKIT_API_TOKEN this API answers only direct requests from this "
+    "machine to localhost, 127.0.0.1 or [::1]"
+)
 
 
 def conversation_api(
-    store: ConversationStore, *, prefix: str = "/api/conversations", token: str | None = None
+    store: ConversationStore,
+    *,
+    prefix: str = "/api/conversations",
+    token: str | None = None,
+    local: bool = False,
 ) -> APIRouter:
     """A router serving `store` read-only under `prefix`; add it with `app.include_router(...)`.
 
-    `token`: the bearer token readers must present; None: loopback readers only (see above). The
-    router does not own the store: whoever opened it closes it (e.g. in the app's lifespan).
+    `token`: the bearer token readers must present. Without one (None or empty) the API is off,
+    unless `local`: then direct requests on this machine only (see above). The router does not own
+    the store: whoever opened it closes it (e.g. in the app's lifespan).
     """
     router = APIRouter(
-        prefix=prefix.rstrip("/"), tags=["conversations"], dependencies=[Depends(_guard(token))]
+        prefix=prefix.rstrip("/"), tags=["conversations"], dependencies=[Depends(_guard(token, local))]
     )
 
     @router.get("")
@@ -82,7 +123,7 @@ def conversation_api(
     return router
 
 
-def _guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
+def _guard(token: str | None, local: bool) -> Callable[[Request], Awaitable[None]]:
     expected = token.encode() if token else None  # an empty token is no token
 
     async def check(request: Request) -> None:
@@ -96,20 +137,27 @@ def _guard(token: str | None) -> Callable[[Request], Awaitable[None]]:
                     headers={"WWW-Authenticate": "Bearer"},
                 )
             return
-        host = request.client.host if request.client is not None else ""
-        proxied = any(name in request.headers for name in _PROXY_HEADERS)
-        if proxied or not _is_loopback(host):
-            logger.info("conversation api: refused a %s request", "proxied" if proxied else "remote")
-            raise HTTPException(
-                status_code=403,
-                detail="without AGENTKIT_API_TOKEN this API answers only direct requests from this machine",
-            )
+        if not local:
+            logger.info("conversation api: refused a request (the API is off without a token)")
+            raise HTTPException(status_code=403, detail=_OFF)
+        refusal = _not_direct(request)
+        if refusal is not None:
+            logger.info("conversation api: refused a %s request", refusal)
+            raise HTTPException(status_code=403, detail=_LOCAL_ONLY)
 
     return check
 
 
-def _is_loopback(host: str) -> bool:
+def _not_direct(request: Request) -> str | None:
+    """Why `request` is not one made directly on this machine (for the log), or None if it is."""
+    names = {name.lower() for name, _ in request.headers.items()}
+    if names & PROXY_HEADERS or any(name.startswith(_PROXY_PREFIXES) for name in names):
+        return "proxied"
+    if not is_loopback_host(request.headers.get("host")):
+        return "foreign-host"
+    client = request.client.host if request.client is not None else ""
     try:
-        return ipaddress.ip_address(host).is_loopback
+        loopback = ipaddress.ip_address(client).is_loopback
     except ValueError:
-        return False
+        loopback = False
+    return None if loopback else "remote"

@@ -10,13 +10,21 @@ Shared behaviour (the same test suite runs against every backend):
   `None` and `messages` / `metrics` return `[]`.
 - Each write is complete when its coroutine returns (SQLite: its own committed transaction).
 - After `aclose()`, every method raises `RuntimeError`; `aclose()` itself may be called again.
+
+Crashes. Each store object is one *owner* (a random `owner` id): the conversations it starts are
+recorded as its own, and while its process runs it renews a lease (`renew_lease`, which the server
+does every few seconds). A process that dies, even by SIGKILL, leaves its conversations open and its
+lease running out; `end_abandoned` (which every server runs at startup and then now and then) ends
+every open conversation whose owner's lease has expired, with `end_reason="crashed"`. So several
+processes on one store never end each other's live conversations, and no conversation stays open
+forever.
 """
 
 from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics
+from agentkit.store._models import Conversation, Role, StoredMessage, ToolCallRecord, TurnMetrics
 
 __all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIST_LIMIT", "ConversationStore", "check_limits"]
 
@@ -40,8 +48,23 @@ class ConversationStore(Protocol):
         """Record a new conversation starting now and return it."""
         ...
 
-    async def end_conversation(self, conversation_id: str) -> Conversation:
-        """Mark the conversation ended now and return it; ending it again keeps the first end time."""
+    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
+        """Mark the conversation ended now, for `reason`, and return it; ending it again keeps the
+        first end time and reason."""
+        ...
+
+    @property
+    def owner(self) -> str:
+        """This store object's owner id: the conversations it starts are its own (see above)."""
+        ...
+
+    async def renew_lease(self, ttl_s: float) -> None:
+        """Keep this owner's conversations alive for `ttl_s` seconds from now."""
+        ...
+
+    async def end_abandoned(self, reason: str = "crashed") -> list[str]:
+        """End every open conversation of another owner whose lease has expired (or that has none);
+        the ids ended."""
         ...
 
     async def add_message(
@@ -59,6 +82,14 @@ class ConversationStore(Protocol):
 
     async def add_metrics(self, metrics: TurnMetrics) -> None:
         """Record one turn's metrics; a second record for the same turn raises `ValueError`."""
+        ...
+
+    async def add_tool_call(self, record: ToolCallRecord) -> None:
+        """Keep one tool call of the conversation (appended in the order received)."""
+        ...
+
+    async def tool_calls(self, conversation_id: str) -> list[ToolCallRecord]:
+        """The conversation's tool calls in the order they were added."""
         ...
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:

@@ -13,7 +13,14 @@ import uuid
 from collections.abc import Callable
 
 from agentkit.store._base import DEFAULT_LIST_LIMIT, check_limits
-from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics, check_role
+from agentkit.store._models import (
+    Conversation,
+    Role,
+    StoredMessage,
+    ToolCallRecord,
+    TurnMetrics,
+    check_role,
+)
 
 __all__ = ["MemoryStore"]
 
@@ -30,6 +37,10 @@ class MemoryStore:
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[str, list[StoredMessage]] = {}
         self._metrics: dict[str, dict[int, TurnMetrics]] = {}
+        self._tool_calls: dict[str, list[ToolCallRecord]] = {}
+        self._owners: dict[str, str] = {}  # conversation id -> the owner that started it
+        self._leases: dict[str, float] = {}  # owner -> expiry (a MemoryStore has one owner: itself)
+        self._owner = uuid.uuid4().hex
         self._closed = False
 
     def __repr__(self) -> str:
@@ -59,16 +70,48 @@ class MemoryStore:
             raise ValueError(f"a conversation with id {cid!r} already exists")
         conversation = Conversation(cid, agent, channel, caller, self._now(), None)
         self._conversations[cid] = conversation
+        self._owners[cid] = self._owner
+        self._tool_calls[cid] = []
         self._messages[cid] = []
         self._metrics[cid] = {}
         return conversation
 
-    async def end_conversation(self, conversation_id: str) -> Conversation:
+    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
         conversation = self._existing(conversation_id)
         if conversation.ended_at is None:
-            conversation = dataclasses.replace(conversation, ended_at=self._now())
+            conversation = dataclasses.replace(conversation, ended_at=self._now(), end_reason=reason)
             self._conversations[conversation_id] = conversation
         return conversation
+
+    async def add_tool_call(self, record: ToolCallRecord) -> None:
+        self._existing(record.conversation_id)
+        self._tool_calls[record.conversation_id].append(record)
+
+    async def tool_calls(self, conversation_id: str) -> list[ToolCallRecord]:
+        self._check_open()
+        return list(self._tool_calls.get(conversation_id, []))
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    async def renew_lease(self, ttl_s: float) -> None:
+        self._check_open()
+        self._leases[self._owner] = self._now() + ttl_s
+
+    async def end_abandoned(self, reason: str = "crashed") -> list[str]:
+        self._check_open()
+        now = self._now()
+        ended = [
+            cid
+            for cid, conversation in self._conversations.items()
+            if conversation.ended_at is None
+            and self._owners.get(cid) != self._owner
+            and self._leases.get(self._owners.get(cid, ""), 0.0) <= now
+        ]
+        for cid in ended:
+            await self.end_conversation(cid, reason=reason)
+        return ended
 
     async def add_message(
         self,

@@ -13,7 +13,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal, get_args
 
-__all__ = ["ROLES", "Conversation", "Role", "StoredMessage", "TurnMetrics"]
+__all__ = ["ROLES", "Conversation", "Role", "StoredMessage", "ToolCallRecord", "TurnMetrics"]
 
 Role = Literal["user", "assistant"]
 """Who said a message: the caller (`user`) or the agent (`assistant`)."""
@@ -49,7 +49,11 @@ class Conversation(_Record):
     started_at: float
     """When the conversation started, unix seconds."""
     ended_at: float | None
-    """When it ended, unix seconds; `None` while it is still going on (or its process died)."""
+    """When it ended, unix seconds; `None` while it is still going on."""
+    end_reason: str | None = None
+    """Why it ended: how the session closed (`client_stop`, `hang_up`, `time_limit`, ...), or
+    `crashed` when the process that served it died and another closed it (see `end_abandoned`);
+    `None` while it is going on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +119,13 @@ class TurnMetrics(_Record):
     """True when the caller barged in on the reply."""
     created_at: float
     """When these metrics were recorded, unix seconds."""
+    stt_provider: str | None = None
+    """Name of the STT provider that transcribed the turn (with a fallback, the one that answered);
+    None for a typed turn, or when unknown."""
+    llm_provider: str | None = None
+    """Name of the LLM provider that answered (the last one, for a reply of several LLM calls)."""
+    tts_provider: str | None = None
+    """Name of the TTS provider that spoke the reply (the last one, if it changed between sentences)."""
 
     def __post_init__(self) -> None:
         if self.turn_index < 0:
@@ -138,3 +149,35 @@ METRIC_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(TurnMetrics))
 """`TurnMetrics` field names in declaration order (the SQLite backend's column order)."""
 METRIC_FLOATS: tuple[str, ...] = tuple(n for n in METRIC_COLUMNS if n.endswith(("_ms", "_s", "_at")))
 """The `TurnMetrics` fields that hold times (must be finite: JSON has no NaN or infinity)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallRecord(_Record):
+    """One tool call an agent made during a conversation, with its result."""
+
+    conversation_id: str
+    turn_index: int
+    """The reply's turn (-1 for replies that answer no caller turn: `say`, `generate_reply`)."""
+    call_id: str
+    """The LLM provider's id for the call."""
+    name: str
+    """The tool's name."""
+    arguments: str
+    """The arguments as JSON text."""
+    result: str
+    """What the LLM read: the result, or the error message."""
+    is_error: bool
+    cancelled: bool
+    """A barge-in cancelled it."""
+    started_at: float
+    """Unix seconds."""
+    duration_ms: float
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ToolCallRecord:
+        values = {f.name: data[f.name] for f in fields(cls)}
+        values["is_error"], values["cancelled"] = bool(values["is_error"]), bool(values["cancelled"])
+        return cls(**values)
+
+
+TOOL_CALL_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ToolCallRecord))

@@ -7,9 +7,12 @@ Layout, under a key prefix (`agentkit:` by default; `?prefix=` in the URL):
 
 | key | type | holds |
 |---|---|---|
-| `{prefix}conv:{id}` | hash | `agent`, `channel`, `caller` (absent for none), `started_at`, `ended_at` |
+| `{prefix}conv:{id}` | hash | `agent`, `channel`, `caller`, `started_at`, `ended_at`, `end_reason`, `owner` |
+| `{prefix}open` | set | ids of the conversations not yet ended |
+| `{prefix}lease:{owner}` | string | present while that owner's process renews its lease (expires with it) |
 | `{prefix}messages:{id}` | list | one JSON object per message; its position is its `index` |
 | `{prefix}metrics:{id}` | hash | turn index → `TurnMetrics` as JSON |
+| `{prefix}tools:{id}` | list | one `ToolCallRecord` as JSON per tool call, in order |
 | `{prefix}index:all`, `index:agent:…`, `index:caller:…` | sorted sets | ids scored by `started_at` |
 | `{prefix}index:agent-caller:…` | sorted set | one agent's conversations with one caller, likewise |
 
@@ -32,7 +35,14 @@ from typing import TYPE_CHECKING, Any
 
 from agentkit.exceptions import ConfigError
 from agentkit.store._base import DEFAULT_LIST_LIMIT, check_limits
-from agentkit.store._models import Conversation, Role, StoredMessage, TurnMetrics, check_role
+from agentkit.store._models import (
+    Conversation,
+    Role,
+    StoredMessage,
+    ToolCallRecord,
+    TurnMetrics,
+    check_role,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -42,18 +52,41 @@ __all__ = ["RedisStore"]
 DEFAULT_PREFIX = "agentkit:"
 _TIMEOUT_S = 5.0
 
-# KEYS: conversation hash. ARGV: the end time. Returns the hash's fields (first end time kept), or nil.
+# KEYS: conversation hash, the open set. ARGV: id, end time, reason. Returns the hash's fields (first
+# end kept), or nil.
 _END = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
-redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1])
+if redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[2]) == 1 then
+    redis.call('HSET', KEYS[1], 'end_reason', ARGV[3])
+end
+redis.call('SREM', KEYS[2], ARGV[1])
 return redis.call('HGETALL', KEYS[1])
 """
-# KEYS: conversation hash, then the four index sets. ARGV: id, started_at, then hash field/value pairs.
+# KEYS: conversation hash, the open set, then the index sets. ARGV: id, started_at, then hash
+# field/value pairs.
 _START = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+for i = 3, #KEYS do redis.call('ZADD', KEYS[i], ARGV[2], ARGV[1]) end
 return 1
+"""
+# KEYS: the open set. ARGV: key prefix, this owner, end time, reason. Ends every open conversation
+# of another owner whose lease key is gone; returns their ids.
+_END_ABANDONED = """
+local ended = {}
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+    local conv = ARGV[1] .. 'conv:' .. id
+    local owner = redis.call('HGET', conv, 'owner')
+    if owner ~= ARGV[2] and (not owner or redis.call('EXISTS', ARGV[1] .. 'lease:' .. owner) == 0) then
+        if redis.call('HSETNX', conv, 'ended_at', ARGV[3]) == 1 then
+            redis.call('HSET', conv, 'end_reason', ARGV[4])
+        end
+        redis.call('SREM', KEYS[1], id)
+        table.insert(ended, id)
+    end
+end
+return ended
 """
 # KEYS: conversation hash, message list. ARGV: the message's JSON. Returns the new length, or -1.
 _APPEND = """
@@ -102,6 +135,8 @@ class RedisStore:
         self._end = self._redis.register_script(_END)
         self._append = self._redis.register_script(_APPEND)
         self._add_metrics = self._redis.register_script(_METRICS)
+        self._end_abandoned = self._redis.register_script(_END_ABANDONED)
+        self._owner = uuid.uuid4().hex
         self._closed = False
 
     def __repr__(self) -> str:
@@ -137,22 +172,26 @@ class RedisStore:
         cid = conversation_id if conversation_id is not None else uuid.uuid4().hex
         conversation = Conversation(cid, agent, channel, caller, self._now(), None)
         fields = ["agent", agent, "channel", channel, "started_at", repr(conversation.started_at)]
+        fields += ["owner", self._owner]
         if caller is not None:
             fields += ["caller", caller]
         indexes = [self._index(), self._index(agent=agent)]
         if caller is not None:
             indexes += [self._index(caller=caller), self._index(agent=agent, caller=caller)]
         created = await self._start(
-            keys=[self._key("conv", cid), *indexes],
+            keys=[self._key("conv", cid), self._key("open"), *indexes],
             args=[cid, repr(conversation.started_at), *fields],
         )
         if not created:
             raise ValueError(f"a conversation with id {cid!r} already exists")
         return conversation
 
-    async def end_conversation(self, conversation_id: str) -> Conversation:
+    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
         self._check_open()
-        flat = await self._end(keys=[self._key("conv", conversation_id)], args=[repr(self._now())])
+        flat = await self._end(
+            keys=[self._key("conv", conversation_id), self._key("open")],
+            args=[conversation_id, repr(self._now()), reason],
+        )
         if flat is None:
             raise KeyError(f"no conversation with id {conversation_id!r}")
         return _conversation(conversation_id, dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -195,6 +234,35 @@ class RedisStore:
             raise KeyError(f"no conversation with id {cid!r}")
         if stored == 0:
             raise ValueError(f"metrics for turn {metrics.turn_index} are already stored")
+
+    async def add_tool_call(self, record: ToolCallRecord) -> None:
+        self._check_open()
+        cid = record.conversation_id
+        length = await self._append(
+            keys=[self._key("conv", cid), self._key("tools", cid)], args=[json.dumps(record.to_dict())]
+        )
+        if length < 0:
+            raise KeyError(f"no conversation with id {cid!r}")
+
+    async def tool_calls(self, conversation_id: str) -> list[ToolCallRecord]:
+        self._check_open()
+        raw = await self._redis.lrange(self._key("tools", conversation_id), 0, -1)
+        return [ToolCallRecord.from_dict(json.loads(item)) for item in raw]
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    async def renew_lease(self, ttl_s: float) -> None:
+        self._check_open()
+        await self._redis.set(self._key("lease", self._owner), "1", px=max(1, round(ttl_s * 1000)))
+
+    async def end_abandoned(self, reason: str = "crashed") -> list[str]:
+        self._check_open()
+        ended = await self._end_abandoned(
+            keys=[self._key("open")], args=[self._prefix, self._owner, repr(self._now()), reason]
+        )
+        return sorted(str(cid) for cid in ended)
 
     async def ping(self) -> None:
         from redis.exceptions import RedisError
@@ -297,6 +365,7 @@ def _conversation(cid: str, data: dict[str, str]) -> Conversation:
         data.get("caller"),
         float(data["started_at"]),
         None if ended is None else float(ended),
+        data.get("end_reason"),
     )
 
 

@@ -36,9 +36,11 @@ from agentkit.exceptions import ConfigError
 from agentkit.store._base import DEFAULT_LIST_LIMIT, check_limits
 from agentkit.store._models import (
     METRIC_COLUMNS,
+    TOOL_CALL_COLUMNS,
     Conversation,
     Role,
     StoredMessage,
+    ToolCallRecord,
     TurnMetrics,
     check_role,
 )
@@ -49,9 +51,27 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
-"""The `PRAGMA user_version` this code writes and reads."""
+SCHEMA_VERSION = 2
+"""The `PRAGMA user_version` this code writes and reads (version 1 files are upgraded in place)."""
 
+_OWNERSHIP = (  # schema v2: who serves each open conversation, whether it is alive; tool calls
+    "CREATE INDEX conversations_open ON conversations (owner) WHERE ended_at IS NULL",
+    "CREATE TABLE leases (owner TEXT PRIMARY KEY NOT NULL, expires_at REAL NOT NULL) WITHOUT ROWID",
+    """CREATE TABLE tool_calls (
+        conversation_id TEXT NOT NULL REFERENCES conversations (id),
+        seq INTEGER NOT NULL,
+        turn_index INTEGER NOT NULL,
+        call_id TEXT NOT NULL,
+        name TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        result TEXT NOT NULL,
+        is_error INTEGER NOT NULL,
+        cancelled INTEGER NOT NULL,
+        started_at REAL NOT NULL,
+        duration_ms REAL NOT NULL,
+        PRIMARY KEY (conversation_id, seq)
+    ) WITHOUT ROWID""",
+)
 _SCHEMA = (
     """CREATE TABLE conversations (
         id TEXT PRIMARY KEY NOT NULL,
@@ -59,7 +79,9 @@ _SCHEMA = (
         channel TEXT NOT NULL,
         caller TEXT,
         started_at REAL NOT NULL,
-        ended_at REAL
+        ended_at REAL,
+        end_reason TEXT,
+        owner TEXT
     )""",
     "CREATE INDEX conversations_by_start ON conversations (started_at, id)",
     "CREATE INDEX conversations_by_caller ON conversations (agent, caller, started_at)",
@@ -89,8 +111,28 @@ _SCHEMA = (
         reply_audio_s REAL NOT NULL,
         interrupted INTEGER NOT NULL,
         created_at REAL NOT NULL,
+        stt_provider TEXT,
+        llm_provider TEXT,
+        tts_provider TEXT,
         PRIMARY KEY (conversation_id, turn_index)
     ) WITHOUT ROWID""",
+    *_OWNERSHIP,
+)
+_UPGRADE_1_TO_2 = (
+    "ALTER TABLE conversations ADD COLUMN end_reason TEXT",
+    "ALTER TABLE conversations ADD COLUMN owner TEXT",
+    "ALTER TABLE turn_metrics ADD COLUMN stt_provider TEXT",
+    "ALTER TABLE turn_metrics ADD COLUMN llm_provider TEXT",
+    "ALTER TABLE turn_metrics ADD COLUMN tts_provider TEXT",
+    *_OWNERSHIP,
+)
+_CONVERSATION_COLUMNS = "id, agent, channel, caller, started_at, ended_at, end_reason"
+_INSERT_TOOL_CALL = (
+    f"INSERT INTO tool_calls (conversation_id, seq, {', '.join(TOOL_CALL_COLUMNS[1:])}) "
+    f"VALUES ({', '.join('?' * (len(TOOL_CALL_COLUMNS) + 1))})"
+)
+_INSERT_CONVERSATION = (
+    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}, owner) VALUES ({', '.join('?' * 8)})"
 )
 
 _INSERT_METRICS = (
@@ -102,7 +144,15 @@ MEMORY_PATH = ":memory:"
 
 
 def _conversation(row: sqlite3.Row) -> Conversation:
-    return Conversation(**dict(row))
+    return Conversation(
+        row["id"],
+        row["agent"],
+        row["channel"],
+        row["caller"],
+        row["started_at"],
+        row["ended_at"],
+        row["end_reason"],
+    )
 
 
 def _message(row: sqlite3.Row) -> StoredMessage:
@@ -141,6 +191,7 @@ class SQLiteStore:
         """`normal` (survives a killed process) or `full` (also survives power loss)."""
         self._now = wall_clock
         self._closed = False
+        self._owner = uuid.uuid4().hex
         self._conn: sqlite3.Connection | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkit-store")
         try:
@@ -198,6 +249,12 @@ class SQLiteStore:
                 raise self._unusable(
                     f"its schema version {version} is newer than this agentkit's {SCHEMA_VERSION}"
                 )
+            if version == 1:  # conversations left open by older versions have no owner: abandoned
+                for statement in _UPGRADE_1_TO_2:
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                logger.info("conversation store upgraded from schema v1 to v%d", SCHEMA_VERSION)
+                return
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise self._unusable("it is an SQLite database of something else")
             for statement in _SCHEMA:
@@ -259,8 +316,8 @@ class SQLiteStore:
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO conversations VALUES (?, ?, ?, ?, ?, ?)",
-                    dataclasses.astuple(conversation),
+                    _INSERT_CONVERSATION,
+                    (*dataclasses.astuple(conversation), self._owner),
                 )
             except sqlite3.IntegrityError:
                 raise ValueError(f"a conversation with id {cid!r} already exists") from None
@@ -268,13 +325,13 @@ class SQLiteStore:
         await self._run(self._write, insert)
         return conversation
 
-    async def end_conversation(self, conversation_id: str) -> Conversation:
+    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
         now = self._now()
 
         def update(conn: sqlite3.Connection) -> Conversation:
             conn.execute(
-                "UPDATE conversations SET ended_at = coalesce(ended_at, ?) WHERE id = ?",
-                (now, conversation_id),
+                "UPDATE conversations SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
+                (now, reason, conversation_id),
             )
             row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
             if row is None:
@@ -316,6 +373,53 @@ class SQLiteStore:
                 raise ValueError(f"metrics for turn {metrics.turn_index} are already stored") from None
 
         await self._run(self._write, insert)
+
+    async def add_tool_call(self, record: ToolCallRecord) -> None:
+        def insert(conn: sqlite3.Connection) -> None:
+            self._require(conn, record.conversation_id)
+            sql = "SELECT coalesce(max(seq) + 1, 0) FROM tool_calls WHERE conversation_id = ?"
+            seq = conn.execute(sql, (record.conversation_id,)).fetchone()[0]
+            values = dataclasses.astuple(record)
+            conn.execute(_INSERT_TOOL_CALL, (values[0], seq, *values[1:]))
+
+        await self._run(self._write, insert)
+
+    async def tool_calls(self, conversation_id: str) -> list[ToolCallRecord]:
+        sql = "SELECT * FROM tool_calls WHERE conversation_id = ? ORDER BY seq"
+        rows = await self._run(self._read, sql, (conversation_id,))
+        return [ToolCallRecord.from_dict(dict(row)) for row in rows]
+
+    @property
+    def owner(self) -> str:
+        return self._owner
+
+    async def renew_lease(self, ttl_s: float) -> None:
+        expires_at = self._now() + ttl_s
+
+        def upsert(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO leases VALUES (?, ?) "
+                "ON CONFLICT (owner) DO UPDATE SET expires_at = excluded.expires_at",
+                (self._owner, expires_at),
+            )
+
+        await self._run(self._write, upsert)
+
+    async def end_abandoned(self, reason: str = "crashed") -> list[str]:
+        now = self._now()
+
+        def sweep(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                """UPDATE conversations SET ended_at = ?, end_reason = ?
+                WHERE ended_at IS NULL AND owner IS NOT ?
+                  AND (owner IS NULL OR owner NOT IN (SELECT owner FROM leases WHERE expires_at > ?))
+                RETURNING id""",
+                (now, reason, self._owner, now),
+            ).fetchall()
+            conn.execute("DELETE FROM leases WHERE expires_at <= ? AND owner IS NOT ?", (now, self._owner))
+            return sorted(row[0] for row in rows)
+
+        return await self._run(self._write, sweep)
 
     async def ping(self) -> None:
         await self._run(self._read, "SELECT 1", ())  # opened (and checked) in __init__ already

@@ -20,6 +20,7 @@ __all__ = [
     "ResponseStarting",
     "StartedTalking",
     "Stopped",
+    "ToolEvent",
     "TranscriptEvent",
     "TurnMetricsEvent",
 ]
@@ -127,8 +128,22 @@ class TurnMetricsEvent(_EventBase):
 class Stopped(_EventBase):
     """The session ended."""
 
-    reason: Literal["client_stop", "time_limit", "server_shutdown", "error"]
+    reason: Literal["client_stop", "time_limit", "no_audio", "server_shutdown", "error"]
     type: Literal["stopped"] = "stopped"
+
+
+@dataclass(frozen=True, slots=True)
+class ToolEvent(_EventBase):
+    """The agent used a tool (shown in a transcript as a small "used order_status" line).
+
+    Only the tool's name and outcome go to the caller, never its arguments or result."""
+
+    name: str
+    """The tool's name."""
+    status: Literal["started", "finished", "failed", "cancelled"]
+    duration_ms: float | None = None
+    """How long it ran (not on `started`)."""
+    type: Literal["tool"] = "tool"
 
 
 Event = (
@@ -141,5 +156,6 @@ Event = (
     | ErrorEvent
     | TranscriptEvent
     | TurnMetricsEvent
+    | ToolEvent
     | Stopped
 )

@@ -109,19 +109,28 @@ class HandlerContext(Protocol):
 
     @property
     def caller(self) -> str | None:
-        """The caller's id when the transport knows one (a phone number, a client-chosen id)."""
+        """The caller's id when the transport knows it: Twilio's signed phone number, or on the web the
+        `sub` of a valid caller token (`agentkit.caller_token`). A returning caller's earlier
+        conversations are loaded by it, so it is never a string the client merely claims."""
         ...
 
     @property
     def call_info(self) -> Mapping[str, str]:
         """What else the transport knows of the call. Twilio: `direction` (`inbound`, or `outbound`
         for a call the agent placed), `called` (the number dialled) and, when `agentkit call
-        --purpose` gave one, `purpose`. Empty on the other transports."""
+        --purpose` gave one, `purpose`. Web transports (`/ws`, WebRTC): `caller_label`, the
+        unverified `caller` the client sent, if any (a label to show, never an identity)."""
         ...
 
     @property
     def clock(self) -> Clock:
         """The session's clock, the one its playout is timed on."""
+        ...
+
+    @property
+    def stop_reason(self) -> str | None:
+        """Why the session ended (`client_stop`, `hang_up`, `time_limit`, ...), once it is closing
+        (set before the handler's `shutdown`); None while it runs."""
         ...
 
     @property
@@ -143,6 +152,21 @@ class HandlerContext(Protocol):
 
         Returns how much of the reply the caller had heard, in milliseconds of reply audio.
         """
+        ...
+
+    @property
+    def can_transfer(self) -> bool:
+        """The transport can hand the call to another number (Twilio)."""
+        ...
+
+    async def transfer(self, to: str) -> None:
+        """Hand the call to `to` (Twilio: a `<Dial>`); the session then ends. Raises `ProtocolError`
+        where the transport cannot (see `can_transfer`), `ProviderError` when the provider fails."""
+        ...
+
+    async def wait_heard(self, timeout_s: float) -> bool:
+        """Wait until the caller has heard all reply audio sent so far (Twilio: its marks; elsewhere
+        the playout clock); False when `timeout_s` passed first."""
         ...
 
     async def hang_up(self) -> None:
@@ -183,6 +207,16 @@ class _HandlerBase(abc.ABC):
         the default ignores keys.
         """
         del digit
+
+    async def on_text(self, text: str) -> None:
+        """Called by the session when the caller sends a text message (the web transports' `text`
+        message): a turn typed instead of spoken. `Agent` takes it as a turn like a spoken one.
+
+        `text` is checked first (1 to `MAX_TEXT_MESSAGE_CHARS`, 2,000, characters, no control characters but
+        newline and tab). Awaited in the order messages arrive, so it should return soon (start
+        longer work in a task the handler owns); the default ignores text.
+        """
+        del text
 
     @abc.abstractmethod
     def copy(self) -> Self:

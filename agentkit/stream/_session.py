@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
@@ -46,25 +47,40 @@ from agentkit.stream._handlers import (
 )
 from agentkit.stream._outbox import Outbox
 
-__all__ = ["CallControl", "CloseReason", "Codec", "Mode", "PlayoutReporter", "Session", "Transport"]
+__all__ = [
+    "CallControl",
+    "CallTransfer",
+    "CloseReason",
+    "Codec",
+    "Mode",
+    "PlayoutConfirmer",
+    "PlayoutReporter",
+    "Session",
+    "Transport",
+]
 
 logger = logging.getLogger(__name__)
 
 Codec = Literal["pcm_s16le", "mulaw"]
 Mode = Literal["send-receive", "send", "receive"]
 """Seen from the caller: talk and listen, only send audio (nothing is played back), or only listen."""
-CloseReason = Literal["normal", "hang_up", "time_limit", "server_shutdown"]
+CloseReason = Literal["normal", "hang_up", "time_limit", "no_audio", "server_shutdown"]
 """Why the server ends a connection; each transport turns it into its own wire signal (a WebSocket
 close code, a WebRTC end reason):
 
 - `normal`: the conversation is over (the caller asked to stop, the far end stopped the call);
 - `hang_up`: the handler ended the call (`Session.hang_up`);
 - `time_limit`: the session reached its host's `time_limit`;
+- `no_audio`: no audio arrived from the caller for the host's `no_audio_timeout_s`;
 - `server_shutdown`: the server is going away.
 """
 FRAME_MS = 20
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 """The keys of a phone keypad (A-D exist on some), as `Session.receive_dtmf` accepts them."""
+MAX_TEXT_MESSAGE_CHARS = 2000
+"""The longest text message `Session.receive_text` takes, in characters."""
+# control characters but tab and newline; surrogates; line/paragraph separators; bidi overrides
+_BAD_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _CLOSE_TIMEOUT_S = 2.0
 _POLL_S = 0.02
 
@@ -96,6 +112,25 @@ class CallControl(Protocol):
 
     async def hang_up(self) -> None:
         """End the call; one that has already ended is not an error."""
+        ...
+
+
+@runtime_checkable
+class CallTransfer(Protocol):
+    """Optional for a transport: hand the call to another number (Twilio: the call leaves the media
+    stream for a `<Dial>`); the session then ends."""
+
+    async def transfer(self, to: str) -> None:
+        """Transfer the call to `to` (a phone number or SIP address); raises `ProviderError`."""
+        ...
+
+
+@runtime_checkable
+class PlayoutConfirmer(Protocol):
+    """Optional for a transport whose far end confirms what it has played (Twilio's marks)."""
+
+    async def wait_played(self, timeout_s: float) -> bool:
+        """Wait until the far end confirms all audio sent so far has played; False on timeout."""
         ...
 
 
@@ -149,10 +184,14 @@ class Session:
         call_info: Mapping[str, str] | None = None,
         mode: Mode = "send-receive",
         time_limit: float | None = None,
+        no_audio_timeout_s: float | None = None,
         on_closed: Callable[[Session], None] | None = None,
     ) -> None:
-        """`mode` and `time_limit` (seconds, None: no limit) come from the host that opened the session;
-        `on_closed` is called once the session has closed (the host forgets it)."""
+        """`mode` and `time_limit` (seconds, None: no limit) come from the host that opened the session,
+        and so does `no_audio_timeout_s`: a started session that receives no audio for that long (from
+        its start, or since the last audio) is closed with reason `no_audio` (None: never; a session in
+        `receive` mode, whose caller only listens, is never closed for it). `on_closed` is called once
+        the session has closed (the host forgets it)."""
         self.id = session_id or uuid.uuid4().hex
         self.channel = channel
         self.caller = caller
@@ -160,6 +199,7 @@ class Session:
         """What else the transport knows of the call (see `HandlerContext.call_info`)."""
         self.mode: Mode = mode
         self.time_limit = time_limit
+        self.no_audio_timeout_s = no_audio_timeout_s
         self._on_closed = on_closed
         self.handler = handler
         self.transport = transport
@@ -183,6 +223,7 @@ class Session:
         self.dropped_outputs = 0
         self._closed = False
         self._started = False
+        self._last_audio_s = 0.0  # clock time at which the caller's latest audio arrived (or the start)
         self.stop_reason: str | None = None
 
     # -- HandlerContext --------------------------------------------------------------------------
@@ -229,6 +270,29 @@ class Session:
         await self.send_event(Interrupted(heard_ms=heard_ms))
         return heard_ms
 
+    @property
+    def can_transfer(self) -> bool:
+        return isinstance(self.transport, CallTransfer)
+
+    async def transfer(self, to: str) -> None:
+        """Hand the call to `to` (see `HandlerContext.transfer`)."""
+        if not isinstance(self.transport, CallTransfer):
+            raise ProtocolError(f"calls on {self.channel} cannot be transferred")
+        self.stop_reason = self.stop_reason or "transferred"
+        logger.info("session %s: transferring the call", self.id)
+        await self.transport.transfer(to)
+
+    async def wait_heard(self, timeout_s: float) -> bool:
+        """Wait until the caller has heard all the reply audio sent so far: by the far end's word
+        where the transport has it (Twilio's marks), else by the session's playout clock."""
+        deadline = self._clock.now() + timeout_s
+        while not self._audio.empty() and self._clock.now() < deadline:  # noqa: ASYNC110 - pacer owns it
+            await asyncio.sleep(_POLL_S)
+        await self._clock.sleep_until(min(deadline, self._play_end))
+        if isinstance(self.transport, PlayoutConfirmer):
+            return await self.transport.wait_played(max(0.0, deadline - self._clock.now()))
+        return self._clock.now() >= self._play_end
+
     async def hang_up(self) -> None:
         """End the call from the server's side (the handler's choice, e.g. the agent said goodbye).
 
@@ -258,6 +322,9 @@ class Session:
             self._tasks.spawn(self._pace(), "pace")
         if self.time_limit is not None:
             self._tasks.spawn(self._enforce_time_limit(self.time_limit), "time-limit")
+        if self.no_audio_timeout_s is not None and self.mode != "receive":
+            self._last_audio_s = self._clock.now()
+            self._tasks.spawn(self._require_audio(self.no_audio_timeout_s), "no-audio")
 
     @property
     def closed(self) -> bool:
@@ -291,6 +358,7 @@ class Session:
         """Take one message of the caller's audio; raises `AudioFormatError` for unusable data."""
         if codec == "pcm_s16le" and len(payload) % 2:
             raise AudioFormatError("16-bit PCM must have an even number of bytes", num_bytes=len(payload))
+        self._last_audio_s = self._clock.now()
         samples = await run_audio_job(self._convert_input, payload, codec)
         if samples.shape[0] == 0:
             return
@@ -309,6 +377,26 @@ class Session:
             self.handler.on_dtmf(digit)
         except Exception:
             logger.exception("session %s: handler on_dtmf failed", self.id)
+
+    async def receive_text(self, text: object) -> None:
+        """Take a message the caller typed (a turn in words: the handler's `on_text`). Raises
+        `ProtocolError`, with a message fit for the caller, for one that is not a string, is blank,
+        is over `MAX_TEXT_MESSAGE_CHARS` or holds control characters other than newline and tab."""
+        if not isinstance(text, str) or not text.strip():
+            raise ProtocolError("text must be a string that is not blank")
+        if len(text) > MAX_TEXT_MESSAGE_CHARS:
+            raise ProtocolError(
+                f"text must be at most {MAX_TEXT_MESSAGE_CHARS} characters (this one has {len(text)})",
+                num_chars=len(text),
+            )
+        if _BAD_TEXT.search(text):
+            raise ProtocolError("text must not hold control characters (newline and tab are fine)")
+        if self._closed:
+            return
+        try:
+            await self.handler.on_text(text)
+        except Exception:
+            logger.exception("session %s: handler on_text failed", self.id)
 
     def _convert_input(self, payload: bytes, codec: Codec) -> Samples:
         return self._in_resampler.process(_decode(payload, codec))
@@ -361,9 +449,15 @@ class Session:
 
     async def _queue_audio(self, frame: AudioFrame) -> None:
         epoch = self._audio.epoch
-        if self._out_resampler is None or self._out_resampler.in_rate != frame.sample_rate:
-            self._out_resampler = StreamingResampler(frame.sample_rate, self.output_sample_rate)
-        encoded = await run_audio_job(self._convert_output, self._out_resampler, frame.samples, False)
+        resampler = old = self._out_resampler
+        if resampler is None or resampler.in_rate != frame.sample_rate:
+            resampler = self._out_resampler = StreamingResampler(frame.sample_rate, self.output_sample_rate)
+        if old is not None and old is not resampler:  # a new rate within a reply (a fallback TTS took
+            # over): the old filter's last ~30 ms go out first
+            tail = await run_audio_job(self._convert_output, old, np.zeros(0, dtype=np.float32), True)
+            if tail.num_samples:
+                await self._audio.put(tail, epoch=epoch)
+        encoded = await run_audio_job(self._convert_output, resampler, frame.samples, False)
         if encoded.num_samples:  # may wait for room; dropped if an interruption came meanwhile
             await self._audio.put(encoded, epoch=epoch)
 
@@ -450,6 +544,18 @@ class Session:
         await self.send_event(ErrorEvent(code="time_limit", message="session time limit reached", fatal=True))
         await self.send_event(Stopped(reason="time_limit"))
         await self.transport.close("time_limit")
+
+    async def _require_audio(self, timeout_s: float) -> None:
+        """Close the session once no audio has arrived for `timeout_s`: a caller that says nothing,
+        not even the silence a live microphone sends, is only holding a slot others could use."""
+        while self._clock.now() < self._last_audio_s + timeout_s:
+            await self._clock.sleep_until(self._last_audio_s + timeout_s)
+        logger.info("session %s: no audio for %.1f s, closing", self.id, timeout_s)
+        self.stop_reason = "no_audio"
+        message = f"no audio received for {timeout_s:g} s"
+        await self.send_event(ErrorEvent(code="no_audio", message=message, fatal=True))
+        await self.send_event(Stopped(reason="no_audio"))
+        await self.transport.close("no_audio")
 
 
 SessionFactory = Callable[[Transport], Session]

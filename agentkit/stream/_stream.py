@@ -14,11 +14,15 @@ from typing import Any, Literal
 from agentkit.clock import Clock
 from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
 from agentkit.stream._handlers import AdditionalOutputs, AsyncStreamHandler, StreamHandler
+from agentkit.stream._refusals import Refusals
 from agentkit.stream._session import Mode, Session, Transport
 
-__all__ = ["Mode", "SessionHost"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Mode", "SessionHost"]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+"""`SessionHost.max_message_bytes` unless given: far above any audio or control message."""
 
 
 class SessionHost:
@@ -27,8 +31,12 @@ class SessionHost:
     `mode` is seen from the caller: "send-receive" (talk and listen), "send" (the caller only sends
     audio: no audio goes back, events and additional outputs still do) or "receive" (the caller only
     listens; audio from it is refused). `concurrency_limit` caps simultaneous sessions across all
-    transports (None: no cap) and `time_limit` caps each session's length in seconds. Refusals are
-    explicit: an `over_capacity` or `time_limit` error reaches the caller before the close.
+    transports (None: no cap) and `time_limit` caps each session's length in seconds. A session that
+    receives no audio for `no_audio_timeout_s` (from its start, or since its last audio) is closed:
+    live clients send audio all the time, silence included, so an idle one only holds a slot (None:
+    never). `max_message_bytes` caps one message from a caller, on every transport. Refusals are
+    explicit: an `over_capacity`, `time_limit` or `no_audio` error reaches the caller before the
+    close, and `refused` counts them (and the transports' own refusals) by reason.
 
     Whoever carries the sessions registers its own shutdown steps with `on_close`; `aclose()` runs them,
     then closes every open session.
@@ -42,7 +50,8 @@ class SessionHost:
         mode: Mode = "send-receive",
         concurrency_limit: int | None = 20,
         time_limit: float | None = None,
-        max_message_bytes: int = 64 * 1024,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        no_audio_timeout_s: float | None = 10.0,
     ) -> None:
         if modality != "audio":
             raise ConfigError("only modality='audio' is supported", modality=modality)
@@ -52,6 +61,10 @@ class SessionHost:
             raise ConfigError("concurrency_limit must be at least 1 (or None)")
         if time_limit is not None and time_limit <= 0:
             raise ConfigError("time_limit must be positive (or None)")
+        if no_audio_timeout_s is not None and no_audio_timeout_s <= 0:
+            raise ConfigError("no_audio_timeout_s must be positive (or None)")
+        if max_message_bytes < 1:
+            raise ConfigError("max_message_bytes must be at least 1")
         if not isinstance(handler, AsyncStreamHandler | StreamHandler):
             raise ConfigError("handler must be a StreamHandler, AsyncStreamHandler or ReplyOnPause")
         self.handler = handler
@@ -60,6 +73,9 @@ class SessionHost:
         self.concurrency_limit = concurrency_limit
         self.time_limit = time_limit
         self.max_message_bytes = max_message_bytes
+        self.no_audio_timeout_s = no_audio_timeout_s
+        self.refused = Refusals()
+        """How often callers were refused or cut off, by reason (shown by `/healthz`)."""
         self._sessions: dict[str, Session] = {}
         self._shutdown_steps: list[Callable[[], Awaitable[None]]] = []
 
@@ -87,7 +103,7 @@ class SessionHost:
         The caller (a transport) must `await session.start()` and, in the end, `await session.close()`.
         """
         if self.concurrency_limit is not None and len(self._sessions) >= self.concurrency_limit:
-            logger.warning("refusing a session: %d of %d in use", len(self._sessions), self.concurrency_limit)
+            self.refused.note("over_capacity", f"{len(self._sessions)} of {self.concurrency_limit} in use")
             raise CapacityError("the server is at capacity; try again later", limit=self.concurrency_limit)
         if session_id is not None and session_id in self._sessions:
             raise ProtocolError("a session with this id is already open")
@@ -104,6 +120,7 @@ class SessionHost:
             call_info=call_info,
             mode=self.mode,
             time_limit=self.time_limit,
+            no_audio_timeout_s=self.no_audio_timeout_s,
             on_closed=self._forget,
         )
         self._sessions[session.id] = session
@@ -112,6 +129,8 @@ class SessionHost:
     def _forget(self, session: Session) -> None:
         """A session has closed: it no longer counts against the concurrency limit."""
         self._sessions.pop(session.id, None)
+        if session.stop_reason == "no_audio":
+            self.refused.note("no_audio", f"a session sent no audio for {self.no_audio_timeout_s:g} s")
 
     def set_input(self, session_id: str, *args: Any) -> None:
         """Give a session's handler new input values (passed to a `ReplyOnPause` fn after the audio)."""

@@ -14,7 +14,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from agentkit.testing._providers import LLMCall, ScriptedLLM, ScriptedSTT, ToneTTS
+from agentkit.testing._providers import LLMCall, ScriptedLLM, ScriptedReply, ScriptedSTT, ToneTTS
 from agentkit.testing._signals import concat, rms_dbfs, silence, speech_bounds, tone
 from agentkit.testing._transport import RecordingTransport, open_recorded_session
 from agentkit.testing._twilio_caller import TwilioCaller, WebhookAnswer, sign_twilio_request
@@ -44,6 +44,7 @@ __all__ = [
     "RecordingTransport",
     "Reply",
     "ScriptedLLM",
+    "ScriptedReply",
     "ScriptedSTT",
     "ToneTTS",
     "TwilioCaller",

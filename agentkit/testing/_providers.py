@@ -12,18 +12,19 @@ and counts every call in `call_count`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Sequence
+import json
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
 from agentkit.audio import AudioFrame
-from agentkit.exceptions import ProviderError
-from agentkit.providers.llm import ChatMessage, LLMChunk, LLMUsage
+from agentkit.exceptions import ConfigError, ProviderError
+from agentkit.providers.llm import ChatMessage, LLMChunk, LLMUsage, ToolCall, ToolSpec
 from agentkit.providers.stt import Transcript
 
-__all__ = ["KEEP", "LLMCall", "ScriptedLLM", "ScriptedSTT", "ToneTTS"]
+__all__ = ["KEEP", "LLMCall", "ScriptedLLM", "ScriptedReply", "ScriptedSTT", "ToneTTS"]
 
 KEEP = 32
 """Calls each fake keeps for inspection by default (`heard`, `calls`, `texts`): the most recent ones."""
@@ -87,20 +88,54 @@ class LLMCall:
 
     messages: tuple[ChatMessage, ...]
     instructions: str
+    tools: tuple[ToolSpec, ...] = ()
+    """The tools it offered (none: a plain reply was asked for)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScriptedReply:
+    """A scripted reply: words, then the tool calls it makes (see `ScriptedLLM.calls_tool`)."""
+
+    text: str = ""
+    """Streamed word by word first (none when empty)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Yielded one by one after the words (several: called at once)."""
 
 
 class ScriptedLLM:
     """Streams scripted replies word by word (the last reply repeats), `token_delay_s` apart.
 
-    `fail_next` raises before the first word; `fail_after_words` raises after that many words;
-    `stall_s` waits that long before the first word. Each takes effect on the next call only.
+    A reply is a string, or a `ScriptedReply` that also calls tools, most simply made with
+    `calls_tool`:
+
+    ```python
+    llm = ScriptedLLM(
+        ScriptedLLM.calls_tool("order_status", {"order": 42}, text="Let me check."),
+        "It has shipped.",  # the reply once the tool's result is in
+    )
+    ```
+
+    The calls are yielded whatever `tools` the call offered (a model may name a tool that does
+    not exist); `supports_tools=False` makes it refuse tools like `LocalLLM` does (`ConfigError`).
+
+    `fail_next` raises before the first word; `fail_after_words` raises after that many words (a
+    reply's tool calls come after its words: its word count fails just before them); `stall_s`
+    waits that long before the first word. Each takes effect on the next call only.
     """
 
     name = "scripted-llm"
 
-    def __init__(self, *replies: str, token_delay_s: float = 0.0, keep: int | None = KEEP) -> None:
-        self.replies = list(replies) or ["OK."]
+    def __init__(
+        self,
+        *replies: str | ScriptedReply,
+        token_delay_s: float = 0.0,
+        keep: int | None = KEEP,
+        supports_tools: bool = True,
+    ) -> None:
+        self.replies: list[str | ScriptedReply] = list(replies) or ["OK."]
         self.token_delay_s = token_delay_s
+        self.supports_tools = supports_tools
+        """Whether `stream` takes tools (the LLM Protocol's flag; settable)."""
         self.keep = _check_keep(keep)
         self.calls: list[LLMCall] = []
         """What the last `keep` calls were given, oldest first."""
@@ -120,12 +155,25 @@ class ScriptedLLM:
     async def aclose(self) -> None:
         self.closed = True
 
+    @staticmethod
+    def calls_tool(
+        name: str, arguments: Mapping[str, Any] | None = None, *, text: str = "", id: str | None = None
+    ) -> ScriptedReply:
+        """A reply that says `text` (if any), then calls tool `name` with `arguments` (id: `call_<name>`
+        unless given)."""
+        arguments = dict(arguments or {})
+        call = ToolCall(id or f"call_{name}", name, arguments, json.dumps(arguments))
+        return ScriptedReply(text, (call,))
+
     async def stream(
-        self, messages: Sequence[ChatMessage], *, instructions: str
+        self, messages: Sequence[ChatMessage], *, instructions: str, tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[LLMChunk, None]:
+        if tools and not self.supports_tools:
+            raise ConfigError(f"{self.name} cannot call tools (supports_tools=False)", provider=self.name)
         self.call_count += 1
-        _record(self.calls, LLMCall(tuple(messages), instructions), self.keep)
-        reply = self.replies[min(self.call_count - 1, len(self.replies) - 1)]
+        _record(self.calls, LLMCall(tuple(messages), instructions, tuple(tools)), self.keep)
+        scripted = self.replies[min(self.call_count - 1, len(self.replies) - 1)]
+        reply = ScriptedReply(scripted) if isinstance(scripted, str) else scripted
         error, self.fail_next = self.fail_next, None
         fail_after, self.fail_after_words = self.fail_after_words, None
         stall, self.stall_s = self.stall_s, 0.0
@@ -133,7 +181,7 @@ class ScriptedLLM:
             await asyncio.sleep(stall)
         if error is not None:
             raise error
-        words = reply.split(" ")
+        words = reply.text.split(" ") if reply.text or not reply.tool_calls else []
         complete = False
         try:
             for i, word in enumerate(words):
@@ -142,10 +190,17 @@ class ScriptedLLM:
                 if self.token_delay_s:
                     await asyncio.sleep(self.token_delay_s)
                 yield LLMChunk(text=word if i == 0 else " " + word)
+            if reply.tool_calls and fail_after is not None and fail_after >= len(words):
+                raise ProviderError("scripted failure before a tool call", retryable=True, provider=self.name)
+            for call in reply.tool_calls:
+                if self.token_delay_s:
+                    await asyncio.sleep(self.token_delay_s)
+                yield LLMChunk(tool_call=call)
             complete = True
             yield LLMChunk(
                 usage=LLMUsage(
-                    input_tokens=sum(len(m.text.split()) for m in messages), output_tokens=len(words)
+                    input_tokens=sum(len(m.text.split()) for m in messages),
+                    output_tokens=len(words) + len(reply.tool_calls),
                 )
             )
         finally:

@@ -116,7 +116,8 @@ class WebRTCCaller:
     """Use as `async with WebRTCCaller(base_url) as caller:`; entering returns once the call is connected.
 
     Raises `CallRefusedError` (with the server's `error` code) when the offer is refused. Times are
-    readings of `clock` (`time.perf_counter` by default), in seconds.
+    readings of `clock` (`time.perf_counter` by default), in seconds. `caller` goes with the offer as
+    the unverified caller label, `caller_token` (`agentkit.caller_token`) as the verified caller id.
     """
 
     def __init__(
@@ -125,6 +126,7 @@ class WebRTCCaller:
         *,
         session_id: str | None = None,
         caller: str | None = None,
+        caller_token: str | None = None,
         connect_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -134,6 +136,8 @@ class WebRTCCaller:
             self._body["session_id"] = session_id
         if caller is not None:
             self._body["caller"] = caller
+        if caller_token is not None:
+            self._body["caller_token"] = caller_token
         self._connect_timeout_s = connect_timeout_s
         self._clock = clock
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -67,7 +67,10 @@ class CallRefusedError(AgentkitError):
 
     def __init__(self, message: str, *, error_code: str | None, close_code: int | None) -> None:
         super().__init__(
-            message, retryable=error_code == "over_capacity", error_code=error_code, close_code=close_code
+            message,
+            retryable=error_code in ("over_capacity", "too_many_sessions"),
+            error_code=error_code,
+            close_code=close_code,
         )
         self.error_code = error_code
         """The `code` of the server's `error` message, if it sent one."""
@@ -144,6 +147,8 @@ class WebSocketCaller:
     Entering connects, sends `start` (unless `auto_start=False`; then call `start()`) and waits for
     `started`, raising `CallRefusedError` if the server answers with an error or closes instead.
     Leaving closes the socket and ends the receiving task; it does not send `stop` (call `stop()`).
+    `caller` is sent as the unverified caller label, `caller_token` (`agentkit.caller_token`) as the
+    verified caller id.
 
     `clock` is an `agentkit.clock.Clock` (a virtual one makes pacing deterministic in tests) or a bare
     time function; the default, `time.perf_counter`, is the clock of the shared FastRTC benchmark client
@@ -160,6 +165,7 @@ class WebSocketCaller:
         start_args: Sequence[Any] | None = None,
         session_id: str | None = None,
         caller: str | None = None,
+        caller_token: str | None = None,
         open_timeout: float = 10.0,
         auto_start: bool = True,
         clock: Clock | Callable[[], float] = time.perf_counter,
@@ -177,6 +183,7 @@ class WebSocketCaller:
         self._start_args = None if start_args is None else list(start_args)
         self._session_id = session_id
         self._caller = caller
+        self._caller_token = caller_token
         self._open_timeout_s = open_timeout
         self._auto_start = auto_start
         self._clock: Clock = _FunctionClock(clock) if callable(clock) else clock
@@ -231,6 +238,8 @@ class WebSocketCaller:
             message["session_id"] = self._session_id
         if self._caller is not None:
             message["caller"] = self._caller
+        if self._caller_token is not None:
+            message["caller_token"] = self._caller_token
         if self._start_args is not None:
             message["args"] = self._start_args
         since = len(self.events)

@@ -16,16 +16,17 @@ __all__ = ["WEBSOCKET_CLOSE", "websocket_close"]
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # server shutdown
 CLOSE_UNSUPPORTED = 1003  # e.g. binary frames where only text is allowed
-CLOSE_POLICY = 1008  # time limit, a missing or invalid token
+CLOSE_POLICY = 1008  # time limit, no audio, a missing or invalid token
 CLOSE_TOO_BIG = 1009
 CLOSE_INTERNAL = 1011
-CLOSE_TRY_LATER = 1013  # over capacity
+CLOSE_TRY_LATER = 1013  # over capacity, or too many sessions from one address
 
 WEBSOCKET_CLOSE: Mapping[CloseReason, tuple[int, str]] = MappingProxyType(
     {
         "normal": (CLOSE_NORMAL, "normal"),
         "hang_up": (CLOSE_NORMAL, "hang_up"),
         "time_limit": (CLOSE_POLICY, "time limit reached"),
+        "no_audio": (CLOSE_POLICY, "no audio"),
         "server_shutdown": (CLOSE_GOING_AWAY, "server shutdown"),
     }
 )

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from agentkit.stream import SessionHost
+from agentkit.stream._stream import DEFAULT_MAX_MESSAGE_BYTES
+from agentkit.transports._admission import AddressLimiter
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -20,7 +22,10 @@ if TYPE_CHECKING:
     from agentkit.transports._twilio_webhook import CallTokens
     from agentkit.transports.webrtc import RTCConfigSource, WebRTCPeers
 
-__all__ = ["MountedTransports", "Stream", "mount"]
+__all__ = ["MountedTransports", "Stream", "app_max_message_bytes", "mount"]
+
+_MAX_MESSAGE_BYTES_STATE = "agentkit_max_message_bytes"
+"""The `app.state` attribute where `mount` records the largest message its streams accept."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +36,25 @@ class MountedTransports:
     """Every WebRTC peer connection; the stream's `aclose()` closes them (`mount` registers that)."""
     twilio_tokens: CallTokens
     """The one-time tokens the Twilio webhook issues and its media stream redeems."""
+    sessions: AddressLimiter
+    """The per-client-address session cap shared by the WebSocket and WebRTC endpoints."""
+    pending_offers: AddressLimiter
+    """The per-client-address cap on answered WebRTC offers not yet connected."""
+
+
+def app_max_message_bytes(app: object) -> int:
+    """The largest `max_message_bytes` of the streams `mount` added to `app`; the default one for an
+    app it added none to. The ASGI server's own WebSocket message cap (uvicorn `ws_max_size`) should
+    be this plus a little, so that a compressed message is not inflated beyond it (see
+    `agentkit.server.uvicorn_options`)."""
+    recorded = getattr(getattr(app, "state", None), _MAX_MESSAGE_BYTES_STATE, None)
+    return recorded if isinstance(recorded, int) else DEFAULT_MAX_MESSAGE_BYTES
+
+
+def _address_cap(value: int | None, setting: int) -> int | None:
+    """A per-address cap from its option (None: the setting) where 0 means none."""
+    cap = setting if value is None else value
+    return cap or None
 
 
 def mount(
@@ -45,22 +69,50 @@ def mount(
     client_rtc_configuration: RTCConfigSource = None,
     public_url: str | None = None,
     validate_twilio_signatures: bool = True,
+    max_sessions_per_address: int | None = None,
+    max_pending_offers_per_address: int | None = None,
+    webrtc_connect_timeout_s: float = 5.0,
 ) -> MountedTransports:
     """Add every transport's endpoints for `stream` to `app` under `prefix`.
+
+    One client address (see `agentkit.transports._admission`) may hold at most
+    `max_sessions_per_address` sessions over the WebSocket and WebRTC endpoints together, and at most
+    `max_pending_offers_per_address` answered WebRTC offers that have not connected yet (None: the
+    `AGENTKIT_MAX_SESSIONS_PER_ADDRESS` / `AGENTKIT_MAX_PENDING_OFFERS_PER_ADDRESS` settings, 4 and 2
+    by default; 0: no cap). Twilio's media stream is exempt: its peer is always Twilio. An answered
+    offer whose peer has not connected within `webrtc_connect_timeout_s` is closed. `mount` also
+    records `stream.max_message_bytes` on `app.state` for `app_max_message_bytes`.
 
     `{prefix}/ws` speaks agentkit's WebSocket protocol (docs/websocket-protocol.md) and
     `{prefix}/websocket/offer` the FastRTC-compatible one at the `fastrtc_*` wire rates;
     `{prefix}/webrtc/...` is WebRTC (docs/webrtc.md) with the server's and the browser's ICE servers
     (`rtc_configuration`, `client_rtc_configuration`; see `agentkit.transports.webrtc`);
     `{prefix}/telephone/...` is Twilio's webhook and Media Streams (docs/telephony.md; `public_url`
-    and `validate_twilio_signatures` as in `agentkit.transports.twilio`). `allowed_origins`: the
-    other sites whose pages may connect (None: no origin checks). `stream.aclose()` closes the WebRTC
+    and `validate_twilio_signatures` as in `agentkit.transports.twilio`; `public_url`'s host also
+    counts as the server's own for the origin check). `allowed_origins`: the other sites whose pages
+    may connect (None: no origin checks). `stream.aclose()` closes the WebRTC
     peer connections too.
     """
+    from agentkit.config import load_settings
     from agentkit.transports.twilio import add_twilio_routes
     from agentkit.transports.webrtc import add_webrtc_routes
     from agentkit.transports.websocket import add_websocket_routes
 
+    settings = load_settings()
+    sessions = AddressLimiter(
+        _address_cap(max_sessions_per_address, settings.max_sessions_per_address),
+        reason="too_many_sessions",
+        what="sessions",
+        refused=stream.refused,
+    )
+    pending_offers = AddressLimiter(
+        _address_cap(max_pending_offers_per_address, settings.max_pending_offers_per_address),
+        reason="too_many_pending_offers",
+        what="pending WebRTC offers",
+        refused=stream.refused,
+    )
+    largest = max(getattr(app.state, _MAX_MESSAGE_BYTES_STATE, 0), stream.max_message_bytes)
+    setattr(app.state, _MAX_MESSAGE_BYTES_STATE, largest)
     prefix = prefix.rstrip("/")
     add_websocket_routes(
         app,
@@ -69,6 +121,8 @@ def mount(
         fastrtc_input_sample_rate=fastrtc_input_sample_rate,
         fastrtc_output_sample_rate=fastrtc_output_sample_rate,
         allowed_origins=allowed_origins,
+        public_url=public_url,
+        sessions=sessions,
     )
     peers = add_webrtc_routes(
         app,
@@ -77,8 +131,14 @@ def mount(
         rtc_configuration=rtc_configuration,
         client_rtc_configuration=client_rtc_configuration,
         allowed_origins=allowed_origins,
+        public_url=public_url,
+        connect_timeout_s=webrtc_connect_timeout_s,
+        sessions=sessions,
+        pending_offers=pending_offers,
     )
     stream.on_close(peers.aclose)
+    # no per-address cap: the media stream's peer is always Twilio (one address for every call), and
+    # each stream must redeem a signed, single-use token that only Twilio's signed webhook obtains
     tokens = add_twilio_routes(
         app,
         stream,
@@ -86,7 +146,9 @@ def mount(
         validate_signatures=validate_twilio_signatures,
         prefix=f"{prefix}/telephone",
     )
-    return MountedTransports(webrtc_peers=peers, twilio_tokens=tokens)
+    return MountedTransports(
+        webrtc_peers=peers, twilio_tokens=tokens, sessions=sessions, pending_offers=pending_offers
+    )
 
 
 class Stream(SessionHost):

@@ -29,6 +29,7 @@ from agentkit.stream._events import Event, Interrupted, ResponseDone
 from agentkit.transports._close_codes import CLOSE_POLICY, CLOSE_UNSUPPORTED
 from agentkit.transports._twilio_rest import TwilioCalls
 from agentkit.transports._twilio_webhook import TOKEN_PARAMETER, CallGrant, CallTokens
+from agentkit.transports._untrusted import is_id
 from agentkit.transports._ws_common import WebSocketConnection, media_payload, samples_to_mulaw
 
 if TYPE_CHECKING:
@@ -73,6 +74,8 @@ class TwilioConnection(WebSocketConnection):
         self._reply_ms = 0.0  # reply audio sent since the reply began
         self._unmarked_ms = 0.0  # reply audio sent since the last mark
         self._mark_count = 0
+        self._all_played = asyncio.Event()  # set while no mark waits for its echo
+        self._all_played.set()
         self._pending_marks: deque[tuple[str, int]] = deque()  # (name, reply ms up to it), oldest first
         self.heard_ms = 0
         """Reply audio Twilio confirmed as played (by its `mark` echoes), for the current reply."""
@@ -111,6 +114,7 @@ class TwilioConnection(WebSocketConnection):
         if isinstance(event, Interrupted):
             # control beats data: Twilio drops its buffered audio; marks of that audio no longer count
             self._pending_marks.clear()
+            self._all_played.set()
             self._reply_ms = self._unmarked_ms = 0.0
             self.heard_ms = 0
             self._heard_at = None
@@ -130,6 +134,7 @@ class TwilioConnection(WebSocketConnection):
             self._pending_marks.popleft()
         self._pending_marks.append((name, round(self._reply_ms)))
         self._unmarked_ms = 0.0
+        self._all_played.clear()
         await self.send_json({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     # -- messages from Twilio --------------------------------------------------------------------
@@ -160,6 +165,9 @@ class TwilioConnection(WebSocketConnection):
         if not seen:
             await self.report(code, message)
 
+    async def reject(self, code: str, message: str) -> None:
+        await self.complain(code, message)  # bad JSON too: logged once per kind, never a flood
+
     async def _on_start(self, message: dict[str, Any]) -> None:
         if self.session is not None:
             await self.complain("already_started", "a second start message was ignored")
@@ -168,6 +176,14 @@ class TwilioConnection(WebSocketConnection):
         start = start if isinstance(start, dict) else {}
         params = start.get("customParameters")
         params = params if isinstance(params, dict) else {}
+        stream_sid, call_sid = message.get("streamSid") or start.get("streamSid"), start.get("callSid")
+        if not is_id(stream_sid) or (call_sid is not None and not is_id(call_sid)):
+            # they go into logs and every message back: nothing but a short id may pass
+            await self.report(
+                "bad_start", "start needs a streamSid (and callSid) of id characters", fatal=True
+            )
+            await self.close_with_code(CLOSE_POLICY, "no valid streamSid")
+            return
         grant = self._tokens.redeem(params.get(TOKEN_PARAMETER))
         if grant is None and not self._require_token:
             grant = CallGrant(caller=None, called=None, call_sid=None, expires_at_s=0.0)
@@ -183,17 +199,12 @@ class TwilioConnection(WebSocketConnection):
             await self.report("bad_media_format", "only audio/x-mulaw at 8000 Hz is supported", fatal=True)
             await self.close_with_code(CLOSE_UNSUPPORTED, "unsupported media format")
             return
-        stream_sid, call_sid = message.get("streamSid") or start.get("streamSid"), start.get("callSid")
         if grant.call_sid is not None and call_sid != grant.call_sid:  # a token is for its own call
             await self.report("bad_token", "the session token was issued for another call", fatal=True)
             await self.close_with_code(CLOSE_POLICY, "invalid session token")
             return
-        self.stream_sid = str(stream_sid)[:64] if stream_sid else None
-        self.call_sid = str(call_sid)[:64] if call_sid else grant.call_sid
-        if self.stream_sid is None:
-            await self.report("bad_start", "start carries no streamSid", fatal=True)
-            await self.close_with_code(CLOSE_POLICY, "no streamSid")
-            return
+        self.stream_sid = stream_sid
+        self.call_sid = call_sid or grant.call_sid
         await self.open_session(
             input_sample_rate=SAMPLE_RATE,
             output_sample_rate=SAMPLE_RATE,
@@ -234,6 +245,8 @@ class TwilioConnection(WebSocketConnection):
             return  # a mark of audio dropped by `clear` (Twilio echoes those too), or not ours
         for _ in range(names.index(name) + 1):
             _, self.heard_ms = self._pending_marks.popleft()
+        if not self._pending_marks:
+            self._all_played.set()
         if name.startswith("end-"):
             self.heard_ms = 0  # the next reply starts from zero
             self._heard_at = None
@@ -250,6 +263,24 @@ class TwilioConnection(WebSocketConnection):
         limit_ms = self._pending_marks[0][1] if self._pending_marks else self._reply_ms
         elapsed_ms = (self.session.clock.now() - since) * 1000
         return round(max(confirmed_ms, min(confirmed_ms + elapsed_ms, limit_ms)))
+
+    async def wait_played(self, timeout_s: float) -> bool:
+        """Until Twilio has echoed every mark sent (so it has played all our audio); False on timeout."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._all_played.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    async def transfer(self, to: str) -> None:
+        """Transfer through the REST API (the call leaves this stream for a `<Dial>`); then close."""
+        if self._calls is None or self.call_sid is None:
+            raise ProviderError(
+                "twilio: transferring needs call control (TWILIO_ACCOUNT_SID)", retryable=False
+            )
+        await self._calls.transfer(self.call_sid, to)
+        await self.close("hang_up")
 
     async def hang_up(self) -> None:
         """End the call: REST `Status=completed` when call control is set up, then close the stream."""

@@ -106,6 +106,29 @@ class TwilioCalls:
         logger.info("twilio: hung up call %s", call_sid)
         return True
 
+    async def transfer(self, call_sid: str, to: str) -> None:
+        """Send the call to `to` (E.164 number or `sip:` URI): it leaves its media stream for a
+        `<Dial>`. Raises `ProviderError` when Twilio refuses."""
+        from twilio.twiml.voice_response import Dial, VoiceResponse
+
+        dial = Dial()
+        if to.startswith("sip:"):
+            dial.sip(to)
+        else:
+            dial.number(to)
+        twiml = str(VoiceResponse().append(dial))
+
+        def update() -> None:
+            self._client.calls(call_sid).update(twiml=twiml)
+
+        try:
+            await asyncio.to_thread(update)
+        except TwilioRestException as exc:
+            raise _provider_error("transfer the call", exc) from exc
+        except Exception as exc:
+            raise ProviderError(f"twilio: transfer failed ({type(exc).__name__})", retryable=True) from exc
+        logger.info("twilio: transferred call %s", call_sid)
+
     async def place_call(self, *, to: str, from_: str, url: str) -> str:
         """Dial `to` from `from_`; Twilio fetches its TwiML from `url` when answered. Returns the call SID."""
 

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -50,6 +51,10 @@ logger = logging.getLogger(__name__)
 TOKEN_PARAMETER = "token"
 CALLER_PARAMETER = "caller"
 CALLED_PARAMETER = "called"
+
+_TOKEN = re.compile(r"[A-Za-z0-9_=.-]{1,16384}")
+"""What a token can look like (URL-safe base64 and a dot); anything else is refused unread. A signed
+token's claims hold at most a 500-character purpose, escaped in JSON: under 16384 characters."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +158,7 @@ class CallTokens:
 
     def redeem(self, token: object) -> CallGrant | None:
         """The grant for `token` if it is valid, fresh and unused (it is used up either way); else None."""
-        if not isinstance(token, str):
+        if not isinstance(token, str) or _TOKEN.fullmatch(token) is None:  # e.g. a lone surrogate
             return None
         if self._secret is not None:
             return self._redeem_signed(token)
@@ -168,7 +173,7 @@ class CallTokens:
         return base64.urlsafe_b64encode(digest).decode()
 
     def _redeem_signed(self, token: str) -> CallGrant | None:
-        payload, _, mac = token.encode()[:2048].partition(b".")
+        payload, _, mac = token.encode().partition(b".")  # `redeem` bounded its length
         if not hmac.compare_digest(mac, self._mac(payload).encode()):
             return None
         try:

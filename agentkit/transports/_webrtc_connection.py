@@ -3,7 +3,8 @@
 The connection is the session's `Transport`. Its `run()` task owns the lifecycle: wait for the peer
 to connect (closed after `connect_timeout_s` otherwise), start the session and the receive loop, then
 wait for the end: the peer fails, closes, stays disconnected past `disconnect_grace_s`, sends `stop`,
-the session hits its time limit, or the server shuts down. Whatever the end, the session is closed,
+the session hits its time limit or receives no audio for its `no_audio_timeout_s`, or the server
+shuts down. Whatever the end, the session is closed,
 the tasks are cancelled, the tracks stopped and the peer connection closed.
 
 Events travel as JSON on the data channel the client opens; until it is open they wait in a bounded
@@ -25,7 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from agentkit._tasks import cancel_and_wait
 from agentkit.audio import Samples, float_to_pcm16
-from agentkit.exceptions import AudioFormatError, TransportClosedError
+from agentkit.exceptions import AudioFormatError, ProtocolError, TransportClosedError
 from agentkit.stream import CloseReason, Session, SessionHost
 from agentkit.stream._events import (
     ErrorEvent,
@@ -36,9 +37,11 @@ from agentkit.stream._events import (
     ResponseStarting,
     Stopped,
 )
+from agentkit.transports._admission import AddressSlot
+from agentkit.transports._untrusted import loads_untrusted
 from agentkit.transports._webrtc_media import OutgoingAudioTrack, frame_to_mono_pcm16
 
-__all__ = ["CallState", "WebRTCConnection"]
+__all__ = ["CallState", "WebRTCConnection", "close_peer_connection"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +49,12 @@ CallState = Literal["listening", "thinking", "speaking"]
 _DRAIN_TIMEOUT_S = 0.5
 _RECEIVE_STOP_TIMEOUT_S = 2.0
 _MAX_PENDING_EVENTS = 64
+_MAX_PENDING_TEXTS = 8  # typed messages waiting for the session; more at once are refused (`busy`)
 _END_REASONS: dict[CloseReason, str] = {
     "normal": "server_close",
     "hang_up": "server_close",
     "time_limit": "time_limit",
+    "no_audio": "no_audio",
     "server_shutdown": "server_shutdown",
 }
 """The connection's `end_reason` for each reason the server closes it for."""
@@ -65,11 +70,17 @@ class WebRTCConnection:
         self,
         stream: SessionHost,
         *,
-        connect_timeout_s: float = 15.0,
+        connect_timeout_s: float = 5.0,
         disconnect_grace_s: float = 5.0,
         outgoing: OutgoingAudioTrack | None = None,
+        pending_slot: AddressSlot | None = None,
+        session_slot: AddressSlot | None = None,
     ) -> None:
+        """`pending_slot` / `session_slot`: the caller's places under the per-address caps on pending
+        offers and on sessions; the first is given back once the peer connects, both when it ends."""
         self.stream = stream
+        self._pending_slot = pending_slot
+        self._session_slot = session_slot
         self.pc: RTCPeerConnection | None = None
         self.session: Session | None = None
         self.outgoing = outgoing or OutgoingAudioTrack()
@@ -86,6 +97,8 @@ class WebRTCConnection:
         self._connected = False
         self._closing = False
         self._receive_task: asyncio.Task[None] | None = None
+        self._texts: asyncio.Queue[object] = asyncio.Queue(_MAX_PENDING_TEXTS)  # `text` messages, in order
+        self._text_task: asyncio.Task[None] | None = None
 
     def attach(self, pc: RTCPeerConnection, session: Session) -> None:
         """Listen to the peer connection's events; call before `setRemoteDescription`."""
@@ -143,7 +156,7 @@ class WebRTCConnection:
             logger.debug("webrtc: ignoring extra data channel")
             return
         self.channel = channel
-        channel.on("message", self._on_message)
+        channel.on("message", self._on_channel_message)
         if channel.readyState == "open":
             self._flush_pending()
         else:
@@ -154,15 +167,25 @@ class WebRTCConnection:
         while self._pending and channel is not None and channel.readyState == "open":
             channel.send(self._pending.popleft())
 
+    def _on_channel_message(self, message: str | bytes) -> None:
+        # called by aiortc: whatever escapes from here would tear the call down, so it must not
+        try:
+            self._on_message(message)
+        except Exception:
+            logger.exception("webrtc: a data channel message could not be handled")
+            self._report("internal", "internal server error")
+
     def _on_message(self, message: str | bytes) -> None:
         size = len(message.encode() if isinstance(message, str) else message)
         if size > self.stream.max_message_bytes:
+            limit = self.stream.max_message_bytes
+            self.stream.refused.note("message_too_large", f"a message of {size} bytes (limit {limit})")
             self._report("message_too_large", f"message of {size} bytes is over the limit")
             return
         try:
-            parsed = json.loads(message)
-        except ValueError:
-            self._report("bad_json", "message is not valid JSON")
+            parsed = loads_untrusted(message, max_bytes=self.stream.max_message_bytes)
+        except ProtocolError as exc:  # not JSON, or nested too deeply
+            self._report("bad_json", exc.message)
             return
         kind = parsed.get("type") if isinstance(parsed, dict) else None
         if kind == "input":
@@ -176,12 +199,26 @@ class WebRTCConnection:
             self.end("client_stop")
         elif kind == "ping":
             self._send_json({"type": "pong", "id": parsed.get("id")})
+        elif kind == "text":
+            try:
+                self._texts.put_nowait(parsed.get("text"))  # taken in order once the session runs
+            except asyncio.QueueFull:
+                self._report("busy", "too many text messages at once; this one was dropped")
         else:
             self._report("unknown_message", f"unknown message type {str(kind)[:40]!r}")
 
     def _report(self, code: str, message: str) -> None:
         logger.info("webrtc: %s error (%s)", code, message)
         self._send_json(ErrorEvent(code=code, message=message).to_json())
+
+    async def _read_texts(self, session: Session) -> None:
+        """Hand the caller's `text` messages to the session one at a time, in order."""
+        while True:
+            text = await self._texts.get()
+            try:
+                await session.receive_text(text)
+            except ProtocolError as exc:  # blank, too long, control characters: the call goes on
+                self._report("bad_text", exc.message)
 
     # -- peer connection events ------------------------------------------------------------------
     def _on_connection_state(self) -> None:
@@ -216,6 +253,9 @@ class WebRTCConnection:
                     self._receive_task = asyncio.create_task(
                         self._receive(self._remote_track), name=f"webrtc-{self.session.id[:8]}-receive"
                     )
+                self._text_task = asyncio.create_task(
+                    self._read_texts(self.session), name=f"webrtc-{self.session.id[:8]}-texts"
+                )
                 logger.info("webrtc: session %s connected", self.session.id)
                 await self._wait_end()
         finally:
@@ -228,8 +268,11 @@ class WebRTCConnection:
                     self._wake.clear()
                     await self._wake.wait()
         except TimeoutError:
-            logger.info("webrtc: peer did not connect within %.0f s", self._connect_timeout_s)
+            detail = f"an answered offer did not connect within {self._connect_timeout_s:g} s"
+            self.stream.refused.note("connect_timeout", detail)
             self.end("connect_timeout")
+        if self._pending_slot is not None:  # connected (or ended): no longer a pending offer
+            self._pending_slot.release()
         return self.end_reason is None
 
     async def _wait_end(self) -> None:
@@ -267,14 +310,20 @@ class WebRTCConnection:
         task, self._receive_task = self._receive_task, None
         if task is not None:
             await cancel_and_wait(task, _RECEIVE_STOP_TIMEOUT_S)
+        task, self._text_task = self._text_task, None
+        if task is not None:
+            await cancel_and_wait(task, _RECEIVE_STOP_TIMEOUT_S)
         if self.session is not None:
             await self.session.close(self.end_reason or "client_stop")
+        for slot in (self._pending_slot, self._session_slot):
+            if slot is not None:
+                slot.release()
         self.outgoing.stop()
         if self.end_reason == "server_shutdown":
             self._send_json(Stopped(reason="server_shutdown").to_json())
         await self._drain_channel()
         if self.pc is not None:
-            await self.pc.close()
+            await close_peer_connection(self.pc)
         logger.info("webrtc: connection closed (%s)", self.end_reason)
 
     async def _drain_channel(self) -> None:
@@ -289,3 +338,22 @@ class WebRTCConnection:
         channel.on("bufferedamountlow", drained.set)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drained.wait(), _DRAIN_TIMEOUT_S)
+
+
+async def close_peer_connection(pc: RTCPeerConnection) -> None:
+    """`pc.close()`; when aiortc raises inside it (a half-negotiated connection can make it), every
+    transport the peer connection made is stopped by hand, so that none of its sockets stays open.
+    (`pc.close()` must not be called twice then: its second call would wait forever.)"""
+    try:
+        await pc.close()
+        return
+    except Exception as exc:
+        failure = type(exc).__name__
+        logger.info("webrtc: closing a peer connection failed (%s); stopping its transports", failure)
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for dtls in transports:
+        for stop in (dtls.stop, dtls.transport.stop):  # DTLS, then the ICE transport and its sockets
+            with contextlib.suppress(Exception):
+                await stop()

@@ -17,6 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from agentkit.audio import Samples, mulaw_encode
 from agentkit.exceptions import (
+    AddressLimitError,
     AgentkitError,
     AudioFormatError,
     CapacityError,
@@ -25,12 +26,14 @@ from agentkit.exceptions import (
 )
 from agentkit.stream import CloseReason, Session, SessionHost
 from agentkit.stream._events import ErrorEvent, Event, Stopped
+from agentkit.transports._admission import AddressLimiter, AddressSlot, client_address
 from agentkit.transports._close_codes import (
     CLOSE_INTERNAL,
     CLOSE_TOO_BIG,
     CLOSE_TRY_LATER,
     websocket_close,
 )
+from agentkit.transports._untrusted import loads_untrusted
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +59,15 @@ class WebSocketConnection(abc.ABC):
 
     protocol = "websocket"
 
-    def __init__(self, websocket: WebSocket, stream: SessionHost) -> None:
+    def __init__(
+        self, websocket: WebSocket, stream: SessionHost, *, sessions: AddressLimiter | None = None
+    ) -> None:
+        """`sessions`: the stream's per-address session cap (None: none, e.g. Twilio's stream)."""
         self.websocket = websocket
         self.stream = stream
         self.session: Session | None = None
+        self._sessions = sessions
+        self._slot: AddressSlot | None = None  # the session's place under the per-address cap
         self._send_lock = asyncio.Lock()
         self._closing = False
 
@@ -116,10 +124,14 @@ class WebSocketConnection(abc.ABC):
             while not self._closing:
                 message = await self.websocket.receive()
                 if message["type"] == "websocket.disconnect":
+                    if message.get("code") == CLOSE_TOO_BIG:  # uvicorn's own cap (`ws_max_size`)
+                        self.stream.refused.note("message_too_large", "a message over ws_max_size")
                     break
                 text, data = message.get("text"), message.get("bytes")
                 size = len(text.encode()) if text is not None else len(data or b"")
                 if size > self.stream.max_message_bytes:
+                    detail = f"a message of {size} bytes (limit {self.stream.max_message_bytes})"
+                    self.stream.refused.note("message_too_large", detail)
                     await self.report(
                         "message_too_large",
                         f"message of {size} bytes is over the limit of {self.stream.max_message_bytes}",
@@ -140,17 +152,23 @@ class WebSocketConnection(abc.ABC):
         finally:
             if self.session is not None:
                 await self.session.close("client_stop")
+            if self._slot is not None:
+                self._slot.release()
 
     async def _on_text(self, text: str) -> None:
         try:
-            message = json.loads(text)
-        except ValueError:
-            await self.report("bad_json", "message is not valid JSON")
+            message = loads_untrusted(text, max_bytes=self.stream.max_message_bytes)
+        except ProtocolError as exc:  # not JSON, or nested too deeply: the message is ignored
+            await self.reject("bad_json", exc.message)
             return
         if not isinstance(message, dict):
-            await self.report("unknown_message", "message must be a JSON object")
+            await self.reject("unknown_message", "message must be a JSON object")
             return
         await self.on_message(message)
+
+    async def reject(self, code: str, message: str) -> None:
+        """Tell the caller a message was ignored (a non-fatal `error` event; Twilio only logs it)."""
+        await self.report(code, message)
 
     @abc.abstractmethod
     async def on_message(self, message: dict[str, Any]) -> None: ...
@@ -169,7 +187,10 @@ class WebSocketConnection(abc.ABC):
         call_info: Mapping[str, str] | None = None,
     ) -> Session | None:
         """Open and start the session; on refusal, tell the caller and close. None if refused."""
+        slot: AddressSlot | None = None
         try:
+            if self._sessions is not None:
+                slot = self._sessions.acquire(client_address(self.websocket.client))
             session = self.stream.open_session(
                 self,  # type: ignore[arg-type]  # subclasses implement the audio half of Transport
                 input_sample_rate=input_sample_rate,
@@ -179,12 +200,17 @@ class WebSocketConnection(abc.ABC):
                 caller=caller,
                 call_info=call_info,
             )
-        except CapacityError as exc:
+        except CapacityError as exc:  # the stream's limit, or this address's (`AddressLimitError`)
+            if slot is not None:
+                slot.release()
             await self.refuse_capacity(exc)
             return None
         except ProtocolError as exc:
+            if slot is not None:
+                slot.release()
             await self.report("bad_start", exc.message)
             return None
+        self._slot = slot
         self.session = session
         await session.start()
         logger.info("%s: session %s started", self.protocol, session.id)
@@ -192,7 +218,8 @@ class WebSocketConnection(abc.ABC):
 
     async def refuse_capacity(self, exc: CapacityError) -> None:
         await self.report(exc, fatal=True)
-        await self.close_with_code(CLOSE_TRY_LATER, "over capacity")
+        reason = "too many sessions" if isinstance(exc, AddressLimitError) else "over capacity"
+        await self.close_with_code(CLOSE_TRY_LATER, reason)
 
     async def feed(self, payload: bytes, codec: str) -> None:
         assert self.session is not None

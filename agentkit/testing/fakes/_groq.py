@@ -34,9 +34,13 @@ class FakeGroq(FakeServer):
     The key is checked in `Authorization: Bearer <key>`. A streamed chat reply is a series of
     `data: {chat.completion.chunk}` events, the first with the assistant role, one per delta, a last
     one with `finish_reason` and the usage in `x_groq.usage` (and in `usage` too when the request
-    asked for `stream_options.include_usage`), then `data: [DONE]`. A transcription answers
+    asked for `stream_options.include_usage`), then `data: [DONE]`. The reply's `tool_calls`
+    follow its text as `delta.tool_calls` pieces: for each call one piece with its `index`, `id`,
+    `type` and `function.name` (and empty `arguments`), then its arguments' JSON in pieces under the
+    same `index`; the last chunk's `finish_reason` is then `tool_calls`. A transcription answers
     `{"text": ...}` (`response_format` `json`) or the bare text (`text`). Errors carry the
-    OpenAI-style body `{"error": {"message": ..., "type": ..., "code": ...}}`.
+    OpenAI-style body `{"error": {"message": ..., "type": ..., "code": ...}}`, and inside a stream
+    (`Reply.error_after`) the same as a `data:` event.
     """
 
     auth_prefix = "Bearer "
@@ -89,9 +93,26 @@ class FakeGroq(FakeServer):
             "total_time": 0.012,
         }
 
+    def stream_error_event(self, status: int) -> bytes:
+        """The OpenAI-style error inside a stream: a `data: {"error": {...}}` event."""
+        return sse(None, self.error_body(status))
+
     async def _whole_chat(self, exchange: Exchange, model: str) -> None:
-        deltas = exchange.reply.text_deltas()
+        reply = exchange.reply
         number = len(self.requests)
+        message: dict[str, Any] = {
+            "role": "assistant",
+            "content": "".join(reply.text_deltas()) if reply.has_text() else None,
+        }
+        if reply.tool_calls:
+            message["tool_calls"] = [
+                {
+                    "id": call.id or f"call_fake_{index}",
+                    "type": "function",
+                    "function": {"name": call.name, "arguments": call.arguments_json()},
+                }
+                for index, call in enumerate(reply.tool_calls)
+            ]
         completion = {
             "id": f"chatcmpl-fake-{number}",
             "object": "chat.completion",
@@ -100,18 +121,19 @@ class FakeGroq(FakeServer):
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": "".join(deltas)},
+                    "message": message,
                     "logprobs": None,
-                    "finish_reason": "stop",
+                    "finish_reason": "tool_calls" if reply.tool_calls else "stop",
                 }
             ],
-            "usage": self._usage(exchange, len(deltas)),
+            "usage": self._usage(exchange, reply.content_chunks()),
             "x_groq": {"id": f"req_fake_{number}"},
         }
         await exchange.send_json(200, completion)
 
     async def _stream_chat(self, exchange: Exchange, model: str, *, include_usage: bool) -> None:
-        deltas = exchange.reply.text_deltas()
+        reply = exchange.reply
+        deltas = reply.text_deltas() if reply.has_text() else ()
         number = len(self.requests)
 
         def chunk(delta: dict[str, Any], finish_reason: str | None = None, **extra: Any) -> bytes:
@@ -128,15 +150,24 @@ class FakeGroq(FakeServer):
             return sse(None, payload)
 
         await exchange.start(200, [("content-type", "text/event-stream")])
-        await exchange.send(chunk({"role": "assistant", "content": ""}, x_groq={"id": f"req_fake_{number}"}))
+        first = {"role": "assistant", "content": "" if deltas else None}
+        await exchange.send(chunk(first, x_groq={"id": f"req_fake_{number}"}))
         for text in deltas:
             await exchange.send_chunk(chunk({"content": text}))
-        exchange.end_content()
-        usage = self._usage(exchange, len(deltas))
+        for index, call in enumerate(reply.tool_calls):
+            # The first piece names the call; its arguments follow in pieces, all under its index.
+            head = {"id": call.id or f"call_fake_{index}", "type": "function"}
+            opening = {"index": index, **head, "function": {"name": call.name, "arguments": ""}}
+            await exchange.send(chunk({"tool_calls": [opening]}))
+            for piece in call.fragments():
+                fragment = {"index": index, "function": {"arguments": piece}}
+                await exchange.send_chunk(chunk({"tool_calls": [fragment]}))
+        await exchange.end_content()
+        usage = self._usage(exchange, reply.content_chunks())
         extra: dict[str, Any] = {"x_groq": {"id": f"req_fake_{number}", "usage": usage}}
         if include_usage:
             extra["usage"] = usage
-        await exchange.send(chunk({}, "stop", **extra))
+        await exchange.send(chunk({}, "tool_calls" if reply.tool_calls else "stop", **extra))
         await exchange.send(sse(None, "[DONE]"))
         await exchange.finish()
 

@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agentkit.audio import AudioFrame
 
-__all__ = ["FakeRequest", "Outcome", "Reply", "ReplySource", "UploadedFile", "parse_multipart"]
+__all__ = [
+    "FakeRequest",
+    "FakeToolCall",
+    "Outcome",
+    "Reply",
+    "ReplySource",
+    "UploadedFile",
+    "parse_multipart",
+]
 
 Outcome = Literal["pending", "completed", "disconnected", "cut"]
 """How an exchange ended: still running, answered in full, the client went away first, or the
@@ -18,12 +26,46 @@ fake dropped the connection on purpose (`Reply.cut_after`)."""
 
 
 @dataclass(frozen=True, slots=True)
+class FakeToolCall:
+    """A tool call an LLM fake makes in its reply, after the reply's text (`Reply.tool_calls`).
+
+    Streamed as the API streams calls: its id and name first, then its arguments' JSON in pieces
+    of `fragment_chars` characters, cut wherever they fall (inside a string, a number, an escape).
+    Each piece is a content chunk, so `Reply.cut_after`, `error_after` and `stall_after` can strike
+    in the middle of a call.
+    """
+
+    name: str
+    """The tool's name."""
+    arguments: Mapping[str, Any] | str = field(default_factory=dict)
+    """The arguments: an object (sent as its JSON), or JSON text sent as is (e.g. malformed)."""
+    id: str | None = None
+    """The call's id; default `toolu_fake_<n>` (Anthropic) or `call_fake_<n>` (Groq), n counting
+    the calls of the reply from 0."""
+    fragment_chars: int | None = 8
+    """Length of each piece of the arguments' JSON; None sends it in one piece (as Groq usually does)."""
+
+    def arguments_json(self) -> str:
+        """The arguments as the fake sends them."""
+        if isinstance(self.arguments, str):
+            return self.arguments
+        return json.dumps(dict(self.arguments))
+
+    def fragments(self) -> tuple[str, ...]:
+        """The pieces of `arguments_json()`, in order (none when it is empty)."""
+        text = self.arguments_json()
+        step = self.fragment_chars or len(text) or 1
+        return tuple(text[i : i + step] for i in range(0, len(text), step))
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """One scripted answer, with optional faults. Text fields are used by the fakes that speak text.
 
-    Content goes out in chunks: text deltas for the LLM fakes, 100 ms of audio for the TTS fake (a
-    transcription is a single body). Faults apply in this order: `stall_before_s`, then `status`
-    (an error answer with the provider's documented error body), then per chunk `cut_after`,
+    Content goes out in chunks: for the LLM fakes, text deltas, then the pieces of each tool call's
+    arguments (`tool_calls`); 100 ms of audio for the TTS fake (a transcription is a single body).
+    Faults apply in this order: `stall_before_s`, then `status` (an error answer with the
+    provider's documented error body), then per chunk `error_after`, `cut_after`,
     `stall_after`/`stall_s` and `chunk_delay_s`.
     """
 
@@ -49,11 +91,28 @@ class Reply:
     """Length of the mid-stream stall."""
     cut_after: int | None = None
     """Drop the connection after this many content chunks (0: right after the headers)."""
+    tool_calls: tuple[FakeToolCall, ...] = ()
+    """LLM: tool calls to make after the text (set `text=""` for calls alone); the reply then
+    ends with Anthropic's `stop_reason: "tool_use"` or OpenAI-style `finish_reason: "tool_calls"`."""
+    error_after: int | None = None
+    """LLM: after this many content chunks, send the API's error event inside the stream (for
+    `error_status`) and end the body there: Anthropic's `event: error`, Groq's `data: {"error": ...}`."""
+    error_status: int = 529
+    """The HTTP status whose error type the `error_after` event carries (529: `overloaded_error`)."""
 
     def text_deltas(self) -> tuple[str, ...]:
         if self.deltas is not None:
             return self.deltas
         return tuple(re.findall(r"\s*\S+\s*", self.text)) or ("",)
+
+    def has_text(self) -> bool:
+        """LLM: whether the reply has a text part (a reply of tool calls alone has none)."""
+        return bool("".join(self.text_deltas())) or not self.tool_calls
+
+    def content_chunks(self) -> int:
+        """LLM: how many content chunks the reply streams (text deltas and argument pieces)."""
+        deltas = len(self.text_deltas()) if self.has_text() else 0
+        return deltas + sum(len(call.fragments()) for call in self.tool_calls)
 
 
 ReplySource = Reply | Callable[["FakeRequest"], Reply]

@@ -16,7 +16,7 @@ import json
 import logging
 import threading
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import parse_qsl, urlsplit
@@ -25,7 +25,7 @@ import h11
 
 from agentkit.testing.fakes._script import FakeRequest, Reply, ReplySource, parse_multipart
 
-__all__ = ["ClientGone", "Exchange", "FakeServer"]
+__all__ = ["ClientGone", "EndedWithError", "Exchange", "FakeServer"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +38,11 @@ class ClientGone(Exception):
     """The client closed the connection (or the fake cut it) before the exchange ended."""
 
 
+class EndedWithError(Exception):
+    """The fake ended a streamed body early on purpose, with its API's error event
+    (`Reply.error_after`); the body is complete and the connection stays usable."""
+
+
 class Exchange:
     """The answer to one request: status, headers, content chunks, with the reply's faults applied."""
 
@@ -48,9 +53,13 @@ class Exchange:
         writer: asyncio.StreamWriter,
         request: FakeRequest,
         reply: Reply,
+        *,
+        error_event: Callable[[int], bytes | None] | None = None,
     ) -> None:
         self.request = request
         self.reply = reply
+        self._error_event = error_event
+        """Frames the API's mid-stream error event for a status (None: the API has none)."""
         self._conn = conn
         self._writer = writer
         self._eof = asyncio.create_task(reader.read(_READ_BYTES), name="fake-eof-watch")
@@ -95,8 +104,9 @@ class Exchange:
             await self._write(h11.Data(data=data))
 
     async def send_chunk(self, data: bytes) -> None:
-        """Send one content chunk, applying the reply's cut, stall and pacing."""
+        """Send one content chunk, applying the reply's error event, cut, stall and pacing."""
         reply, index = self.reply, self.request.chunks_sent
+        await self._error_if_due()
         if reply.cut_after is not None and index >= reply.cut_after:
             self.cut()
         if reply.stall_after is not None and index == reply.stall_after:
@@ -112,11 +122,25 @@ class Exchange:
         self._writer.transport.abort()
         raise ClientGone
 
-    def end_content(self) -> None:
-        """Mark the end of the content chunks: a `cut_after` at or past their number cuts here."""
+    async def end_content(self) -> None:
+        """Mark the end of the content chunks: an `error_after` or `cut_after` at or past their
+        number takes effect here."""
+        await self._error_if_due()
         cut_after = self.reply.cut_after
         if cut_after is not None and self.request.chunks_sent >= cut_after:
             self.cut()
+
+    async def _error_if_due(self) -> None:
+        """After `error_after` content chunks: send the API's error event, end the body, stop."""
+        error_after = self.reply.error_after
+        if error_after is None or self._error_event is None or self.request.chunks_sent < error_after:
+            return
+        event = self._error_event(self.reply.error_status)
+        if event is None:
+            return
+        await self.send(event)
+        await self.finish()
+        raise EndedWithError
 
     async def finish(self) -> None:
         """End the body."""
@@ -210,6 +234,11 @@ class FakeServer:
 
     def error_body(self, status: int) -> Any:
         raise NotImplementedError
+
+    def stream_error_event(self, status: int) -> bytes | None:
+        """The API's error event inside a streamed body, for `Reply.error_after` (the LLM fakes
+        frame one; None: the API has no such event and `error_after` does nothing)."""
+        return None
 
     def authorized(self, request: FakeRequest) -> bool:
         sent = request.headers.get(self.auth_header)
@@ -349,7 +378,7 @@ class FakeServer:
     ) -> None:
         self.requests.append(request)
         reply = self._next_reply(request)
-        exchange = Exchange(conn, reader, writer, request, reply)
+        exchange = Exchange(conn, reader, writer, request, reply, error_event=self.stream_error_event)
         try:
             if not self.authorized(request):
                 await self.send_error(exchange, 401)
@@ -357,6 +386,8 @@ class FakeServer:
                 await self.send_error(exchange, reply.status)
             else:
                 await self.handle(exchange)
+        except EndedWithError:
+            pass  # the body is complete: the connection can serve the next request
         finally:
             await exchange.close()
             if request.outcome == "pending":  # the handler failed: a bug in the fake, or a bad request

@@ -12,9 +12,10 @@ Only two endpoints of the 2010-04-01 API, with HTTP Basic auth (Account SID and 
 
 - `POST /2010-04-01/Accounts/{AccountSid}/Calls.json` creates a call from the form fields `To`,
   `From` and `Url` or `Twiml`, and answers 201 with the Call resource (`sid`, `status: queued`...).
-- `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` updates a call; `Status=completed`
-  (or `canceled`) ends it. Ending a call that has already ended gets Twilio's error 21220 ("Call is
-  not in-progress. Cannot redirect.") with HTTP 400; an unknown SID gets 20404 with HTTP 404.
+- `POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json` updates a call: `Twiml` redirects
+  it (a transfer's `<Dial>`), `Status=completed` (or `canceled`) ends it. Ending a call that has
+  already ended gets Twilio's error 21220 ("Call is not in-progress. Cannot redirect.") with HTTP
+  400; an unknown SID gets 20404 with HTTP 404.
 
 Errors carry Twilio's body, `{"code": ..., "message": ..., "more_info": ..., "status": ...}`. Calls
 the server did not create can be added with `add_call` (an inbound call Twilio would know about).
@@ -25,7 +26,7 @@ from __future__ import annotations
 import base64
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from agentkit.testing.fakes._script import FakeRequest
@@ -61,6 +62,8 @@ class FakeCall:
     """The TwiML URL Twilio fetches when the call connects (`Url`)."""
     twiml: str | None = None
     """Inline TwiML (`Twiml`) instead of a URL."""
+    redirects: list[str] = field(default_factory=list)
+    """TwiML the call was updated with (`Twiml`), in order: a transfer is a `<Dial>` here."""
 
 
 class FakeTwilio(FakeServer):
@@ -148,6 +151,9 @@ class FakeTwilio(FakeServer):
             return
         if status is not None:
             call.status = status
+        if form.get("Twiml"):  # the call is redirected to new TwiML (e.g. a <Dial> transfer)
+            call.twiml = form["Twiml"]
+            call.redirects.append(form["Twiml"])
         await exchange.send_json(200, self._resource(call))
 
     def _resource(self, call: FakeCall) -> dict[str, Any]:

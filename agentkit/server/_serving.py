@@ -1,0 +1,38 @@
+"""How uvicorn should serve an agentkit app: `uvicorn_options`, used by `agentkit run` and the tests.
+
+uvicorn's WebSocket implementation (the `websockets` one, its default when that package is installed,
+as it is with agentkit) enforces `ws_max_size` on a message *while it inflates it*: with
+permessage-deflate (on by default), a 16 MiB message of zeros is 16 KB on the wire, and with
+uvicorn's default `ws_max_size` of 16 MiB it would be inflated and buffered whole before agentkit's
+own `max_message_bytes` check could refuse it. With `ws_max_size` just above the stream's limit,
+inflation stops there and uvicorn closes the connection with 1009. (uvicorn's `wsproto`
+implementation only checks the size after inflating each chunk it reads, so keep the default
+`--ws auto` or `--ws websockets`.)
+
+`proxy_headers=False`: the client address the per-address caps count by (`transports._admission`)
+is then the socket peer, never an `X-Forwarded-For` value; by default uvicorn believes that header
+from a peer on 127.0.0.1 (`--forwarded-allow-ips`), i.e. from any local process.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from agentkit.transports._stream import app_max_message_bytes
+
+__all__ = ["WS_FRAMING_SLACK_BYTES", "uvicorn_options"]
+
+WS_FRAMING_SLACK_BYTES = 1024
+"""Added to the stream's `max_message_bytes` for uvicorn's `ws_max_size`: a message a little over the
+limit still reaches agentkit, which answers it with a clear `message_too_large` error before closing."""
+
+
+def uvicorn_options(app: object = None) -> dict[str, Any]:
+    """Keyword arguments for `uvicorn.run` / `uvicorn.Config` that serve `app` safely: `ws_max_size`
+    from the largest `max_message_bytes` of the streams mounted on it (the default one for None or an
+    app without agentkit streams), and `proxy_headers=False`.
+
+    Serving an agentkit app with your own uvicorn command, pass the same:
+    `uvicorn app:app --ws-max-size 66560 --no-proxy-headers` (65536 + 1024 for the default limit).
+    """
+    return {"ws_max_size": app_max_message_bytes(app) + WS_FRAMING_SLACK_BYTES, "proxy_headers": False}
