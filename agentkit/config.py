@@ -9,7 +9,7 @@
 | `AGENTKIT_MODEL_THREADS` | `2` | threads running STT/TTS inference, shared by all sessions |
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
-| `AGENTKIT_STORE` | `sqlite:///agentkit-data/conversations.db` | store URL (also `redis://`, `memory://`) |
+| `AGENTKIT_STORE` | per-user data folder | store URL (`sqlite:///path.db`, `redis://`, `memory://`) |
 | `AGENTKIT_STORE_LEASE_S` | `30` | a dead server's open calls are ended (`crashed`) within 1-2x this |
 | `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
 | `AGENTKIT_API_TOKEN` | unset | bearer token for `/api/conversations`; unset: the API is off |
@@ -26,20 +26,30 @@
 
 See `agentkit.models` for when models are downloaded. Settings are read when asked for
 (`load_settings()`), never cached at import time, so a changed environment takes effect at once.
-The default conversation store file is relative to the current directory.
+The default conversation store is `$XDG_DATA_HOME/agentkit/conversations.db` (without
+`XDG_DATA_HOME`: `~/.local/share/agentkit/conversations.db`), so nothing is written where you run.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentkit.exceptions import ConfigError
 
-__all__ = ["AgentkitSettings", "load_settings"]
+__all__ = ["AgentkitSettings", "default_store_url", "load_settings"]
+
+
+def default_store_url() -> str:
+    """`sqlite:///` + `$XDG_DATA_HOME/agentkit/conversations.db` (`~/.local/share/agentkit/...`)."""
+    data_home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    path = Path(data_home).expanduser().absolute() / "agentkit" / "conversations.db"
+    return "sqlite:///" + quote(str(path))
 
 
 class AgentkitSettings(BaseSettings):
@@ -61,9 +71,9 @@ class AgentkitSettings(BaseSettings):
     """Address `agentkit run` binds to."""
     port: int = 8000
     """Port `agentkit run` listens on."""
-    store: str = "sqlite:///agentkit-data/conversations.db"
+    store: str = Field(default_factory=default_store_url)
     """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db`, `redis://host/0` or
-    `memory://`."""
+    `memory://`; default: `default_store_url()`, in the per-user data folder."""
     store_lease_s: float = Field(default=30.0, gt=0)
     """How long a server's claim on its open conversations lasts unless renewed (see `LeaseKeeper`)."""
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -5,19 +5,24 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import textwrap
 import time
+import wave
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from fastapi import FastAPI
 
+from agentkit.audio import read_wav
 from agentkit.cli import _factory, _models_verify, _parser, _run, load_app, main
 from agentkit.exceptions import ConfigError
+from agentkit.providers._registry import resolve_tts
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_MODELS = REPO.parent / "shared" / "models"
@@ -244,4 +249,171 @@ def test_agentkit_run_serves_the_echo_agent(tmp_path: Path) -> None:
             server.wait()
     output = log.read_text()
     assert f"serving agents/echo.py at http://127.0.0.1:{port}" in output
-    assert "Application shutdown complete" in output
+    assert "Finished server process" in output
+
+
+# -- errors a newcomer meets: one line that says the fix, exit status 1 ---------------------------
+
+
+def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The `agentkit: error:` line (after any log lines) of a command that must fail with status 1."""
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err[err.index("agentkit: error: ") :]
+    return line
+
+
+def test_run_reports_a_failed_startup_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(
+        tmp_path,
+        "broken_startup.py",
+        """
+        import contextlib
+        from fastapi import FastAPI
+        from agentkit.exceptions import ConfigError
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            raise ConfigError("ANTHROPIC_API_KEY is not set")
+            yield
+
+        app = FastAPI(lifespan=lifespan)
+        """,
+    )
+    err = _error(["run", str(path), "--port", str(_free_port())], capsys)
+    assert err == "agentkit: error: ANTHROPIC_API_KEY is not set\n"
+
+
+def test_run_names_a_taken_port(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = _write(tmp_path, "plain_app.py", "from fastapi import FastAPI\napp = FastAPI()\n")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        err = _error(["run", str(path), "--port", str(port)], capsys)
+        assert f"port {port} is already in use" in err
+        assert f"--port {port + 1}" in err
+        assert "--port" in _error(["run", str(path), "--port", str(port), "--reload"], capsys)
+
+
+def test_a_folder_as_the_agent_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(["run", str(tmp_path)], capsys)
+    assert f"{tmp_path} is a folder; pass the agent's Python file" in err
+
+
+def test_a_file_without_an_agent_suggests_the_agent_form(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = _error(["run", str(_write(tmp_path, "nothing_here.py", "x = 1\n"))], capsys)
+    assert "class Assistant(Agent):" in err
+    assert "Stream(" not in err
+
+
+def test_talk_with_a_missing_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    err = _error(["talk", "-i", str(tmp_path / "hello.wav")], capsys)
+    assert err == f"agentkit: error: no such WAV file: {tmp_path / 'hello.wav'}\n"
+
+
+def test_talk_with_a_text_file_named_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    fake = tmp_path / "notes.wav"
+    fake.write_text("these are my notes, not a recording\n")
+    err = _error(["talk", "-i", str(fake)], capsys)
+    assert f"{fake} is not a WAV file (" in err
+
+
+def test_talk_with_a_compressed_wav(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "float.wav"  # WAVE_FORMAT_IEEE_FLOAT (3): `wave` reads only PCM
+    data = np.zeros(160, np.float32).tobytes()
+    fmt = struct.pack("<HHIIHH", 3, 1, 16000, 64000, 4, 32)
+    path.write_bytes(
+        b"RIFF"
+        + struct.pack("<I", 36 + len(data))
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(data))
+        + data
+    )
+    err = _error(["talk", "-i", str(path)], capsys)
+    assert str(path) in err
+    assert f"sox {path} -b 16 out.wav" in err
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4])
+def test_pcm_wavs_of_every_width_are_read(tmp_path: Path, width: int) -> None:
+    values = np.array([0.0, 0.5, -0.5, -1.0])
+    scale = 2 ** (8 * width - 1)
+    ints = [round(v * (scale - 1)) + (128 if width == 1 else 0) for v in values]
+    raw = b"".join(i.to_bytes(width, "little", signed=width > 1) for i in ints)
+    path = tmp_path / f"{width * 8}bit.wav"
+    with wave.open(str(path), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(width)
+        out.setframerate(16000)
+        out.writeframes(raw)
+    frame = read_wav(path)
+    assert frame.sample_rate == 16000
+    np.testing.assert_allclose(frame.samples, values, atol=1.5 / 128)
+
+
+def test_a_misspelt_provider_prefix_gets_a_suggestion() -> None:
+    with pytest.raises(ConfigError, match=r"did you mean 'kokoro/af_heart'\?"):
+        resolve_tts("kokor/af_heart")
+
+
+@pytest.mark.skipif(not SHARED_MODELS.is_dir(), reason=f"{SHARED_MODELS} is not here")
+async def test_a_misspelt_voice_gets_a_suggestion(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agentkit.providers.tts._kokoro import KokoroTTS
+
+    monkeypatch.setenv("AGENTKIT_MODELS_DIR", str(SHARED_MODELS))
+    with pytest.raises(ConfigError, match=r"Kokoro has no voice 'af_hart'; did you mean af_heart\?"):
+        await KokoroTTS(voice="af_hart").warm_up()
+
+
+# -- agentkit run leaves the current folder alone -------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_MODELS.is_dir(), reason=f"{SHARED_MODELS} is not here")
+def test_agentkit_run_writes_nothing_in_the_current_folder(tmp_path: Path) -> None:
+    here, home = tmp_path / "checkout", tmp_path / "home"
+    here.mkdir()
+    home.mkdir()
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("AGENTKIT_STORE", "XDG_DATA_HOME")}
+    env.update(
+        AGENTKIT_OFFLINE="1",
+        AGENTKIT_MODELS_DIR=str(SHARED_MODELS),
+        HOME=str(home),
+        XDG_DATA_HOME=str(home / "data"),
+        PYTHONPATH=str(REPO),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+    log = tmp_path / "server.log"
+    argv = [sys.executable, "-m", "agentkit.cli", "run", "--port", str(port)]  # the default agent
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, cwd=here, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60.0
+        status = None
+        while status != 200:
+            assert server.poll() is None, f"server exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no 200 from /healthz in 60 s:\n{log.read_text()}"
+            try:
+                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code
+            except httpx.TransportError:
+                time.sleep(0.2)
+        server.send_signal(signal.SIGINT)
+        assert server.wait(timeout=15) == 0, log.read_text()
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+    assert list(here.iterdir()) == []
+    db = home / "data" / "agentkit" / "conversations.db"
+    assert db.is_file()
+    output = log.read_text()
+    assert f"conversations are kept in {db}" in output
+    assert "TWILIO_AUTH_TOKEN" not in output  # said only when a Twilio request comes

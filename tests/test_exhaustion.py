@@ -275,15 +275,17 @@ def test_agentkit_run_passes_the_streams_message_limit_to_uvicorn(
     when the app's streams accept more than that."""
     import uvicorn
 
+    from agentkit import _serve
     from agentkit.cli import _factory, main
 
     agent = tmp_path / "small_messages.py"
     agent.write_text(_AGENT_FILE)
     calls: list[dict[str, Any]] = []
-    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **options: calls.append(options))  # --reload
+    monkeypatch.setattr(_serve, "serve", lambda app, sock, on_started, **options: calls.append(options))
     monkeypatch.setenv("AGENTKIT_RUN_FILE", "")  # `--reload` sets it; restored after the test
-    assert main(["run", str(agent)]) == 0
-    assert main(["run", str(agent), "--reload"]) == 0
+    assert main(["run", str(agent), "--port", "0"]) == 0
+    assert main(["run", str(agent), "--reload", "--port", "0"]) == 0
     direct, reloading = calls
     assert (direct["ws_max_size"], direct["proxy_headers"]) == (8192 + 1024, False)
     assert (reloading["ws_max_size"], reloading["proxy_headers"]) == (LIMIT_BYTES + 1024, False)

@@ -682,9 +682,10 @@ async def test_an_unreachable_redis_fails_ping_and_calls_clearly(store: Conversa
 async def test_open_store_by_url(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("AGENTKIT_STORE", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data home"))  # the default: per user
     opened = [
         (open_store("memory://"), MemoryStore),
-        (open_store(), tmp_path / "agentkit-data" / "conversations.db"),
+        (open_store(), tmp_path / "data home" / "agentkit" / "conversations.db"),
         (open_store("sqlite:///rel/a.db"), tmp_path / "rel" / "a.db"),
         (open_store(f"sqlite:///{tmp_path}/abs%20b.db?synchronous=full"), tmp_path / "abs b.db"),
         (open_store("sqlite:///:memory:"), None),

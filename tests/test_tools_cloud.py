@@ -46,10 +46,14 @@ async def provider(
     isolate_cloud_env(monkeypatch, tmp_path)
     if request.param == "anthropic":
         async with FakeAnthropic(api_key=KEY) as fake:
-            yield fake, AnthropicLLM(api_key=KEY, base_url=fake.base_url, timeout_s=5.0)
+            llm: Any = AnthropicLLM(api_key=KEY, base_url=fake.base_url, timeout_s=5.0)
+            yield fake, llm
+            await llm.aclose()  # its HTTP client, before the fake server goes
     else:
         async with FakeGroq(api_key=KEY) as fake:
-            yield fake, GroqLLM(api_key=KEY, base_url=fake.base_url, timeout_s=5.0)
+            llm = GroqLLM(api_key=KEY, base_url=fake.base_url, timeout_s=5.0)
+            yield fake, llm
+            await llm.aclose()
 
 
 async def test_a_spoken_question_is_answered_through_a_tool(

@@ -42,6 +42,7 @@ from agentkit.providers._fallback import note_answer
 from agentkit.providers.llm import LLM, ChatMessage, LLMChunk
 from agentkit.providers.stt import STT
 from agentkit.providers.tts import TTS
+from agentkit.providers.turn import EndOfTurnModel
 from agentkit.providers.vad import VAD, SileroVAD
 from agentkit.store import ConversationStore
 from agentkit.stream._handlers import PlayoutEvent
@@ -133,6 +134,7 @@ class Agent(TurnTakingHandler):
         tts: TTS | str | _Unset = UNSET,
         vad: VAD | _Unset | None = UNSET,
         turn_taking: TurnTakingOptions | _Unset = UNSET,
+        semantic_turn: EndOfTurnModel | _Unset | None = UNSET,
         can_interrupt: bool | _Unset = UNSET,
         timeouts: StageTimeouts | _Unset = UNSET,
         apology: str | _Unset = UNSET,
@@ -160,6 +162,7 @@ class Agent(TurnTakingHandler):
             "tts": tts,
             "vad": vad,
             "turn_taking": turn_taking,
+            "semantic_turn": semantic_turn,
             "can_interrupt": can_interrupt,
             "timeouts": timeouts,
             "apology": apology,

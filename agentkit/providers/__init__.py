@@ -10,6 +10,7 @@ from agentkit.providers._registry import resolve_llm, resolve_stt, resolve_tts
 from agentkit.providers.llm import LLM, AnthropicLLM, ChatMessage, GroqLLM, LLMChunk, LLMUsage, LocalLLM
 from agentkit.providers.stt import STT, GroqSTT, MoonshineSTT, Transcript
 from agentkit.providers.tts import TTS, ElevenLabsTTS, KokoroTTS
+from agentkit.providers.turn import EndOfTurnModel, SmartTurn
 from agentkit.providers.vad import VAD, SileroVAD, VADStream
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "AnthropicLLM",
     "ChatMessage",
     "ElevenLabsTTS",
+    "EndOfTurnModel",
     "FallbackLLM",
     "FallbackSTT",
     "FallbackTTS",
@@ -31,6 +33,7 @@ __all__ = [
     "LocalLLM",
     "MoonshineSTT",
     "SileroVAD",
+    "SmartTurn",
     "Transcript",
     "VADStream",
     "resolve_llm",

@@ -16,6 +16,7 @@ only then, so an SDK that is not installed matters only to agents that use it.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -87,7 +88,11 @@ def _resolve(spec: Any, table: dict[str, Callable[[str], P]], stage: str) -> P:
     factory = table.get(kind)
     if factory is None or not arg:
         known = ", ".join(f"'{name}/...'" for name in table)
-        raise ConfigError(f"unknown {stage} provider {spec!r}: use one of {known}, or a provider object")
+        close = difflib.get_close_matches(kind, table, n=1)
+        hint = f"did you mean '{close[0]}/{arg}'? " if close and factory is None else ""
+        raise ConfigError(
+            f"unknown {stage} provider {spec!r}: {hint}use one of {known}, or a provider object"
+        )
     return factory(arg)
 
 

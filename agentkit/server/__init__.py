@@ -9,6 +9,7 @@ this machine only with `AGENTKIT_API_LOCAL=1`; otherwise off).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -26,6 +27,8 @@ from agentkit.transports import mount
 from agentkit.transports.webrtc import RTCConfigSource
 
 __all__ = ["add_web_routes", "conversation_api", "create_app", "uvicorn_options"]
+
+logger = logging.getLogger(__name__)
 
 
 def create_app(
@@ -66,6 +69,8 @@ def create_app(
     owned_store: ConversationStore | None = None
     if agent is not None and agent.store is None:
         owned_store = agent.store = open_store()
+        where = getattr(owned_store, "path", None) or type(owned_store).__name__  # no URL: passwords
+        logger.info("conversations are kept in %s (AGENTKIT_STORE changes this)", where)
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -11,6 +11,7 @@ from typing import Any, TypeAlias
 
 from agentkit._tasks import TaskSet, cancel_and_wait
 from agentkit.audio import AudioFrame
+from agentkit.providers.turn import EndOfTurnModel
 from agentkit.providers.vad import VAD, SileroVAD
 from agentkit.stream._events import ResponseStarting
 from agentkit.stream._handlers import EmitType
@@ -47,6 +48,7 @@ class ReplyOnPause(TurnTakingHandler):
         vad: VAD | None = None,
         output_sample_rate: int = 24000,
         max_queued_outputs: int = 16,
+        semantic_turn: EndOfTurnModel | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError("ReplyOnPause needs a generator function")
@@ -59,6 +61,7 @@ class ReplyOnPause(TurnTakingHandler):
         self.input_sample_rate = self.vad.sample_rate
         self.output_sample_rate = output_sample_rate
         self.max_queued_outputs = max_queued_outputs
+        self.semantic_turn = semantic_turn
         self._tasks = TaskSet("reply-on-pause")
         self._reply: asyncio.Task[None] | None = None
         self._replies = 0
@@ -71,6 +74,7 @@ class ReplyOnPause(TurnTakingHandler):
             vad=self.vad,
             output_sample_rate=self.output_sample_rate,
             max_queued_outputs=self.max_queued_outputs,
+            semantic_turn=self.semantic_turn,
         )
 
     async def shutdown(self) -> None:

@@ -19,6 +19,10 @@ is declared within one chunk (usually one input frame) of the configured silence
 
 Audio from just before the onset (`pre_roll_ms`) is kept with the turn so the first syllable is not
 lost. The detector is plain synchronous code: run `process` in an executor.
+
+A semantic end of turn (an end-of-turn model asked in pauses, `_semantic_turn.py`) needs no model
+here: the detector exposes the pause (`silence_samples`), the end of the turn's audio
+(`recent_audio`) and `end_turn()`, which ends the turn in a pause as enough silence would have.
 """
 
 from __future__ import annotations
@@ -70,6 +74,15 @@ class TurnTakingOptions:
     """A block this far above the noise floor counts as sound when locating the end of speech..."""
     speech_drop_db: float = 20.0
     """...unless it is this far below the turn's typical speech level (a breath, a fading release)."""
+    semantic_check_after_ms: int = 180
+    """With an end-of-turn model (`TurnTakingHandler.semantic_turn`): silence after which it is first
+    asked whether the turn is over; a yes ends the turn then."""
+    semantic_recheck_ms: int = 150
+    """...asked again after each further this much silence while it says no (0: once per pause)."""
+    semantic_max_silence_ms: int = 1500
+    """...silence that ends the turn whatever it says (in place of `end_of_turn_silence_ms`)."""
+    semantic_threshold: float = 0.5
+    """...its probability at or above which the turn is over."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silence_threshold <= self.speech_threshold < 1.0:
@@ -79,6 +92,10 @@ class TurnTakingOptions:
                 raise ValueError(f"{name} must be positive")
         if self.pre_roll_ms < 0 or self.trailing_ms < 0 or self.vad_tail_ms < 0:
             raise ValueError("pre_roll_ms, trailing_ms and vad_tail_ms must not be negative")
+        if not 0 < self.semantic_check_after_ms <= self.semantic_max_silence_ms:
+            raise ValueError("need 0 < semantic_check_after_ms <= semantic_max_silence_ms")
+        if self.semantic_recheck_ms < 0 or not 0.0 < self.semantic_threshold <= 1.0:
+            raise ValueError("need semantic_recheck_ms >= 0 and 0 < semantic_threshold <= 1")
 
 
 class TurnState(enum.Enum):
@@ -200,6 +217,32 @@ class TurnDetector:
         if self._state is TurnState.SILENT or not self._turn:
             return None
         return np.concatenate(self._turn)
+
+    @property
+    def silence_samples(self) -> int:
+        """In a pause (PAUSED), samples from the acoustic end of speech to `position_samples`; else 0."""
+        return self.position_samples - self._speech_end if self._state is TurnState.PAUSED else 0
+
+    @property
+    def speech_end_samples(self) -> int:
+        """In a pause, the media-clock position where it began (the acoustic end of speech)."""
+        return self._speech_end
+
+    def recent_audio(self, max_samples: int) -> Samples | None:
+        """A copy of the last `max_samples` of the turn in progress, up to `position_samples` (the
+        partial chunk included), or None between turns."""
+        if self._state is TurnState.SILENT or not self._turn:
+            return None
+        chunks = self._turn[-(max_samples // self._chunk + 1) :]
+        audio = np.concatenate([*chunks, self._pending[: self._pending_len]])
+        return audio[-max_samples:]
+
+    def end_turn(self) -> TurnEvent | None:
+        """End the turn now, in a pause (a semantic end of turn): the `TurnEnded` (or `TurnDiscarded`)
+        enough silence would have given, decided at `position_samples`. None unless PAUSED."""
+        if self._state is not TurnState.PAUSED:
+            return None
+        return self._finish(cut=False, decided=self.position_samples)
 
     def reset(self) -> None:
         """Drop any turn in progress and return to SILENT (the VAD keeps its recurrent state)."""

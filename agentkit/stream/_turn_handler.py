@@ -7,7 +7,9 @@ It owns what both need and what must not be written twice:
 - the barge-in rule: speech onset while `replying` interrupts when `can_interrupt` is on, and a
   turn that ends while a reply is still playing is ignored when it is off;
 - the outbox of reply outputs and its end-of-reply sentinel, so `emit()` is written once and a
-  barge-in flushes with the same `Outbox` epoch mechanism the session uses.
+  barge-in flushes with the same `Outbox` epoch mechanism the session uses;
+- the opt-in semantic end of turn (`semantic_turn`): after each frame, a pause that reached its
+  next check awaits the model (`SemanticEndOfTurn`), whose yes ends the turn as a `TurnEnded`.
 
 Subclasses say what a reply is:
 
@@ -32,11 +34,21 @@ from typing import Any
 
 from agentkit._executor import run_audio_job
 from agentkit.audio import AudioFrame
+from agentkit.exceptions import ConfigError
+from agentkit.providers.turn import EndOfTurnModel
 from agentkit.providers.vad import VAD
 from agentkit.stream._events import PauseDetected, StartedTalking
 from agentkit.stream._handlers import AsyncStreamHandler, EmitType, ReplyEnd
 from agentkit.stream._outbox import Outbox
-from agentkit.stream._turn import TurnDetector, TurnDiscarded, TurnEnded, TurnStarted, TurnTakingOptions
+from agentkit.stream._semantic_turn import SemanticEndOfTurn
+from agentkit.stream._turn import (
+    TurnDetector,
+    TurnDiscarded,
+    TurnEnded,
+    TurnEvent,
+    TurnStarted,
+    TurnTakingOptions,
+)
 
 __all__ = ["TurnTakingHandler"]
 
@@ -59,8 +71,13 @@ class TurnTakingHandler(AsyncStreamHandler):
     """Speech over a reply stops it (barge-in); otherwise turns taken during a reply are ignored."""
     max_queued_outputs: int = 32
     """Room in the outbox; a producer that gets ahead of playback waits (is paced) beyond it."""
+    semantic_turn: EndOfTurnModel | None = None
+    """An end-of-turn model (e.g. `SmartTurn()`) asked in pauses whether the caller has finished (the
+    `semantic_*` settings of `turn_options`); None: turns end on `end_of_turn_silence_ms` alone. A
+    model that cannot be loaded is logged once and turn-taking falls back to silence alone."""
 
     _detector: TurnDetector | None = None
+    _semantic: SemanticEndOfTurn | None = None
     _outbox: Outbox[Any] | None = None
 
     # -- what a subclass provides ---------------------------------------------------------------
@@ -105,39 +122,64 @@ class TurnTakingHandler(AsyncStreamHandler):
     def reset_turn_taking(self) -> None:
         """Forget the detector and the outbox (for `copy()`: each session gets its own)."""
         self._detector = None
+        self._semantic = None
         self._outbox = None
+
+    @property
+    def semantic(self) -> SemanticEndOfTurn | None:
+        """This session's end-of-turn checks; None when `semantic_turn` is off or unavailable."""
+        return self._semantic
 
     async def start_up(self) -> None:
         vad = self.turn_vad
         stream = await asyncio.to_thread(vad.stream)  # loads the shared model on first use
+        options = self.turn_options
+        model = self.semantic_turn
+        self._semantic = None
+        if model is not None and await asyncio.to_thread(model.load):
+            if model.sample_rate != vad.sample_rate:
+                raise ConfigError(
+                    f"semantic_turn takes {model.sample_rate} Hz audio, "
+                    f"but the VAD runs at {vad.sample_rate} Hz"
+                )
+            self._semantic = SemanticEndOfTurn(model, options, sample_rate=vad.sample_rate)
+            options = SemanticEndOfTurn.detector_options(options)
         self._detector = TurnDetector(
-            stream, sample_rate=vad.sample_rate, chunk_samples=vad.chunk_samples, options=self.turn_options
+            stream, sample_rate=vad.sample_rate, chunk_samples=vad.chunk_samples, options=options
         )
 
     async def receive(self, frame: AudioFrame) -> None:
         detector = self.detector
-        rate = self.turn_vad.sample_rate
         for event in await run_audio_job(detector.process, frame.samples):
-            if isinstance(event, TurnStarted):
-                await self.context.send_event(StartedTalking(t_ms=event.onset_samples * 1000 // rate))
-                barge_in = self.can_interrupt and self.replying
-                await self.on_turn_started(event, barge_in=barge_in)
-                if barge_in:
-                    await self.interrupt()
-            elif isinstance(event, TurnEnded):
-                if self.replying:
-                    logger.debug("turn ignored: a reply is still playing and can_interrupt is off")
-                    continue
-                await self.context.send_event(
-                    PauseDetected(
-                        t_ms=event.decided_samples * 1000 // rate,
-                        speech_end_ms=event.speech_end_samples * 1000 // rate,
-                    )
-                )
-                await self.on_turn_ended(event)
-            elif isinstance(event, TurnDiscarded):
-                await self.on_turn_discarded(event)
+            await self._on_turn_event(event)
+        semantic = self._semantic
+        if semantic is not None and semantic.due(detector):
+            ended = await semantic.check(detector)
+            if ended is not None:
+                await self._on_turn_event(ended)
         await self.after_audio(detector)
+
+    async def _on_turn_event(self, event: TurnEvent) -> None:
+        rate = self.turn_vad.sample_rate
+        if isinstance(event, TurnStarted):
+            await self.context.send_event(StartedTalking(t_ms=event.onset_samples * 1000 // rate))
+            barge_in = self.can_interrupt and self.replying
+            await self.on_turn_started(event, barge_in=barge_in)
+            if barge_in:
+                await self.interrupt()
+        elif isinstance(event, TurnEnded):
+            if self.replying:
+                logger.debug("turn ignored: a reply is still playing and can_interrupt is off")
+                return
+            await self.context.send_event(
+                PauseDetected(
+                    t_ms=event.decided_samples * 1000 // rate,
+                    speech_end_ms=event.speech_end_samples * 1000 // rate,
+                )
+            )
+            await self.on_turn_ended(event)
+        elif isinstance(event, TurnDiscarded):
+            await self.on_turn_discarded(event)
 
     async def put_output(self, item: Any) -> None:
         """Queue one output of the reply in progress (audio, `AdditionalOutputs`); waits for room."""

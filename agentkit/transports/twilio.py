@@ -48,6 +48,9 @@ __all__ = ["CallGrant", "CallTokens", "TwilioCalls", "TwilioConnection", "add_tw
 
 logger = logging.getLogger(__name__)
 
+_warned_no_token: list[bool] = []
+"""Not empty once the missing TWILIO_AUTH_TOKEN was logged: a server without Twilio never says it."""
+
 PURPOSE_PARAMETER = "purpose"
 """Query parameter of the webhook URL `agentkit call --purpose` places a call with."""
 MAX_PURPOSE_CHARS = 500
@@ -106,10 +109,11 @@ def add_twilio_routes(
         logger.warning(
             "twilio: media streams are accepted WITHOUT a session token (loopback benchmarks only)"
         )
-    if validate and not signatures.configured:
-        logger.info("twilio: TWILIO_AUTH_TOKEN is not set; every webhook request will get 403")
 
     async def incoming(request: Request) -> Response:
+        if validate and not signatures.configured and not _warned_no_token:
+            _warned_no_token.append(True)  # said once per process, when a call could not be answered
+            logger.warning("twilio: TWILIO_AUTH_TOKEN is not set; every webhook request will get 403")
         try:
             body = await _read_body(request)
         except ClientDisconnect:  # gone before its body ended: no one to answer

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agentkit.exceptions import ConfigError, ModelNotFoundError, ProviderError
+from agentkit.providers._quotes import QuoteTrimmer
 from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage, ToolSpec
 
 __all__ = ["LocalLLM"]
@@ -216,6 +217,7 @@ class LocalLLM:
         job = self._thread().submit(self._generate, list(messages), instructions, stop, emit)
         generation = _Generation(stop, job, interrupt)
         self._generations.add(generation)
+        quotes = QuoteTrimmer()  # small models often wrap the whole reply in quotes
         try:
             while True:
                 item = await queue.get()
@@ -223,9 +225,12 @@ class LocalLLM:
                 if isinstance(item, BaseException):
                     raise item
                 if isinstance(item, LLMUsage):
+                    if tail := quotes.end():
+                        yield LLMChunk(text=tail)
                     yield LLMChunk(usage=item)
                     return
-                yield LLMChunk(text=item)
+                if text := quotes.feed(item):
+                    yield LLMChunk(text=text)
         finally:
             self._generations.discard(generation)
             stop.set()

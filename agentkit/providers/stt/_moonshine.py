@@ -25,6 +25,7 @@ import numpy as np
 from agentkit._executor import run_model_job
 from agentkit.audio import AudioFrame, Samples
 from agentkit.exceptions import AudioFormatError, ConfigError, ModelNotFoundError, ProviderError
+from agentkit.providers._quotes import clean_quotes
 from agentkit.providers.stt._base import Transcript
 
 __all__ = ["MoonshineSTT"]
@@ -140,7 +141,7 @@ class MoonshineSTT:
                     texts.append(text)
         except Exception as exc:  # onnxruntime raises plain RuntimeErrors
             raise ProviderError(f"Moonshine transcription failed: {exc}", provider=self.name) from exc
-        return " ".join(texts)
+        return clean_quotes(" ".join(texts))  # it sometimes opens with a stray `"'`
 
 
 def _load_folder(folder: Path, model: str) -> _Loaded:

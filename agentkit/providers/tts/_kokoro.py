@@ -15,6 +15,7 @@ than after the whole text; the next batch is synthesised while the current one i
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import os
 import re
@@ -159,11 +160,10 @@ class KokoroTTS:
             if style is None:
                 voices = engine.get_voices()
                 if self._voice not in voices:
+                    close = difflib.get_close_matches(self._voice, voices, n=1)
                     some = ", ".join(voices[:: max(1, len(voices) // 6)][:6])
-                    raise ConfigError(
-                        f"Kokoro has no voice {self._voice!r}; there are {len(voices)}, e.g. {some}",
-                        voice=self._voice,
-                    )
+                    hint = f"did you mean {close[0]}?" if close else f"there are {len(voices)}, e.g. {some}"
+                    raise ConfigError(f"Kokoro has no voice {self._voice!r}; {hint}", voice=self._voice)
                 style = np.asarray(engine.get_voice_style(self._voice), dtype=np.float32)
                 KokoroTTS._styles[(*paths, self._voice)] = style
             if self._lang not in KokoroTTS._langs:
@@ -221,6 +221,10 @@ def _load_engine(model: Path, voices: Path, *, threads: int) -> Any:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Idle intra-op threads would busy-wait between calls, taking the core the audio thread needs.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # phonemizer warns "words count mismatch" on most replies with punctuation (espeak splits words
+    # differently; the audio is fine), through its own "phonemizer" logger, which its import set to
+    # WARNING. Raising that one third-party logger's level is all we touch of logging configuration.
+    logging.getLogger("phonemizer").setLevel(logging.ERROR)
     logger.info("loading Kokoro from %s (%d threads)", model, threads)
     session = ort.InferenceSession(str(model), sess_options=options, providers=["CPUExecutionProvider"])
     return kokoro_onnx.Kokoro.from_session(session, str(voices))
