@@ -36,6 +36,7 @@ from agentkit.store import (
     Role,
     SQLiteStore,
     StoredMessage,
+    ToolCallRecord,
     TurnMetrics,
     open_store,
 )
@@ -174,6 +175,22 @@ async def test_metrics_round_trip_in_turn_order(store: ConversationStore) -> Non
     with pytest.raises(KeyError):
         await store.add_metrics(metrics_for("nope", 0))
     assert await store.metrics("nope") == []
+
+
+async def test_tool_calls_round_trip_in_order(store: ConversationStore) -> None:
+    conv = await store.start_conversation("claude", "websocket")
+    calls = [
+        ToolCallRecord(
+            conv.id, 0, f"call_{i}", "lookup", f'{{"n": {i}}}', f"r{i}", i == 1, i == 2, T0 + i, 1.5
+        )
+        for i in range(3)
+    ]
+    for call in calls:
+        await store.add_tool_call(call)
+    assert await store.tool_calls(conv.id) == calls
+    assert await store.tool_calls("nope") == []
+    with pytest.raises(KeyError):
+        await store.add_tool_call(ToolCallRecord("nope", 0, "c", "t", "{}", "", False, False, T0, 0.0))
 
 
 def test_records_reject_bad_values() -> None:
@@ -388,6 +405,10 @@ async def test_api_shows_one_conversation_or_404(store: ConversationStore, api: 
     conv = await store.start_conversation("claude", "talk", caller="client-7")
     messages = await add_turns(store, conv.id, ["hello", "hi"])
     await store.add_metrics(metrics_for(conv.id, 0))
+    call = ToolCallRecord(
+        conv.id, 0, "call_1", "order_status", '{"order": 42}', "shipped", False, False, T0, 3.5
+    )
+    await store.add_tool_call(call)
     await store.end_conversation(conv.id)
 
     response = await api.get(f"/api/conversations/{conv.id}")
@@ -396,6 +417,7 @@ async def test_api_shows_one_conversation_or_404(store: ConversationStore, api: 
     assert body["conversation"] == (await store.get_conversation(conv.id)).to_dict()  # type: ignore[union-attr]
     assert body["messages"] == [m.to_dict() for m in messages]
     assert body["metrics"] == [metrics_for(conv.id, 0).to_dict()]
+    assert body["tool_calls"] == [call.to_dict()]
 
     missing = await api.get("/api/conversations/nope")
     assert missing.status_code == 404

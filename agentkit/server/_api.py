@@ -4,7 +4,8 @@
 GET /api/conversations?agent=&caller=&limit=&before=
     200 {"conversations": [Conversation, ...], "next_before": float | null}
 GET /api/conversations/{id}
-    200 {"conversation": Conversation, "messages": [StoredMessage, ...], "metrics": [TurnMetrics, ...]}
+    200 {"conversation": Conversation, "messages": [StoredMessage, ...], "metrics": [TurnMetrics, ...],
+         "tool_calls": [ToolCallRecord, ...]}
     404 {"detail": "no such conversation"}
 ```
 
@@ -114,10 +115,12 @@ def conversation_api(
             raise HTTPException(status_code=404, detail="no such conversation")
         messages = await store.messages(conversation_id)
         metrics = await store.metrics(conversation_id)
+        tool_calls = await store.tool_calls(conversation_id)
         return {
             "conversation": conversation.to_dict(),
             "messages": [m.to_dict() for m in messages],
             "metrics": [m.to_dict() for m in metrics],
+            "tool_calls": [t.to_dict() for t in tool_calls],
         }
 
     return router
