@@ -169,10 +169,18 @@ async def talk(
             samples = np.concatenate([resampled, tail])
             step = rate * _FRAME_MS // 1000
             loop, began = asyncio.get_running_loop(), asyncio.get_running_loop().time()
+            seen_pauses = pauses
             for number_sent, start in enumerate(range(0, samples.shape[0], step), 1):
                 await session.receive_audio(float_to_pcm16(samples[start : start + step]))
                 if realtime:  # on a fixed schedule, like a microphone: no drift
                     await asyncio.sleep(max(0.0, began + number_sent * _FRAME_MS / 1000 - loop.time()))
+                elif _count(collector.events, "pause_detected") > seen_pauses:
+                    # fast-forward: the models take no time on the input's timeline, so a turn's
+                    # reply is made (and, on the fast-forward clock, played) before the next frame;
+                    # without this, a pause mid-input would cut the first turn's reply before its
+                    # transcript and merge the two turns, which real time does not do
+                    seen_pauses = _count(collector.events, "pause_detected")
+                    await _settle(handler, f"the reply to a turn of input {number}")
             if _count(collector.events, "pause_detected") == pauses:
                 raise ConfigError(
                     f"input {number}: no speech detected (is it a recording of someone talking?)"
@@ -185,6 +193,16 @@ async def talk(
     if collector.audio:
         result.reply_audio = AudioFrame(np.concatenate(collector.audio), session.output_sample_rate)
     return result
+
+
+async def _settle(agent: Agent, what: str) -> None:
+    """Wait until `agent` has no reply in the making or playing."""
+    try:
+        async with asyncio.timeout(_TURN_TIMEOUT_S):
+            while agent.session.replying:  # noqa: ASYNC110 - the session has no event for "idle"
+                await asyncio.sleep(0.005)
+    except TimeoutError:
+        raise ConfigError(f"no end to {what} within {_TURN_TIMEOUT_S:g} s") from None
 
 
 def _count(events: list[Event], type: str) -> int:

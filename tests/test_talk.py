@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,28 @@ def test_talk_says_when_an_input_has_no_speech(
     write_wav(quiet, AudioFrame(np.zeros(16000, dtype=np.float32), 16000))
     assert main(["talk", str(agent_file), "-i", str(quiet)]) == 1
     assert "no speech detected" in capsys.readouterr().err
+
+
+def test_fast_forward_takes_the_same_turns_as_real_time(tmp_path: Path, models_dir: object) -> None:
+    """One WAV with a 0.8 s pause mid-sentence is two turns (500 ms silence rule): fast-forward must
+    hear and transcribe both, as real time does, not cut the first turn's reply before its
+    transcript (which used to print two empty agent lines and no caller line)."""
+    from test_turn_taking_synth import synthesise
+
+    from agentkit import Agent
+    from agentkit._talk import talk
+    from agentkit.audio import AudioFrame
+    from agentkit.testing import ScriptedLLM, ToneTTS
+
+    class Paused(Agent):
+        llm = ScriptedLLM("First answer.", "Second answer.", "Third answer.", "Fourth answer.")
+        tts = ToneTTS(ms_per_char=20)
+
+    samples = synthesise(tmp_path, 'My order number is <break time="800ms"/> four five seven two nine.')
+    turn = AudioFrame(samples, 16000)
+    fast = asyncio.run(talk(Paused(), [turn]))
+    real = asyncio.run(talk(Paused(), [turn], realtime=True))
+    callers = [[text for who, text in r.lines if who == "you"] for r in (fast, real)]
+    assert len(callers[0]) == 2 and all(callers[0])
+    assert callers[0] == callers[1]
+    assert [who for who, _ in fast.lines] == ["you", "agent", "you", "agent"]

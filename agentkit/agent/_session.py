@@ -302,6 +302,8 @@ class AgentSession:
                 continue
             if reply is speaking and reply.audio is not None and reply.user_text is None:
                 self._carry = reply.audio  # not transcribed yet: it joins the caller's next turn
+                self._forget(reply)  # it said nothing: no reply to record or announce
+                continue
             if reply is speaking and not reply.finished:
                 self._settle(reply, heard_ms)  # in the history at once; announced once stored
                 self._tasks.spawn(self._finish(reply, heard_ms=heard_ms), f"announce-{reply.index}")
