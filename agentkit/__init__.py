@@ -32,6 +32,7 @@ from agentkit.stream import (
     AdditionalOutputs,
     AsyncStreamHandler,
     ReplyOnPause,
+    ReplyOnStopWords,
     StreamHandler,
     TurnTakingOptions,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "ReplyOnPause",
+    "ReplyOnStopWords",
     "StageTimeouts",
     "Stream",
     "StreamHandler",

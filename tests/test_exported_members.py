@@ -27,6 +27,7 @@ INTENDED = {
     "ProviderError",
     "ProviderTimeoutError",
     "ReplyOnPause",
+    "ReplyOnStopWords",
     "StageTimeouts",
     "Stream",
     "StreamHandler",

@@ -13,6 +13,7 @@ from agentkit.stream._events import (
     ResponseStarting,
     StartedTalking,
     Stopped,
+    StopWordDetected,
 )
 from agentkit.stream._handlers import (
     AdditionalOutputs,
@@ -32,6 +33,7 @@ from agentkit.stream._session import (
     Session,
     Transport,
 )
+from agentkit.stream._stop_words import ReplyOnStopWords
 from agentkit.stream._stream import SessionHost
 from agentkit.stream._turn import (
     TurnDetector,
@@ -61,11 +63,13 @@ __all__ = [
     "ReplyEnd",
     "ReplyFn",
     "ReplyOnPause",
+    "ReplyOnStopWords",
     "ResponseDone",
     "ResponseStarting",
     "Session",
     "SessionHost",
     "StartedTalking",
+    "StopWordDetected",
     "Stopped",
     "StreamHandler",
     "Transport",

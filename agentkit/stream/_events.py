@@ -19,6 +19,7 @@ __all__ = [
     "ResponseDone",
     "ResponseStarting",
     "StartedTalking",
+    "StopWordDetected",
     "Stopped",
     "ToolEvent",
     "TranscriptEvent",
@@ -133,6 +134,15 @@ class Stopped(_EventBase):
 
 
 @dataclass(frozen=True, slots=True)
+class StopWordDetected(_EventBase):
+    """`ReplyOnStopWords` heard one of its stop words: the caller is talking to it."""
+
+    word: str
+    """The stop word (or phrase) heard, lower case."""
+    type: Literal["stop_word"] = "stop_word"
+
+
+@dataclass(frozen=True, slots=True)
 class ToolEvent(_EventBase):
     """The agent used a tool (shown in a transcript as a small "used order_status" line).
 
@@ -157,5 +167,6 @@ Event = (
     | TranscriptEvent
     | TurnMetricsEvent
     | ToolEvent
+    | StopWordDetected
     | Stopped
 )
