@@ -214,8 +214,15 @@ def _call(args: argparse.Namespace) -> int:
     import re
     from urllib.parse import urlencode
 
-    from agentkit.transports._twilio_rest import TwilioCalls
-    from agentkit.transports.twilio import MAX_PURPOSE_CHARS, PURPOSE_PARAMETER
+    from agentkit.transports._extras import extra_message, missing_extra
+
+    try:
+        from agentkit.transports._twilio_rest import TwilioCalls
+        from agentkit.transports.twilio import MAX_PURPOSE_CHARS, PURPOSE_PARAMETER
+    except ModuleNotFoundError as error:
+        if not missing_extra(error, "twilio"):
+            raise
+        raise ConfigError(extra_message("twilio", "`agentkit call` (Twilio)")) from None
 
     for flag, number in (("NUMBER", args.number), ("--from", args.from_number)):
         if not re.fullmatch(r"\+[1-9]\d{6,14}", number):

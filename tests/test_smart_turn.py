@@ -140,6 +140,7 @@ async def test_a_full_batch_runs_without_waiting_and_a_cancelled_caller_drops_on
     models_dir: Path, voices: dict[str, Samples]
 ) -> None:
     model = SmartTurn(batch_window_ms=60_000, max_batch=2)  # only a full batch can run
+    assert await asyncio.to_thread(model.load)  # loaded first: the four requests join in order
     clip = _with_silence(voices["question"], 200)
     first = asyncio.create_task(model.probability(clip))
     second = asyncio.create_task(model.probability(clip))

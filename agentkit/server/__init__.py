@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
@@ -24,7 +24,9 @@ from agentkit.server._web import add_web_routes
 from agentkit.store import ConversationStore, LeaseKeeper, open_store
 from agentkit.stream import SessionHost
 from agentkit.transports import mount
-from agentkit.transports.webrtc import RTCConfigSource
+
+if TYPE_CHECKING:
+    from agentkit.transports.webrtc import RTCConfigSource  # aiortc: the optional `webrtc` extra
 
 __all__ = ["add_web_routes", "conversation_api", "create_app", "uvicorn_options"]
 

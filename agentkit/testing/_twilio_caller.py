@@ -34,7 +34,6 @@ from typing import Any, Self
 
 import httpx
 import numpy as np
-from twilio.request_validator import RequestValidator
 
 from agentkit._tasks import cancel_and_wait
 from agentkit.audio import float_to_pcm16, mulaw_decode, mulaw_encode
@@ -48,6 +47,8 @@ SAMPLE_RATE = 8000
 
 def sign_twilio_request(auth_token: str, url: str, params: Mapping[str, str]) -> str:
     """The `X-Twilio-Signature` Twilio would send for a POST of `params` to `url`."""
+    from twilio.request_validator import RequestValidator  # the optional `twilio` extra
+
     return str(RequestValidator(auth_token).compute_signature(url, dict(params)))
 
 

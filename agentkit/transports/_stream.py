@@ -3,7 +3,8 @@
 `Stream` is the core's `SessionHost` plus `Stream.mount(app)`. `mount(app, stream, ...)` is the one
 place that adds every transport's endpoints to a FastAPI app; `Stream.mount` and
 `agentkit.server.create_app` both go through it. The transports (FastAPI, Starlette, aiortc) are
-imported only when `mount` runs, so `import agentkit` stays light.
+imported only when `mount` runs, so `import agentkit` stays light. WebRTC and Twilio are optional
+extras (`agentkit[webrtc]`, `agentkit[twilio]`): without one, its paths answer 501 `missing_extra`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING
 from agentkit.stream import SessionHost
 from agentkit.stream._stream import DEFAULT_MAX_MESSAGE_BYTES
 from agentkit.transports._admission import AddressLimiter
+from agentkit.transports._extras import add_missing_extra_routes, missing_extra
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -32,10 +34,12 @@ _MAX_MESSAGE_BYTES_STATE = "agentkit_max_message_bytes"
 class MountedTransports:
     """What `mount` added that its caller may need later."""
 
-    webrtc_peers: WebRTCPeers
-    """Every WebRTC peer connection; the stream's `aclose()` closes them (`mount` registers that)."""
-    twilio_tokens: CallTokens
-    """The one-time tokens the Twilio webhook issues and its media stream redeems."""
+    webrtc_peers: WebRTCPeers | None
+    """Every WebRTC peer connection; the stream's `aclose()` closes them (`mount` registers that).
+    None without the `webrtc` extra."""
+    twilio_tokens: CallTokens | None
+    """The one-time tokens the Twilio webhook issues and its media stream redeems. None without the
+    `twilio` extra."""
     sessions: AddressLimiter
     """The per-client-address session cap shared by the WebSocket and WebRTC endpoints."""
     pending_offers: AddressLimiter
@@ -91,11 +95,10 @@ def mount(
     and `validate_twilio_signatures` as in `agentkit.transports.twilio`; `public_url`'s host also
     counts as the server's own for the origin check). `allowed_origins`: the other sites whose pages
     may connect (None: no origin checks). `stream.aclose()` closes the WebRTC
-    peer connections too.
+    peer connections too. Without the `webrtc` or `twilio` extra, that transport's paths answer 501
+    with `{"error": "missing_extra", ...}` naming the extra to install.
     """
     from agentkit.config import load_settings
-    from agentkit.transports.twilio import add_twilio_routes
-    from agentkit.transports.webrtc import add_webrtc_routes
     from agentkit.transports.websocket import add_websocket_routes
 
     settings = load_settings()
@@ -124,28 +127,46 @@ def mount(
         public_url=public_url,
         sessions=sessions,
     )
-    peers = add_webrtc_routes(
-        app,
-        stream,
-        prefix=prefix,
-        rtc_configuration=rtc_configuration,
-        client_rtc_configuration=client_rtc_configuration,
-        allowed_origins=allowed_origins,
-        public_url=public_url,
-        connect_timeout_s=webrtc_connect_timeout_s,
-        sessions=sessions,
-        pending_offers=pending_offers,
-    )
-    stream.on_close(peers.aclose)
-    # no per-address cap: the media stream's peer is always Twilio (one address for every call), and
-    # each stream must redeem a signed, single-use token that only Twilio's signed webhook obtains
-    tokens = add_twilio_routes(
-        app,
-        stream,
-        public_url=public_url,
-        validate_signatures=validate_twilio_signatures,
-        prefix=f"{prefix}/telephone",
-    )
+    peers: WebRTCPeers | None = None
+    try:
+        from agentkit.transports.webrtc import add_webrtc_routes
+    except ModuleNotFoundError as error:
+        if not missing_extra(error, "webrtc"):
+            raise
+        add_missing_extra_routes(app, f"{prefix}/webrtc", "webrtc")
+    else:
+        peers = add_webrtc_routes(
+            app,
+            stream,
+            prefix=prefix,
+            rtc_configuration=rtc_configuration,
+            client_rtc_configuration=client_rtc_configuration,
+            allowed_origins=allowed_origins,
+            public_url=public_url,
+            connect_timeout_s=webrtc_connect_timeout_s,
+            sessions=sessions,
+            pending_offers=pending_offers,
+        )
+        stream.on_close(peers.aclose)
+    tokens: CallTokens | None = None
+    try:
+        from agentkit.transports.twilio import add_twilio_routes
+    except ModuleNotFoundError as error:
+        if not missing_extra(error, "twilio"):
+            raise
+        add_missing_extra_routes(
+            app, f"{prefix}/telephone", "twilio", websocket_paths=[f"{prefix}/telephone/media"]
+        )
+    else:
+        # no per-address cap: the media stream's peer is always Twilio (one address for every call),
+        # and each stream must redeem a signed, single-use token that only Twilio's signed webhook obtains
+        tokens = add_twilio_routes(
+            app,
+            stream,
+            public_url=public_url,
+            validate_signatures=validate_twilio_signatures,
+            prefix=f"{prefix}/telephone",
+        )
     return MountedTransports(
         webrtc_peers=peers, twilio_tokens=tokens, sessions=sessions, pending_offers=pending_offers
     )
