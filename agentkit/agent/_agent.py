@@ -191,6 +191,9 @@ class Agent(TurnTakingHandler):
         self.input_sample_rate = self.vad_provider.sample_rate
         self.output_sample_rate = self.tts_provider.sample_rate
         self._session: AgentSession | None = None
+        self.event_sinks: list[Callable[[AgentEvent], None]] = []
+        """Plain callables given every event of every call (`on_event` sees them too), e.g. the
+        server's `/metrics`. Its per-call copies share this list; a sink must be quick and not block."""
         self._tools = collect_tools(self, self.tools)
         # MCP: the call's connections (shared with agents it hands the call to) and their tools.
         self._mcp: MCPConnections | None = None
@@ -325,6 +328,7 @@ class Agent(TurnTakingHandler):
             tool_timeout_s=self.tool_timeout_s,
             tool_filler=self.tool_filler,
             tool_filler_after_s=self.tool_filler_after_s,
+            event_sinks=tuple(self.event_sinks),
         )
 
     async def start_up(self) -> None:

@@ -7,7 +7,7 @@ small set of stages and callbacks the session calls.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -42,6 +42,8 @@ class AgentConfig:
     tool_filler: str | None = "One moment."
     """Said once per reply when tools take longer than `tool_filler_after_s`; None: never."""
     tool_filler_after_s: float = 1.0
+    event_sinks: Sequence[Callable[[AgentEvent], None]] = ()
+    """`Agent.event_sinks`: called with every event of the session (kept across handoffs)."""
 
 
 class AgentHooks(Protocol):

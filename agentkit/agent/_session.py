@@ -83,6 +83,7 @@ class AgentSession:
     ) -> None:
         self.config = config
         self._hooks = hooks
+        self._sinks = config.event_sinks  # not replaced by a handoff: the server's metrics stay fed
         self._context = context
         self._output = output
         self._label = f"{config.name} session {context.session_id[:8]}"
@@ -670,6 +671,11 @@ class AgentSession:
             await self._hooks.on_event(event)
         except Exception:
             logger.exception("%s: on_event failed for %s", self._label, type(event).__name__)
+        for sink in self._sinks:
+            try:
+                sink(event)
+            except Exception:
+                logger.exception("%s: an event sink failed for %s", self._label, type(event).__name__)
         await self._events.append(event)
 
 

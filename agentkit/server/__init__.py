@@ -3,7 +3,8 @@
 When the stream's handler is an `Agent`, the app also warms its providers up before the first
 caller, gives it a conversation store (from `AGENTKIT_STORE` unless it has one) and serves that
 store read-only under `/api/conversations` (`conversation_api`: with `AGENTKIT_API_TOKEN`, or to
-this machine only with `AGENTKIT_API_LOCAL=1`; otherwise off).
+this machine only with `AGENTKIT_API_LOCAL=1`; otherwise off). `/metrics` serves the stream's and
+the agent's figures in Prometheus' format behind the same guard (see `agentkit.server._metrics`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi import FastAPI
 from agentkit.agent import Agent
 from agentkit.config import load_settings
 from agentkit.server._api import conversation_api
+from agentkit.server._metrics import ServerMetrics, metrics_api
 from agentkit.server._serving import uvicorn_options
 from agentkit.server._web import add_web_routes
 from agentkit.store import ConversationStore, LeaseKeeper, open_store
@@ -95,12 +97,16 @@ def create_app(
                 await owned_store.aclose()
 
     app = FastAPI(title=title, lifespan=lifespan)
+    settings = load_settings()
+    api_token = settings.api_token
+    token = api_token.get_secret_value() or None if api_token is not None else None
+    # without a token the API is off, unless AGENTKIT_API_LOCAL opens it to this machine
     if agent is not None and agent.store is not None:
-        settings = load_settings()
-        api_token = settings.api_token
-        token = api_token.get_secret_value() or None if api_token is not None else None
-        # without a token the API is off, unless AGENTKIT_API_LOCAL opens it to this machine
         app.include_router(conversation_api(agent.store, token=token, local=settings.api_local))
+    metrics = app.state.metrics = ServerMetrics(stream)
+    if agent is not None:
+        agent.event_sinks.append(metrics.observe)  # each call's copy of the agent shares the list
+    app.include_router(metrics_api(metrics, token=token, local=settings.api_local))
     mounted = mount(
         app,
         stream,
