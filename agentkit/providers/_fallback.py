@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
@@ -200,6 +200,50 @@ class _Fallback(Generic[P]):
         logger.warning("%s: %s failed (%s); %s answers instead", self.name, failed, exc.code, next_name)
         return True
 
+    async def _failover(
+        self,
+        open_stream: Callable[[P], AsyncGenerator[T, None]],
+        is_output: Callable[[T], bool],
+        *,
+        keep_silent: bool,
+    ) -> AsyncGenerator[T, None]:
+        """The items of the first provider able to stream them (LLM chunks, TTS frames).
+
+        A provider that fails retryably before its first output (an item `is_output` accepts)
+        hands the same request to the next one; after that, a failure is raised as is. Items
+        before the first output are passed on when `keep_silent` (an LLM's usage-only chunks),
+        dropped otherwise (a TTS's empty frames).
+        """
+        order = self._candidates()
+        for position, index in enumerate(order):
+            provider = self.providers[index]
+            started = False  # output went out: no handing over from here on
+            try:
+                async with contextlib.aclosing(open_stream(provider)) as items:
+                    while not started:
+                        try:
+                            item = await self._first(items, provider)
+                        except StopAsyncIteration:
+                            break
+                        if is_output(item):
+                            started = True
+                            self._answered(index)
+                        if started or keep_silent:
+                            yield item
+                    if started:
+                        async for item in items:
+                            yield item
+            except ProviderError as exc:
+                if started or not self._hand_over(index, exc, order[position + 1 :]):
+                    if started and _retryable(exc):
+                        self._failed(index, exc)
+                    raise
+                continue
+            if not started:
+                self._answered(index)  # an empty reply (or blank text to speak) is an answer too
+            self._succeeded(index)
+            return
+
     async def _first(self, items: AsyncGenerator[T, None], provider: P) -> T:
         """The first item of `items`, within `first_output_timeout_s` if set."""
         if self.first_output_timeout_s is None:
@@ -241,36 +285,11 @@ class FallbackLLM(_Fallback[LLM]):
     async def stream(
         self, messages: Sequence[ChatMessage], *, instructions: str, tools: Sequence[ToolSpec] = ()
     ) -> AsyncGenerator[LLMChunk, None]:
-        order = self._candidates()
-        for position, index in enumerate(order):
-            provider = self.providers[index]
-            started = False  # text or a tool call went out: no handing over from here on
-            try:
-                async with contextlib.aclosing(
-                    provider.stream(messages, instructions=instructions, tools=tools)
-                ) as chunks:
-                    while not started:
-                        try:
-                            chunk = await self._first(chunks, provider)
-                        except StopAsyncIteration:
-                            break
-                        if chunk.text or chunk.tool_call is not None:
-                            started = True
-                            self._answered(index)
-                        yield chunk
-                    if started:
-                        async for chunk in chunks:
-                            yield chunk
-            except ProviderError as exc:
-                if started or not self._hand_over(index, exc, order[position + 1 :]):
-                    if started and _retryable(exc):
-                        self._failed(index, exc)
-                    raise
-                continue
-            if not started:
-                self._answered(index)  # an empty reply is an answer too
-            self._succeeded(index)
-            return
+        def open_stream(provider: LLM) -> AsyncGenerator[LLMChunk, None]:
+            return provider.stream(messages, instructions=instructions, tools=tools)
+
+        async for chunk in self._failover(open_stream, _is_llm_output, keep_silent=True):
+            yield chunk
 
 
 class FallbackSTT(_Fallback[STT]):
@@ -361,34 +380,19 @@ class FallbackTTS(_Fallback[TTS]):
         return self.providers[0].sample_rate
 
     async def synthesize(self, text: str) -> AsyncGenerator[AudioFrame, None]:
-        order = self._candidates()
-        for position, index in enumerate(order):
-            provider = self.providers[index]
-            started = False  # audio went out: no handing over from here on
-            try:
-                async with contextlib.aclosing(provider.synthesize(text)) as frames:
-                    while not started:
-                        try:
-                            frame = await self._first(frames, provider)
-                        except StopAsyncIteration:
-                            break
-                        if frame.num_samples:
-                            started = True
-                            self._answered(index)
-                            yield frame
-                    if started:
-                        async for frame in frames:
-                            yield frame
-            except ProviderError as exc:
-                if started or not self._hand_over(index, exc, order[position + 1 :]):
-                    if started and _retryable(exc):
-                        self._failed(index, exc)
-                    raise
-                continue
-            if not started:
-                self._answered(index)  # nothing to say (blank text) is an answer too
-            self._succeeded(index)
-            return
+        def open_stream(provider: TTS) -> AsyncGenerator[AudioFrame, None]:
+            return provider.synthesize(text)
+
+        async for frame in self._failover(open_stream, _is_audio, keep_silent=False):
+            yield frame
+
+
+def _is_llm_output(chunk: LLMChunk) -> bool:
+    return bool(chunk.text) or chunk.tool_call is not None
+
+
+def _is_audio(frame: AudioFrame) -> bool:
+    return frame.num_samples > 0
 
 
 def _resample(audio: AudioFrame, rate: int) -> AudioFrame:
