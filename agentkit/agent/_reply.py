@@ -12,14 +12,14 @@ import asyncio
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from agentkit.agent._pipeline import ReplyTimings, SpokenReply
 from agentkit.agent._tool_runs import ToolStep
 from agentkit.audio import AudioFrame
 from agentkit.store import TurnMetrics
 
-__all__ = ["Reply", "ReplyHandle", "ReplyOutcome"]
+__all__ = ["CallAction", "Reply", "ReplyHandle", "ReplyOutcome"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +32,17 @@ class ReplyOutcome:
     """The caller spoke over it (or agent code interrupted it)."""
     audio_s: float
     """Seconds of reply audio the caller heard."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallAction:
+    """Hang up or transfer the call once the reply that asked for it has been heard."""
+
+    action: Literal["hang_up", "transfer"]
+    words: str | None
+    """Said first, at the end of that reply (the goodbye, the transfer announcement)."""
+    to: str | None = None
+    """The transfer destination."""
 
 
 @dataclass(eq=False)
@@ -58,9 +69,8 @@ class Reply:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     steps: list[ToolStep] = field(default_factory=list)
     """The LLM steps of this reply that ended in tool calls, in order."""
-    after: tuple[str, str | None, str | None] | None = None
-    """What a tool asked for once this reply has been heard: (`hang_up` | `transfer`, the words
-    to say first, the transfer destination)."""
+    after: CallAction | None = None
+    """What a tool asked for once this reply has been heard (`end_call`, `transfer_call`)."""
     filler_said: bool = False
     """The "one moment" filler was said in this reply (it is said once at most)."""
     announced: bool = False

@@ -34,7 +34,7 @@ from agentkit.agent._config import AgentConfig, AgentHooks
 from agentkit.agent._event_log import EventLog
 from agentkit.agent._pipeline import speak
 from agentkit.agent._recorder import Recorder
-from agentkit.agent._reply import Reply, ReplyHandle, ReplyOutcome
+from agentkit.agent._reply import CallAction, Reply, ReplyHandle, ReplyOutcome
 from agentkit.agent._tool_runs import ToolRun, ToolRunner, ToolStep, arguments_json, reply_messages
 from agentkit.agent._tools import result_text
 from agentkit.audio import AudioFrame
@@ -174,7 +174,7 @@ class AgentSession:
         (e.g. after a tool finished, or to open the call); `instructions` add to the agent's for
         this reply only. Await the handle for the outcome."""
         reply = Reply(index=-1, instructions=instructions)
-        self._start(reply, self._generate(reply), "generate")
+        self._start(reply, self._reply_with_llm(reply), "generate")
         return ReplyHandle(reply)
 
     async def interrupt(self) -> int:
@@ -206,12 +206,12 @@ class AgentSession:
     def end_after_reply(self, goodbye: str | None) -> None:
         """For a tool: once the reply that called it has said `goodbye` and it has been heard, hang
         up (nothing happens if the caller speaks over it)."""
-        self._current_reply("end_after_reply").after = ("hang_up", goodbye, None)
+        self._current_reply("end_after_reply").after = CallAction("hang_up", goodbye)
 
     def transfer_after_reply(self, to: str, announcement: str | None) -> None:
         """For a tool: once the reply that called it has said `announcement` and it has been
         heard, transfer the call to `to`."""
-        self._current_reply("transfer_after_reply").after = ("transfer", announcement, to)
+        self._current_reply("transfer_after_reply").after = CallAction("transfer", announcement, to)
 
     def _current_reply(self, what: str) -> Reply:
         if self._speaking is None:
@@ -233,7 +233,7 @@ class AgentSession:
         await self._notify(started)
         if self.config.greeting:
             reply = Reply(index=-1)
-            self._start(reply, self._greet(reply, self.config.greeting), "greeting")
+            self._start(reply, self._say(reply, self.config.greeting, "greeting"), "greeting")
 
     async def close(self) -> None:
         speaking = self._speaking
@@ -390,9 +390,6 @@ class AgentSession:
         self.turns += 1
         await self._reply_with_llm(reply)
 
-    async def _generate(self, reply: Reply) -> None:
-        await self._reply_with_llm(reply)
-
     async def _reply_with_llm(self, reply: Reply) -> None:
         await self._context.send_event(ResponseStarting())
         await self._notify(ev.ReplyStarted(reply.index))
@@ -404,16 +401,15 @@ class AgentSession:
             reply.after = None  # something went wrong: do not end a call on a failed turn
         await self._end_reply(reply)
         if reply.after is not None and reply.outcome is not None and not reply.outcome.interrupted:
-            await self._after_reply(*reply.after)
+            await self._after_reply(reply.after)
 
-    async def _after_reply(self, action: str, words: str | None, to: str | None) -> None:
+    async def _after_reply(self, after: CallAction) -> None:
         """Hang up or transfer, once the caller has heard the reply that asked for it."""
         if not await self._context.wait_heard(_HEARD_TIMEOUT_S):
             logger.info("%s: the last words were not confirmed as heard in time", self._label)
-        del words
-        if action == "transfer" and to is not None:
+        if after.action == "transfer" and after.to is not None:
             try:
-                await self._context.transfer(to)
+                await self._context.transfer(after.to)
             except Exception as exc:
                 logger.warning("%s: the transfer failed (%s)", self._label, type(exc).__name__)
                 await self.say("Sorry, I could not transfer the call.").wait()
@@ -438,9 +434,8 @@ class AgentSession:
             await self._await_tools(reply, step)
             step.end_sentence = len(reply.spoken.segments)
             if reply.after is not None:  # a tool ends or transfers the call: its words, then no more
-                _, words, _ = reply.after
-                if words:
-                    await self._speak(reply, _once(words))
+                if reply.after.words:
+                    await self._speak(reply, _once(reply.after.words))
                 return
         self._offer_tools = True
 
@@ -513,9 +508,6 @@ class AgentSession:
                 duration_ms,
             )
         )
-
-    async def _greet(self, reply: Reply, text: str) -> None:
-        await self._say(reply, text, what="greeting")
 
     async def _say(self, reply: Reply, text: str, what: str = "say") -> None:
         await self._context.send_event(ResponseStarting())

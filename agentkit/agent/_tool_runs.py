@@ -132,18 +132,11 @@ class ToolRunner:
                 logger.exception("a tool result callback failed")
         await asyncio.shield(self._notify_finished(run))  # told in full even if cancelled meanwhile
 
-    def interrupt(self, runs: list[ToolRun]) -> list[ToolRun]:
-        """Barge-in: cancel the running calls of cancellable tools; the others are left to finish
-        (returned)."""
-        finishing = []
+    def interrupt(self, runs: list[ToolRun]) -> None:
+        """Barge-in: cancel the running calls of cancellable tools; the others are left to finish."""
         for run in runs:
-            if run.done or run.task is None:
-                continue
-            if run.cancellable:
+            if run.cancellable and not run.done and run.task is not None:
                 run.task.cancel()
-            else:
-                finishing.append(run)
-        return finishing
 
     async def aclose(self) -> None:
         await self._tasks.aclose(timeout_s=2.0)
