@@ -92,8 +92,8 @@ async def hostile_phase(server: Any, messages: int, seed: int) -> dict[str, Any]
         fuzz_offers,
         fuzz_twilio,
         fuzz_webhook,
-        offer_sdp,
     )
+    from _server import offer_sdp
 
     hostile = Hostile(seed)
     counts = {name: max(1, round(share * messages)) for name, share in SHARES.items()}

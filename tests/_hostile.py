@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from aiortc import RTCConfiguration, RTCPeerConnection
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -713,18 +712,6 @@ class Usage:
         status = dict(line.split(":", 1) for line in lines)
         rss_kb = int(status["VmRSS"].split()[0])
         return cls(rss_kb / 1024, int(status["Threads"]), len(os.listdir("/proc/self/fd")))
-
-
-async def offer_sdp() -> str:
-    """A real aiortc offer: audio and a data channel, candidates as `loopback_ice` allows."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        pc.createDataChannel("events")
-        pc.addTransceiver("audio")
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-    finally:
-        await pc.close()
 
 
 async def fuzz_data_channel(http_url: str, hostile: Hostile, count: int, tally: Tally) -> None:

@@ -147,3 +147,19 @@ def envelope_correlation(sent: AudioFrame, received: AudioFrame, max_lag_s: floa
             continue
         best = max(best, float(np.corrcoef(x[:n], y[:n])[0, 1]))
     return best
+
+
+async def offer_sdp(*, audio: bool = True) -> str:
+    """A real aiortc offer (audio and a data channel, or a data channel only) from a peer closed at
+    once: it never connects. Its candidates are what `loopback_ice` allows where that is on."""
+    from aiortc import RTCConfiguration, RTCPeerConnection
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.createDataChannel("events")
+        if audio:
+            pc.addTransceiver("audio")
+        await pc.setLocalDescription(await pc.createOffer())
+        return str(pc.localDescription.sdp)
+    finally:
+        await pc.close()

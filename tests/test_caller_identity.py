@@ -16,8 +16,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from _server import FAST, Silent, live_server, wait_for
-from aiortc import RTCConfiguration, RTCPeerConnection
+from _server import FAST, Silent, live_server, offer_sdp, wait_for
 from conftest import speech
 
 import agentkit
@@ -220,17 +219,6 @@ async def test_the_same_over_webrtc(models_dir: object) -> None:
 
 
 # -- refusals ------------------------------------------------------------------------------------
-
-
-async def offer_sdp() -> str:
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        pc.createDataChannel("events")
-        pc.addTransceiver("audio")
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-    finally:
-        await pc.close()
 
 
 @pytest.mark.slow

@@ -26,8 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
-from _server import LiveServer, Silent, live_server, wait_for
-from aiortc import RTCConfiguration, RTCPeerConnection
+from _server import LiveServer, Silent, live_server, offer_sdp, wait_for
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -52,18 +51,6 @@ async def refused(server: LiveServer) -> dict[str, int]:
         health = (await http.get("/healthz")).json()
     counts: dict[str, int] = health["refused"]
     return counts
-
-
-async def offer_sdp() -> str:
-    """A real offer (audio and a data channel) from a peer that is closed at once: it never connects."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        pc.createDataChannel("events")
-        pc.addTransceiver("audio")
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-    finally:
-        await pc.close()
 
 
 # -- per-address caps ----------------------------------------------------------------------------

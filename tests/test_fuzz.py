@@ -34,9 +34,8 @@ from _hostile import (
     fuzz_offers,
     fuzz_twilio,
     fuzz_webhook,
-    offer_sdp,
 )
-from _server import LiveServer, live_server, wait_for
+from _server import LiveServer, live_server, offer_sdp, wait_for
 from aiortc import RTCConfiguration, RTCPeerConnection
 from conftest import speech
 from websockets.asyncio.client import connect

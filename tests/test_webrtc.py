@@ -19,7 +19,16 @@ import av
 import httpx
 import numpy as np
 import pytest
-from _server import FAST, Silent, echo_stream, envelope_correlation, expected_echo_s, live_server, wait_for
+from _server import (
+    FAST,
+    Silent,
+    echo_stream,
+    envelope_correlation,
+    expected_echo_s,
+    live_server,
+    offer_sdp,
+    wait_for,
+)
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection
 from conftest import speech
 
@@ -74,19 +83,6 @@ async def post_offer(server: Any, body: Any) -> httpx.Response:
                 "/webrtc/offer", content=body, headers={"content-type": "application/json"}
             )
         return await http.post("/webrtc/offer", json=body)
-
-
-async def offer_sdp(*, audio: bool = True) -> str:
-    """A real aiortc offer (audio and a data channel, or a data channel only)."""
-    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    try:
-        pc.createDataChannel("events")
-        if audio:
-            pc.addTransceiver("audio")
-        await pc.setLocalDescription(await pc.createOffer())
-        return str(pc.localDescription.sdp)
-    finally:
-        await pc.close()
 
 
 # -- a conversation ------------------------------------------------------------------------------
