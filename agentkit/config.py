@@ -9,6 +9,7 @@
 | `AGENTKIT_MODEL_THREADS` | `2` | threads running STT/TTS inference, shared by all sessions |
 | `AGENTKIT_HOST` | `127.0.0.1` | default address for `agentkit run` |
 | `AGENTKIT_PORT` | `8000` | default port for `agentkit run` |
+| `AGENTKIT_WORKERS` | `1` | processes `agentkit run` serves with (`auto`: one per CPU); in each, how many |
 | `AGENTKIT_STORE` | per-user data folder | store URL (`sqlite:///path.db`, `redis://`, `memory://`) |
 | `AGENTKIT_STORE_LEASE_S` | `30` | a dead server's open calls are ended (`crashed`) within 1-2x this |
 | `AGENTKIT_ALLOWED_ORIGINS` | none | comma-separated other sites (`https://shop.example`) that may embed |
@@ -23,6 +24,9 @@
 | `AGENTKIT_TWILIO_VALIDATE` | `1` | `0` accepts unsigned webhooks (local development only) |
 | `AGENTKIT_MAX_SESSIONS_PER_ADDRESS` | `4` | sessions one client address holds at once; `0`: no cap |
 | `AGENTKIT_MAX_PENDING_OFFERS_PER_ADDRESS` | `2` | unconnected WebRTC offers per client address |
+| `AGENTKIT_MAX_LOOP_LAG_MS` | `150` | event-loop lag past which new calls get `busy`; `0`: never |
+| `AGENTKIT_MAX_CPU_CORES` | unset | the same for the process's CPU use, in cores; unset: never |
+| `AGENTKIT_FORWARDED_ALLOW_IPS` | unset | proxies (`10.0.0.5`, `*`) whose `X-Forwarded-For` is believed |
 
 See `agentkit.models` for when models are downloaded. Settings are read when asked for
 (`load_settings()`), never cached at import time, so a changed environment takes effect at once.
@@ -42,7 +46,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agentkit.exceptions import ConfigError
 
-__all__ = ["AgentkitSettings", "default_store_url", "load_settings"]
+__all__ = ["AgentkitSettings", "cpu_count", "default_store_url", "load_settings"]
 
 
 def default_store_url() -> str:
@@ -71,6 +75,9 @@ class AgentkitSettings(BaseSettings):
     """Address `agentkit run` binds to."""
     port: int = 8000
     """Port `agentkit run` listens on."""
+    workers: int = Field(default=1, ge=1)
+    """Processes `agentkit run` serves with, on one port (`auto`: one per CPU). `agentkit run
+    --workers N` sets it to N in each of its workers, so `workers > 1` says "one of several"."""
     store: str = Field(default_factory=default_store_url)
     """Conversation store URL: `sqlite:///relative.db`, `sqlite:////absolute.db`, `redis://host/0` or
     `memory://`; default: `default_store_url()`, in the per-user data folder."""
@@ -111,11 +118,38 @@ class AgentkitSettings(BaseSettings):
     once over WebSocket and WebRTC; 0: no cap. Twilio's media stream is exempt."""
     max_pending_offers_per_address: int = Field(default=2, ge=0)
     """Answered WebRTC offers one client address may have waiting to connect; 0: no cap."""
+    max_loop_lag_ms: float = Field(default=150.0, ge=0)
+    """Smoothed event-loop lag (ms) above which the server refuses new calls with `busy` until it
+    recovers (see `agentkit.stream.LoadMonitor` for why 150); 0: lag never refuses a call."""
+    max_cpu_cores: float | None = Field(default=None, gt=0)
+    """Smoothed CPU use of the process (in cores) above which new calls are refused the same way;
+    None: CPU use is measured but never refuses a call."""
+    forwarded_allow_ips: str | None = None
+    """Comma-separated addresses of the reverse proxies in front (or `*` when nothing else can reach
+    the server): their `X-Forwarded-For`/`X-Forwarded-Proto` are believed, so per-address caps count
+    the real clients. None: the socket peer is the client, and forwarding headers are ignored."""
 
     @field_validator("allowed_origins", "allowed_hosts", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
         return [o.strip() for o in value.split(",") if o.strip()] if isinstance(value, str) else value
+
+    @field_validator("workers", mode="before")
+    @classmethod
+    def _auto_workers(cls, value: object) -> object:
+        return cpu_count() if isinstance(value, str) and value.strip().lower() == "auto" else value
+
+
+def cpu_count() -> int:
+    """The CPUs this process may run on (its affinity mask, where the system has one); at least 1."""
+    process_cpu_count = getattr(os, "process_cpu_count", None)  # Python 3.13+
+    if process_cpu_count is not None:
+        count: int | None = process_cpu_count()
+    elif hasattr(os, "sched_getaffinity"):
+        count = len(os.sched_getaffinity(0))
+    else:
+        count = os.cpu_count()
+    return max(1, count or 1)
 
 
 def load_settings() -> AgentkitSettings:

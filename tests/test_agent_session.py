@@ -128,6 +128,9 @@ async def test_events_follow_the_whole_session_for_a_reader_that_starts_late() -
             seen.append(event)
 
     await transport.wait_for("response_done", timeout_s=10)  # the greeting, before anyone reads
+    async with asyncio.timeout(5):  # and played out: speech over it would be a (suspected) barge-in
+        while handler.replying:  # noqa: ASYNC110 - the playout clock has no event to await
+            await asyncio.sleep(0.01)
     reader = asyncio.create_task(read())
     await feed(session, utterance())
     await transport.wait_for("metrics", timeout_s=10)

@@ -59,6 +59,7 @@ def _loopback_only() -> Iterator[None]:
 
 class Served(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     greeting = "Welcome."
 
 
@@ -535,7 +536,8 @@ async def test_barge_in_over_webrtc_silences_the_reply(tmp_path: Path, models_di
     """Over WebRTC the page schedules nothing itself: the server stops the reply and empties what it
     had queued for the track, and what the page plays (read from its analyser every 20 ms) falls
     silent within 300 ms of the `interrupted` event (the jitter buffer holds ~100 ms), while the
-    caller is still talking. (The track's own queue is shallow, the session paces it in real time;
+    caller is still talking (until a turn of theirs ends in one of utt1's pauses and gets a reply).
+    (The track's own queue is shallow, the session paces it in real time;
     tests/test_webrtc.py checks that it is emptied.)"""
     async with talking_over_a_long_reply(tmp_path, "/?transport=webrtc") as page:
         await page.evaluate(
@@ -547,15 +549,24 @@ async def test_barge_in_over_webrtc_silences_the_reply(tmp_path: Path, models_di
               let sum = 0; for (const x of buffer) sum += x * x;
               window.levels.push([performance.now(), Math.sqrt(sum / buffer.length)]);
             }, 20);
-            client.on("interrupted", () => { window.cutAt = performance.now(); }); }"""
+            client.on("interrupted", () => { window.cutAt = performance.now(); });
+            window.nextReplyAt = null;  // utt1 has pauses: a turn may end in one and get a reply
+            client.on("message", (e) => {
+              const type = e.message.type;
+              if (type === "response_starting" && window.cutAt !== null && window.nextReplyAt === null)
+                window.nextReplyAt = performance.now(); }); }"""
         )
         await page.locator("#transcript [data-role=assistant][title=interrupted]").wait_for(timeout=WAIT_MS)
         await page.wait_for_function("() => performance.now() > window.cutAt + 1000", timeout=WAIT_MS)
         transport = await page.evaluate("window.agentkitClient.transport")
-        levels, cut_at = await page.evaluate("[window.levels, window.cutAt]")
+        levels, cut_at, next_reply_at = await page.evaluate(
+            "[window.levels, window.cutAt, window.nextReplyAt]"
+        )
 
     assert transport == "webrtc"
-    playing = [rms for t, rms in levels if cut_at - 800 < t < cut_at]
-    after = [rms for t, rms in levels if cut_at + 300 < t < cut_at + 1000]
+    # the output paused at the onset and was flushed at the `interrupted` that confirmed the barge-in
+    playing = [rms for t, rms in levels if cut_at - 1200 < t < cut_at - 300]
+    until = cut_at + 1000 if next_reply_at is None else min(cut_at + 1000, next_reply_at)
+    after = [rms for t, rms in levels if cut_at + 300 < t < until]
     assert playing and max(playing) > 0.05  # the reply's tone was playing up to the barge-in
     assert after and max(after) < 0.005, max(after)  # and 300 ms later nothing of it is left

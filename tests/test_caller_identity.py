@@ -141,6 +141,7 @@ def test_a_weak_server_secret_stops_the_app(monkeypatch: pytest.MonkeyPatch) -> 
 
 class Remembering(Agent):
     turn_taking = FAST
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -169,7 +170,7 @@ def test_the_reload_factory_reads_the_file_from_the_environment(
 ) -> None:
     path = _write(tmp_path, "reloaded.py", "from fastapi import FastAPI\napp = FastAPI(title='reloaded')\n")
     monkeypatch.setenv("AGENTKIT_RUN_FILE", str(path))
-    assert getattr(_factory(), "title", None) == "reloaded"
+    assert getattr(getattr(_factory(), "app", None), "title", None) == "reloaded"
 
 
 # -- agentkit models ------------------------------------------------------------------------------
@@ -417,3 +418,67 @@ def test_agentkit_run_writes_nothing_in_the_current_folder(tmp_path: Path) -> No
     output = log.read_text()
     assert f"conversations are kept in {db}" in output
     assert "TWILIO_AUTH_TOKEN" not in output  # said only when a Twilio request comes
+
+
+def _output_until(server: subprocess.Popen[bytes], log: Path, wanted: str, timeout_s: float = 60.0) -> str:
+    deadline = time.monotonic() + timeout_s
+    while wanted not in (text := log.read_text()):
+        assert time.monotonic() < deadline, f"no {wanted!r} in {timeout_s:g} s:\n{text}"
+        time.sleep(0.2)
+    return text
+
+
+def test_run_with_reload_reports_a_failed_startup_in_one_line(tmp_path: Path) -> None:
+    """Under `--reload` uvicorn runs the app's lifespan in its worker process: the failure is still one
+    `agentkit: error:` line (no traceback), and the reloader keeps watching for a fix."""
+    path = _write(
+        tmp_path,
+        "broken_startup.py",
+        """
+        import contextlib
+        from fastapi import FastAPI
+        from agentkit.exceptions import ConfigError
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app):
+            raise ConfigError("ANTHROPIC_API_KEY is not set")
+            yield
+
+        app = FastAPI(lifespan=lifespan)
+        """,
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AGENTKIT_OFFLINE": "1"}
+    argv = [sys.executable, "-m", "agentkit.cli", "run", str(path), "--port", str(_free_port()), "--reload"]
+    log = tmp_path / "server.log"
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        text = _output_until(server, log, "agentkit: error:")
+        time.sleep(0.5)  # anything uvicorn would add after it
+        text = log.read_text()
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert "agentkit: error: ANTHROPIC_API_KEY is not set" in text
+    assert "Traceback" not in text and text.count("agentkit: error:") == 1
+
+
+def test_run_without_a_file_points_at_claude_when_there_is_a_key(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from agentkit.cli import _suggest_claude
+
+    monkeypatch.chdir(REPO)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    with caplog.at_level(logging.INFO, logger="agentkit.cli"):
+        _suggest_claude()
+        assert not caplog.records
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-test")
+        _suggest_claude()
+    assert [r.getMessage() for r in caplog.records] == [
+        "ANTHROPIC_API_KEY is set: `agentkit run agents/claude.py` serves the Claude agent"
+    ]

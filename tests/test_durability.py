@@ -39,6 +39,7 @@ from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS
 
 class Durable(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     stt = ScriptedSTT("Please remember that my favourite colour is blue.")
     llm = ScriptedLLM("Noted: blue. I will remember it.")
     tts = ToneTTS(ms_per_char=4)

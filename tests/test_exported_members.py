@@ -77,8 +77,22 @@ def test_stream_is_the_core_with_endpoints() -> None:
     assert set(agentkit.transports.__all__) == {"MountedTransports", "Stream", "mount"}
 
 
+def test_interruption_events_are_exported() -> None:
+    """False interruptions: the wire events in `agentkit.stream`, the agent's typed ones in
+    `agentkit.agent` (and in the `AgentEvent` union); the gate itself stays private."""
+    import typing
+
+    from agentkit.agent import AgentEvent
+
+    assert {"PlaybackPaused", "PlaybackResumed", "FalseInterruptionReason"} <= set(agentkit.stream.__all__)
+    agent_events = {"InterruptionSuspected", "InterruptionConfirmed", "FalseInterruption"}
+    assert agent_events <= set(agentkit.agent.__all__)
+    assert agent_events <= {t.__name__ for t in typing.get_args(AgentEvent)}
+    assert not {"InterruptionGate", "InterruptionDecision"} & set(agentkit.stream.__all__)
+
+
 def test_the_conversation_api_is_served_by_the_server_not_the_store() -> None:
-    served = {"add_web_routes", "conversation_api", "create_app", "uvicorn_options"}
+    served = {"add_web_routes", "conversation_api", "create_app", "session_api", "uvicorn_options"}
     assert set(agentkit.server.__all__) == served
     assert "conversation_api" not in agentkit.store.__all__
 

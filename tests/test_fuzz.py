@@ -72,6 +72,7 @@ def _loopback_only() -> Iterator[None]:
 
 class Served(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     greeting = "Hello."
 
 

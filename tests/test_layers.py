@@ -29,7 +29,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("agent",),
     ("_default_agent", "transports"),
     ("agentkit",),  # the facade: re-exports from the layers below
-    ("server", "_talk", "_serve"),
+    ("server", "_talk", "_serve", "_workers"),
     ("cli",),
     ("testing",),  # fakes and simulated callers may use anything
 )

@@ -3,6 +3,11 @@ stream (open sessions, refusals) and by the Agent's typed events (turn latencies
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import httpx
 import pytest
 from _server import live_server, wait_for
@@ -10,7 +15,7 @@ from conftest import speech
 from prometheus_client.parser import text_string_to_metric_families
 
 from agentkit import Agent, Stream, TurnTakingOptions
-from agentkit.agent import ToolCallFinished
+from agentkit.agent import ProviderFailed, ToolCallFinished
 from agentkit.server import create_app
 from agentkit.server._metrics import ServerMetrics
 from agentkit.testing import CallRefusedError, ScriptedLLM, ScriptedSTT, ToneTTS, WebSocketCaller
@@ -18,6 +23,7 @@ from agentkit.testing import CallRefusedError, ScriptedLLM, ScriptedSTT, ToneTTS
 
 class Served(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     greeting = "Welcome."
 
 
@@ -102,3 +108,76 @@ async def test_a_call_shows_up_in_the_metrics(models_dir: object, monkeypatch: p
     assert after[("agentkit_turn_voice_to_voice_seconds_count", ())] == 1
     assert after[("agentkit_turn_voice_to_voice_seconds_sum", ())] > 0
     assert after[("agentkit_turn_stt_seconds_count", ())] == 1
+    # the caller's audio went through batched turn detection, and the load monitor was sampled
+    assert after[("agentkit_vad_batches_total", ())] >= 1
+    assert after[("agentkit_vad_batch_sessions_total", ())] >= after[("agentkit_vad_batches_total", ())]
+    assert after[("agentkit_vad_batch_sessions_max", ())] >= 1
+    assert after[("agentkit_event_loop_lag_seconds", ())] >= 0
+    assert after[("agentkit_overloaded", ())] == 0
+    assert after[("agentkit_frames_dropped_total", (("what", "additional_outputs"),))] == 0
+
+
+def test_provider_failures_are_counted_by_provider_stage_and_kind() -> None:
+    metrics = ServerMetrics(Stream(_served()))
+    for stage, provider, code, status in (
+        ("llm/tts", "anthropic", "provider_error", 529),
+        ("llm/tts", "anthropic", "provider_error", 529),
+        ("stt", "groq", "provider_timeout", None),
+        ("llm/tts", "unknown", "internal", None),
+    ):
+        metrics.observe(ProviderFailed(0, stage, provider, code, status, code == "provider_timeout"))
+    found = samples(metrics.exposition().decode())
+    counts = {
+        labels: value for (name, labels), value in found.items() if name == "agentkit_provider_errors_total"
+    }
+    assert counts == {
+        (("kind", "http_529"), ("provider", "anthropic"), ("stage", "llm/tts")): 2,
+        (("kind", "timeout"), ("provider", "groq"), ("stage", "stt")): 1,
+        (("kind", "internal"), ("provider", "unknown"), ("stage", "llm/tts")): 1,
+    }
+
+
+_WORKER = """
+import asyncio, sys
+from agentkit import Stream
+from agentkit.agent import ProviderFailed
+from agentkit.server._metrics import ServerMetrics
+from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS
+from agentkit import Agent
+
+stream = Stream(Agent(stt=ScriptedSTT("hi"), llm=ScriptedLLM("ok"), tts=ToneTTS()))
+metrics = ServerMetrics(stream)
+assert metrics.multiprocess
+for _ in range(int(sys.argv[1])):
+    stream.refused.note("busy", "the process is overloaded")
+    metrics.observe(ProviderFailed(0, "stt", "groq", "provider_timeout", None, True))
+if sys.argv[2] == "scrape":
+    sys.stdout.write(metrics.exposition().decode())
+else:
+    metrics.refresh()
+"""
+
+
+def test_with_several_workers_a_scrape_on_one_sums_them_all(tmp_path: Path) -> None:
+    """prometheus-client's multi-process mode (the directory `agentkit run --workers` sets up): each
+    worker process writes its own figures there, a scrape on any of them adds them up."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+
+    def worker(count: int, what: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", _WORKER, str(count), what],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        return done.stdout
+
+    worker(2, "refresh")
+    worker(3, "refresh")
+    found = samples(worker(4, "scrape"))
+    assert found[("agentkit_sessions_refused_total", (("reason", "busy"),))] == 9
+    timeouts = (("kind", "timeout"), ("provider", "groq"), ("stage", "stt"))
+    assert found[("agentkit_provider_errors_total", timeouts)] == 9

@@ -71,3 +71,48 @@ def test_the_first_piece_may_end_at_a_clause_for_earlier_audio() -> None:
     for step in (1, 4):
         assert streamed(text, step, first_clause_chars=24) == pieces
     assert split_sentences("Short, then done.", first_clause_chars=24) == ["Short, then done."]
+
+
+def test_the_first_piece_may_end_after_a_number_of_words() -> None:
+    text = "The sky looks blue to us because air scatters blue light. Sunsets are red, often."
+    pieces = split_sentences(text, first_piece_words=4)
+    assert pieces == [
+        "The sky looks blue",  # at most four words: a short first piece for an early first audio
+        "to us because air scatters blue light.",  # then whole sentences, for their prosody
+        "Sunsets are red, often.",
+    ]
+    for step in (1, 3, 7):
+        assert streamed(text, step, first_piece_words=4) == pieces
+    # a sentence or a first clause that ends sooner ends the first piece
+    assert split_sentences("Yes. It is.", first_piece_words=4) == ["Yes.", "It is."]
+    assert split_sentences(
+        "Paris, the capital of France, is lovely.", first_clause_chars=4, first_piece_words=4
+    ) == [
+        "Paris,",
+        "the capital of France, is lovely.",
+    ]
+    # not after a word that leans on the next one, nor after an abbreviation
+    assert split_sentences("The moon is a lunar body.", first_piece_words=4) == [
+        "The moon is",
+        "a lunar body.",
+    ]
+    assert split_sentences("It is in the box.", first_piece_words=4) == ["It is", "in the box."]
+    assert split_sentences("Of the two of them.", first_piece_words=2) == [
+        "Of",
+        "the two of them.",
+    ]  # one stays
+    assert split_sentences("I saw Dr. Smith at noon today.", first_piece_words=3) == [
+        "I saw Dr. Smith",
+        "at noon today.",
+    ]
+
+
+def test_a_word_is_not_cut_before_its_end_is_seen() -> None:
+    splitter = SentenceSplitter(first_piece_words=2)
+    assert splitter.push("Good morn") == []
+    assert splitter.push("ing") == []  # "morning" may go on
+    assert splitter.push(" to") == ["Good morning"]
+    assert splitter.push(" you all, friend") == []
+    assert splitter.flush() == ["to you all, friend"]
+    with pytest.raises(ValueError, match="first_piece_words"):
+        SentenceSplitter(first_piece_words=0)

@@ -26,7 +26,7 @@ from agentkit.testing import open_recorded_session
 pytestmark = pytest.mark.slow
 
 RATE = 16000
-CHECK_AFTER_MS = 180
+CHECK_AFTER_MS = TurnTakingOptions().semantic_check_after_ms
 FRAME = 320  # 20 ms input frames
 CHUNK_MS = 32  # the VAD's chunk: the detector's silence is measured from a block inside one
 
@@ -224,7 +224,7 @@ async def test_rechecks_as_silence_grows_then_max_silence_ends_the_turn(voices: 
     options = TurnTakingOptions(semantic_recheck_ms=150, semantic_max_silence_ms=1200)
     (pause,) = await _pauses(_with_silence(voices["question"], 2000), semantic_turn=model, options=options)
     assert 1200 <= pause.t_ms - pause.speech_end_ms < 1200 + 20 + 1
-    assert len(model.asked_at) == 1 + (1200 - CHECK_AFTER_MS) // 150  # 180, 330, ... 1080 ms
+    assert len(model.asked_at) == 1 + (1200 - CHECK_AFTER_MS) // 150  # 200, 350, ... 1100 ms
     steps_ms = np.diff(model.asked_at) * 1000 / RATE
     assert all(150 <= step < 150 + 20 + 1 for step in steps_ms), steps_ms
 
@@ -284,7 +284,8 @@ async def test_agent_takes_the_setting_and_ends_turns_with_it(voices: dict[str, 
             await super().probability(samples)
             return 1.0
 
-    assert Agent(stt=ScriptedSTT("Hi."), llm=ScriptedLLM("Hello."), tts=ToneTTS()).semantic_turn is None
+    plain = Agent(stt=ScriptedSTT("Hi."), llm=ScriptedLLM("Hello."), tts=ToneTTS(), semantic_turn=None)
+    assert plain.semantic_turn is None
     model = _Yes()
     agent = Agent(stt=ScriptedSTT("Hi."), llm=ScriptedLLM("Hello."), tts=ToneTTS(), semantic_turn=model)
     session, transport = open_recorded_session(Stream(agent))

@@ -270,6 +270,32 @@ async def test_closed_store_refuses_calls(store: ConversationStore) -> None:
         await store.add_message("c", "user", "x", started_at=T0)
 
 
+async def test_a_call_is_found_by_its_id_and_a_claim_reopens_its_conversation(
+    store: ConversationStore,
+) -> None:
+    first = await store.start_conversation("claude", "twilio", caller="+15550123", call_id="CA1")
+    other = await store.start_conversation("claude", "twilio", call_id="CA2")
+    plain = await store.start_conversation("claude", "websocket")
+    assert (first.call_id, other.call_id, plain.call_id) == ("CA1", "CA2", None)
+    assert await store.conversation_of_call("CA1") == first
+    assert await store.conversation_of_call("CA9") is None
+    ended = await store.end_conversation(first.id, reason="crashed")
+    assert await store.conversation_of_call("CA1") == ended
+    claimed = await store.claim_conversation(first.id)
+    assert (claimed.id, claimed.call_id, claimed.ended_at, claimed.end_reason) == (
+        first.id,
+        "CA1",
+        None,
+        None,
+    )
+    assert await store.get_conversation(first.id) == claimed
+    assert claimed.to_dict()["call_id"] == "CA1"
+    again = await store.start_conversation("claude", "twilio", call_id="CA1")  # a later stream of the call
+    assert await store.conversation_of_call("CA1") == again  # the newest
+    with pytest.raises(KeyError):
+        await store.claim_conversation("no-such-id")
+
+
 # -- the JSON API, on every backend ----------------------------------------------------------------
 
 
@@ -591,6 +617,56 @@ async def test_a_dead_owners_open_conversations_are_ended_as_crashed(
         await b.aclose()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_a_claimed_conversation_belongs_to_its_new_owner(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Worker A's call reconnected to worker B, which claimed it: A's lease running out no longer
+    ends it, and B's sweeps never do."""
+    clock = ManualClock()
+    a, b = two_owners(kind, tmp_path, request, clock)
+    try:
+        lease_s = 0.3 if kind == "redis" else 30.0
+        await a.renew_lease(lease_s)
+        await b.renew_lease(3600)
+        call = await a.start_conversation("claude", "twilio", call_id="CA7")
+        claimed = await b.claim_conversation(call.id)
+        assert claimed.ended_at is None
+        clock.t += 31.0
+        if kind == "redis":
+            await asyncio.sleep(0.5)
+        assert await b.end_abandoned() == []
+        assert await a.end_abandoned() == []  # B is alive
+        assert (await a.get_conversation(call.id)).ended_at is None  # type: ignore[union-attr]
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_version_2_file_is_upgraded_to_keep_call_ids(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    store = SQLiteStore(path)
+    old = await store.start_conversation("claude", "twilio")
+    await store.aclose()
+    with sqlite3.connect(path) as db:  # back to version 2: no call_id column
+        db.executescript(
+            """DROP INDEX conversations_by_call;
+            ALTER TABLE conversations DROP COLUMN call_id;
+            PRAGMA user_version = 2;"""
+        )
+    db.close()
+    store = SQLiteStore(path)
+    try:
+        assert await store.get_conversation(old.id) == old
+        new = await store.start_conversation("claude", "twilio", call_id="CA3")
+        assert await store.conversation_of_call("CA3") == new
+    finally:
+        await store.aclose()
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    db.close()
+
+
 async def test_a_version_1_file_is_upgraded_and_its_open_conversations_are_abandoned(tmp_path: Path) -> None:
     """Conversations an older agentkit left open have no owner: the first sweep ends them."""
     path = tmp_path / "v1.db"
@@ -785,18 +861,24 @@ def test_unusable_paths_raise_config_error_naming_them(tmp_path: Path) -> None:
 def test_exported_names() -> None:
     assert set(agentkit.store.__all__) == {
         "MAX_LIST_LIMIT",
+        "RESUMABLE_END_REASONS",
         "SCHEMA_VERSION",
         "SUPPORTED_SCHEMES",
+        "BusMessage",
         "Conversation",
         "ConversationStore",
         "LeaseKeeper",
+        "LocalSessionBus",
         "MemoryStore",
+        "RedisSessionBus",
         "RedisStore",
         "Role",
         "SQLiteStore",
+        "SessionBus",
         "StoredMessage",
         "ToolCallRecord",
         "TurnMetrics",
+        "open_session_bus",
         "open_store",
     }
     for name in agentkit.store.__all__:

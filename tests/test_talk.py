@@ -77,6 +77,7 @@ def test_fast_forward_takes_the_same_turns_as_real_time(tmp_path: Path, models_d
     class Paused(Agent):
         llm = ScriptedLLM("First answer.", "Second answer.", "Third answer.", "Fourth answer.")
         tts = ToneTTS(ms_per_char=20)
+        semantic_turn = None  # the 500 ms silence rule, which splits this sentence in two
 
     samples = synthesise(tmp_path, 'My order number is <break time="800ms"/> four five seven two nine.')
     turn = AudioFrame(samples, 16000)

@@ -33,6 +33,7 @@ ANSWER = "Let me check. It has shipped."
 
 class Shop(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     greeting = "Welcome."
     tool_filler = None
 

@@ -38,6 +38,7 @@ def _twilio_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 class Served(Agent):
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     greeting = "Hello."
 
     def __init__(self, **overrides: object) -> None:

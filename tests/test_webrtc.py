@@ -99,6 +99,8 @@ async def test_echo_over_webrtc() -> None:
         first_reply_t = await caller.wait_for_audio_after(speech_end_t, timeout_s=5)
         done = await caller.wait_for_event("response_done", timeout_s=10)
         await caller.wait_for_audio_after(done.t + 0.3, timeout_s=3, dbfs=None)  # the tail is through
+        (buffer,) = connection_of(server.stream).receive_buffers  # aiortc's receiver hands packets to it
+        assert buffer.received_packets > 50 and buffer.late_packets == 0
     reply = caller.received_audio(speech_end_t)
     bounds = speech_bounds(reply.samples, RATE)
     assert bounds is not None
@@ -115,6 +117,7 @@ async def test_echo_over_webrtc() -> None:
 
 class Served(Agent):
     turn_taking = FAST
+    semantic_turn = None  # turns end on silence: these tests play short silent tails
     greeting = "Welcome."
 
 

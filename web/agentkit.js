@@ -27,7 +27,7 @@
 //                "finished" | "failed" | "cancelled" (durationMs set then)
 //   interrupted  {heardMs}
 //   error        {code, message, fatal}: mic_denied, no_microphone, unsupported, no_connection,
-//                connection_lost, over_capacity, or any server error code
+//                connection_lost, over_capacity, busy, or any server error code
 //   disconnected {code, reason}
 //   message      {message}: every JSON message from the server, as received
 //
@@ -364,7 +364,7 @@ class AgentkitClient {
       if (this._closed) return true;
       const reason = (err && err.message) || String(err);
       // refusals the WebSocket would repeat: no fallback
-      if (err && (err.code === "over_capacity" || err.code === "bad_caller_token")) {
+      if (err && ["over_capacity", "busy", "bad_caller_token"].includes(err.code)) {
         this._fail(err.code, err.message);
         return true;
       }
@@ -553,6 +553,9 @@ class AgentkitClient {
         if (this._pc) break;
         this._replyDone = true;
         if (this._sources.size === 0) this._setState("listening");
+        break;
+      case "playback_paused": // a sound over the reply: drop what is buffered; the server re-sends
+        this._clearPlayback(); // it on "playback_resumed", or "interrupted" follows
         break;
       case "interrupted":
         this._clearPlayback();

@@ -20,6 +20,7 @@ const MESSAGES = {
   no_connection: "Cannot reach the agent.",
   connection_lost: "The connection was lost.",
   over_capacity: "The agent is busy. Please try again soon.",
+  busy: "The agent is busy. Please try again soon.",
   bad_caller_token: "Your sign-in has expired. Please reload the page.",
 };
 const STATES = {

@@ -32,7 +32,7 @@ from agentkit._executor import run_audio_job
 from agentkit.agent._config import AgentConfig
 from agentkit.agent._events import AgentEvent
 from agentkit.agent._mcp import MCPConnections, MCPServer
-from agentkit.agent._pipeline import StageTimeouts
+from agentkit.agent._pipeline import FIRST_PIECE_WORDS, StageTimeouts
 from agentkit.agent._session import AgentSession, history_for_llm
 from agentkit.agent._tools import Tool, collect_tools
 from agentkit.audio import AudioFrame, StreamingResampler
@@ -40,12 +40,13 @@ from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers import resolve_llm, resolve_stt, resolve_tts
 from agentkit.providers._fallback import note_answer
 from agentkit.providers.llm import LLM, ChatMessage, LLMChunk
-from agentkit.providers.stt import STT
+from agentkit.providers.stt import STT, MoonshineSTT
 from agentkit.providers.tts import TTS
-from agentkit.providers.turn import EndOfTurnModel
+from agentkit.providers.turn import EndOfTurnModel, SmartTurn
 from agentkit.providers.vad import VAD, SileroVAD
 from agentkit.store import ConversationStore
 from agentkit.stream._handlers import PlayoutEvent
+from agentkit.stream._interruption import InterruptionDecision
 from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted, TurnState, TurnTakingOptions
 from agentkit.stream._turn_handler import TurnTakingHandler
 
@@ -67,6 +68,10 @@ class _Unset(enum.Enum):
 
 UNSET: Final = _Unset.UNSET
 """A keyword argument of `Agent(...)` not given: the class attribute stays in force."""
+
+DEFAULT_SEMANTIC_TURN: Final = SmartTurn(optional=True)
+"""Every agent's default end-of-turn model, one instance so that checks from all calls batch
+together: Smart Turn v3.2 when its file is in the models dir, else off (one info line)."""
 
 
 class Agent(TurnTakingHandler):
@@ -93,8 +98,20 @@ class Agent(TurnTakingHandler):
     vad: VAD | None = None
     """Voice activity detector for turn-taking; None means the shared Silero model."""
     turn_taking: TurnTakingOptions = TurnTakingOptions()
+    semantic_turn: EndOfTurnModel | None = DEFAULT_SEMANTIC_TURN
+    """Semantic end of turn, on by default: in a pause, Smart Turn v3.2 is asked whether the caller
+    has finished (the `semantic_*` settings of `turn_taking`), so a finished sentence ends the turn
+    after ~200 ms of silence and an unfinished one waits. Used only if the model file is in the
+    models dir (`agentkit models download smart-turn`); without it, or with None here, turns end on
+    `turn_taking.end_of_turn_silence_ms` of silence alone. docs/agents.md explains it."""
     can_interrupt: bool = True
-    """Speech over a reply stops it (barge-in); otherwise turns taken during a reply are ignored."""
+    """Speech over a reply stops it (barge-in); otherwise turns taken during a reply are ignored.
+    Only real speech does: a sound over a reply pauses it, and a cough or a backchannel ("mm-hmm",
+    "right") lets it resume (see the `interrupt_*` settings of `turn_taking`)."""
+    interruption_stt: STT | str | None = None
+    """What transcribes a sound over a reply, so that it interrupts only with words that are not
+    backchannels (`turn_taking.interrupt_min_words`). None: the agent's `stt` when it runs locally
+    (Moonshine: ~50-100 ms on a short clip), else none (speech alone decides)."""
     timeouts: StageTimeouts = StageTimeouts()
     apology: str = "Sorry, I ran into a problem on my side. Could you say that again?"
     """Said instead of (or after) a reply when a provider fails or is too slow."""
@@ -107,6 +124,10 @@ class Agent(TurnTakingHandler):
     `partial_interval_ms`) and as each reply sentence is spoken. Costs an STT call per interval:
     meant for fast local STT."""
     partial_interval_ms: int = 700
+    first_piece_words: int | None = FIRST_PIECE_WORDS
+    """The first piece of each reply goes to the TTS after this many words at most, if its sentence
+    (or a clause past 24 characters) has not ended sooner; later pieces are whole sentences. A TTS
+    that speaks whole pieces (Kokoro) starts sooner on a short one. None: the first sentence whole."""
     store: ConversationStore | None = None
     """Where conversations, messages and metrics are kept; `agentkit run` sets one."""
     name: str = ""
@@ -136,12 +157,14 @@ class Agent(TurnTakingHandler):
         turn_taking: TurnTakingOptions | _Unset = UNSET,
         semantic_turn: EndOfTurnModel | _Unset | None = UNSET,
         can_interrupt: bool | _Unset = UNSET,
+        interruption_stt: STT | str | _Unset | None = UNSET,
         timeouts: StageTimeouts | _Unset = UNSET,
         apology: str | _Unset = UNSET,
         max_history_messages: int | _Unset = UNSET,
         llm_retries: int | _Unset = UNSET,
         partial_transcripts: bool | _Unset = UNSET,
         partial_interval_ms: int | _Unset = UNSET,
+        first_piece_words: int | _Unset | None = UNSET,
         store: ConversationStore | _Unset | None = UNSET,
         name: str | _Unset = UNSET,
         tools: Sequence[Callable[..., Any] | Tool] | _Unset = UNSET,
@@ -164,12 +187,14 @@ class Agent(TurnTakingHandler):
             "turn_taking": turn_taking,
             "semantic_turn": semantic_turn,
             "can_interrupt": can_interrupt,
+            "interruption_stt": interruption_stt,
             "timeouts": timeouts,
             "apology": apology,
             "max_history_messages": max_history_messages,
             "llm_retries": llm_retries,
             "partial_transcripts": partial_transcripts,
             "partial_interval_ms": partial_interval_ms,
+            "first_piece_words": first_piece_words,
             "store": store,
             "name": name,
             "tools": tools,
@@ -182,7 +207,16 @@ class Agent(TurnTakingHandler):
         for key, value in given.items():
             if value is not UNSET:
                 setattr(self, key, value)
+        if self.first_piece_words is not None and self.first_piece_words < 1:
+            raise ConfigError("first_piece_words must be at least 1 (or None)", value=self.first_piece_words)
         self.stt_provider: STT = resolve_stt(self.stt)
+        self.interruption_stt_provider: STT | None = (
+            resolve_stt(self.interruption_stt)
+            if self.interruption_stt is not None
+            else self.stt_provider
+            if isinstance(self.stt_provider, MoonshineSTT)
+            else None
+        )
         self.llm_provider: LLM = resolve_llm(self.llm)
         self.tts_provider: TTS = resolve_tts(self.tts)
         self.vad_provider: VAD = self.vad if self.vad is not None else SileroVAD()
@@ -295,11 +329,22 @@ class Agent(TurnTakingHandler):
         await asyncio.gather(
             self.stt_provider.warm_up(), self.llm_provider.warm_up(), self.tts_provider.warm_up()
         )
+        if self.interruption_stt_provider not in (None, self.stt_provider):
+            assert self.interruption_stt_provider is not None
+            await self.interruption_stt_provider.warm_up()
 
     async def aclose(self) -> None:
         """Release the providers' clients and threads (the server calls this at shutdown). Safe to
         call twice; providers reopen what they need if the agent is used again."""
-        providers = (self.stt_provider, self.llm_provider, self.tts_provider, self.vad_provider)
+        providers: list[STT | LLM | TTS | VAD] = [
+            self.stt_provider,
+            self.llm_provider,
+            self.tts_provider,
+            self.vad_provider,
+        ]
+        if self.interruption_stt_provider not in (None, self.stt_provider):
+            assert self.interruption_stt_provider is not None
+            providers.append(self.interruption_stt_provider)
         for provider in providers:
             try:
                 await provider.aclose()
@@ -322,6 +367,7 @@ class Agent(TurnTakingHandler):
             timeouts=self.timeouts,
             partial_transcripts=self.partial_transcripts,
             partial_interval_ms=self.partial_interval_ms,
+            first_piece_words=self.first_piece_words,
             input_sample_rate=self.input_sample_rate,
             store=self.store,
             max_tool_steps=self.max_tool_steps,
@@ -374,6 +420,23 @@ class Agent(TurnTakingHandler):
 
     async def on_turn_discarded(self, event: object) -> None:
         self.session.caller_discarded()
+
+    @property
+    def transcribes_interruptions(self) -> bool:
+        return self.interruption_stt_provider is not None
+
+    async def transcribe_interruption(self, audio: AudioFrame) -> str | None:
+        """The words of a sound over a reply, by `interruption_stt` (resampled to its rate)."""
+        stt = self.interruption_stt_provider
+        if stt is None:
+            return None
+        if audio.sample_rate != stt.sample_rate:
+            resampler = StreamingResampler(audio.sample_rate, stt.sample_rate)
+            audio = await run_audio_job(resampler.process_frame, audio)
+        return (await stt.transcribe(audio)).text
+
+    async def on_interruption(self, decision: InterruptionDecision) -> None:
+        await self.session.interruption(decision)
 
     async def after_audio(self, detector: TurnDetector) -> None:
         if self.partial_transcripts and detector.state is not TurnState.SILENT:

@@ -32,6 +32,7 @@ class AgentConfig:
     timeouts: StageTimeouts
     partial_transcripts: bool
     partial_interval_ms: int
+    first_piece_words: int | None
     input_sample_rate: int
     """Rate of the caller's audio the turn detector hands over."""
     store: ConversationStore | None

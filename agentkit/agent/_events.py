@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from agentkit.store import TurnMetrics
+from agentkit.stream._events import FalseInterruptionReason
 
 __all__ = [
     "AgentEvent",
     "AgentHandoff",
     "DtmfReceived",
+    "FalseInterruption",
+    "InterruptionConfirmed",
+    "InterruptionSuspected",
+    "ProviderFailed",
     "ReplyFinished",
     "ReplyInterrupted",
     "ReplyStarted",
@@ -48,10 +53,14 @@ class SessionStarted:
     caller: str | None
     """The caller's id when the transport knows one."""
     earlier_messages: int
-    """How many messages of this caller's earlier conversations are in the history."""
+    """How many messages of this caller's earlier conversations (and, `resumed`, of this call so
+    far) are in the history."""
     call_info: Mapping[str, str] = field(default_factory=dict)
     """What else the transport knows of the call (`HandlerContext.call_info`; Twilio: `direction`,
-    `called`, `purpose`)."""
+    `called`, `call_id`, `purpose`)."""
+    resumed: bool = False
+    """The call reconnected (its media stream dropped, or its worker died) and goes on in its stored
+    conversation, with its history; there is no greeting then."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +120,46 @@ class ReplyInterrupted:
 
 
 @dataclass(frozen=True, slots=True)
+class InterruptionSuspected:
+    """The caller made a sound over a reply: it paused at once, until the sound is judged (see
+    `TurnTakingOptions.interrupt_*`)."""
+
+    t_ms: int
+    """Session media time of the sound's onset, in milliseconds of input audio."""
+    heard_ms: int
+    """Milliseconds of the reply the caller had heard when it paused."""
+
+
+@dataclass(frozen=True, slots=True)
+class InterruptionConfirmed:
+    """The sound over a reply was real speech: the reply stopped (a `ReplyInterrupted` follows with
+    the words heard) and the caller's turn goes on."""
+
+    t_ms: int
+    """Session media time of the onset."""
+    speech_ms: int
+    """Milliseconds of speech that decided it."""
+    heard_ms: int
+    """Milliseconds of the reply the caller had heard."""
+    text: str | None
+    """The words that decided it, when they were transcribed for the decision."""
+
+
+@dataclass(frozen=True, slots=True)
+class FalseInterruption:
+    """The sound over a reply did not interrupt it: the reply resumed where it paused."""
+
+    reason: FalseInterruptionReason
+    """`backchannel` ("mm-hmm", "right"), `too_short` (a cough, a click) or `no_words`."""
+    t_ms: int
+    """Session media time of the onset."""
+    speech_ms: int
+    """Milliseconds of speech heard."""
+    text: str | None
+    """What was said, when it was transcribed for the decision."""
+
+
+@dataclass(frozen=True, slots=True)
 class DtmfReceived:
     """The caller pressed a key on their phone (telephone transports only)."""
 
@@ -153,6 +202,23 @@ class ToolCallFinished:
 
 
 @dataclass(frozen=True, slots=True)
+class ProviderFailed:
+    """A provider (or the code around it) failed a turn's stage; the agent apologised or went on."""
+
+    turn_index: int
+    """The reply's turn (-1 for `say`/`generate_reply`/greeting replies)."""
+    stage: str
+    """What failed: "stt", "llm/tts" (the reply), "say", "greeting", "apology"."""
+    provider: str
+    """The provider's name as its error gave it (e.g. "anthropic"), or "unknown"."""
+    code: str
+    """The error's code: "provider_error", "provider_timeout", or "internal" for a bug."""
+    status: int | None
+    """The HTTP status the provider answered, if it was an HTTP error."""
+    retryable: bool
+
+
+@dataclass(frozen=True, slots=True)
 class AgentHandoff:
     """A tool handed the call to another agent: its instructions, tools and voice from now on."""
 
@@ -170,9 +236,13 @@ AgentEvent: TypeAlias = (
     | ReplyStarted
     | ReplyFinished
     | ReplyInterrupted
+    | InterruptionSuspected
+    | InterruptionConfirmed
+    | FalseInterruption
     | TurnMetricsReady
     | DtmfReceived
     | ToolCallStarted
     | ToolCallFinished
+    | ProviderFailed
     | AgentHandoff
 )

@@ -3,7 +3,13 @@
 `speak()` runs two owned tasks: the *writer* reads the text stream and cuts it into sentences, the
 *speaker* synthesises each sentence and hands its frames on. The queue between them is small, so
 the LLM runs only a few sentences ahead; the frames go to the session's paced output queue, so
-sentence n+1 is synthesised while sentence n plays. `SpokenReply` keeps where each sentence sits in
+sentence n+1 is synthesised while sentence n plays.
+
+First audio comes first: the first piece of a reply may be shorter than a sentence (a clause, or
+`first_piece_words` words), and once it is written the writer reads no more text until that piece
+has its first audio (or has been synthesised to nothing). A local LLM, whose stream pauses when
+it is not read, then leaves the CPU to the TTS for the piece the caller is waiting for; the rest
+of the reply is written while the first piece plays. `SpokenReply` keeps where each sentence sits in
 the reply audio, which is how an interrupted reply is cut down to the words the caller heard.
 """
 
@@ -28,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 _SENTENCES_AHEAD = 4
 _FIRST_CLAUSE_CHARS = 24  # the first piece of a reply may end at a comma past this: earlier first audio
+FIRST_PIECE_WORDS = 4
+"""Default for `speak(first_piece_words=...)` and `Agent.first_piece_words`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +135,7 @@ async def speak(
     clock: Clock,
     timeouts: StageTimeouts,
     max_sentence_chars: int = 160,
+    first_piece_words: int | None = FIRST_PIECE_WORDS,
     on_sentence: Callable[[str], Awaitable[None]] | None = None,
 ) -> None:
     """Speak a streamed text through `synthesize` (the agent's `tts_node`), passing each frame to
@@ -135,14 +144,21 @@ async def speak(
     Sentences already written are still spoken when the text stream fails; the failure is raised
     after them (as `ProviderError`), so the caller can add an apology. Cancelling `speak` closes the
     text stream and any synthesis in progress at once. `on_sentence(text_so_far)` is awaited as each
-    sentence goes to the TTS (for partial transcripts).
+    sentence goes to the TTS (for partial transcripts). The first piece ends after
+    `first_piece_words` words at most (None: at its sentence's end or first clause).
     """
     sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=_SENTENCES_AHEAD)
     failure: list[BaseException] = []
+    first_heard = asyncio.Event()  # the first piece has its first audio, or was synthesised to none
 
     async def write() -> None:
-        splitter = SentenceSplitter(max_chars=max_sentence_chars, first_clause_chars=_FIRST_CLAUSE_CHARS)
+        splitter = SentenceSplitter(
+            max_chars=max_sentence_chars,
+            first_clause_chars=_FIRST_CLAUSE_CHARS,
+            first_piece_words=first_piece_words,
+        )
         timings.llm_started_at = clock.now()
+        written = False
         try:
             async with closing(text) as stream:
                 timeout_s, what = timeouts.llm_first_token_s, "llm first token"
@@ -159,6 +175,9 @@ async def speak(
                         timeout_s, what = timeouts.llm_stall_s, "llm next token"
                     for sentence in splitter.push(delta):
                         await sentences.put(sentence)
+                        written = True
+                    if written and not first_heard.is_set():
+                        await first_heard.wait()  # the text stream is not read meanwhile
             for sentence in splitter.flush():
                 await sentences.put(sentence)
         except ProviderError as exc:
@@ -175,8 +194,16 @@ async def speak(
             if timings.tts_started_at is None:
                 timings.tts_started_at = clock.now()
             await _synthesise(
-                sentence, synthesize, out, reply=reply, timings=timings, clock=clock, timeouts=timeouts
+                sentence,
+                synthesize,
+                out,
+                reply=reply,
+                timings=timings,
+                clock=clock,
+                timeouts=timeouts,
+                first_heard=first_heard,
             )
+            first_heard.set()
 
     async with asyncio.TaskGroup() as group:
         writer = group.create_task(write(), name="reply-writer")
@@ -196,6 +223,7 @@ async def _synthesise(
     timings: ReplyTimings,
     clock: Clock,
     timeouts: StageTimeouts,
+    first_heard: asyncio.Event,
 ) -> None:
     async with closing(synthesize(sentence)) as frames:
         timeout_s, what = timeouts.tts_first_audio_s, "tts first audio"
@@ -209,6 +237,7 @@ async def _synthesise(
                 continue
             if timings.tts_first_audio_at is None:
                 timings.tts_first_audio_at = clock.now()
+            first_heard.set()  # not only with the timings: an apology reuses a failed reply's
             timeout_s, what = timeouts.tts_stall_s, "tts next audio"
             reply.add_audio(frame.duration_s * 1000)
             await out(frame)

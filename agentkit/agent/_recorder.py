@@ -5,6 +5,10 @@ store never holds up a reply. The queue between is bounded: when the store falls
 writes behind, new writes are refused, logged and counted in `dropped` (the conversation in
 memory, and so the LLM's history, is unaffected; only the stored copy misses them). A store that
 fails at the start is logged and the session goes on without one.
+
+A call that reconnects (a Twilio media stream that dropped, or whose worker died: see
+`agentkit.store._base`) goes on in its conversation: `open` finds it by the call's id, takes it over
+and returns its messages after the caller's earlier ones; `resumed` says so.
 """
 
 from __future__ import annotations
@@ -17,7 +21,14 @@ from collections.abc import Awaitable, Callable
 from agentkit._tasks import TaskSet
 from agentkit.agent._tool_runs import ToolRun, arguments_json
 from agentkit.providers.llm import ChatMessage
-from agentkit.store import ConversationStore, Role, ToolCallRecord, TurnMetrics
+from agentkit.store import (
+    RESUMABLE_END_REASONS,
+    Conversation,
+    ConversationStore,
+    Role,
+    ToolCallRecord,
+    TurnMetrics,
+)
 
 __all__ = ["Recorder"]
 
@@ -48,24 +59,51 @@ class Recorder:
         """The stored conversation's id; None without a (working) store."""
         self.dropped = 0
         """Writes refused because the store was `max_pending` writes behind."""
+        self.resumed = False
+        """The conversation was the call's own, taken over after its media reconnected."""
+        self.turns_before = 0
+        """Turns of the conversation stored before it was taken over (its next turn's index)."""
 
-    async def open(self, channel: str, caller: str | None) -> list[ChatMessage]:
-        """Start the stored conversation; a known caller's earlier messages, oldest first."""
+    async def open(self, channel: str, caller: str | None, call_id: str | None = None) -> list[ChatMessage]:
+        """Start the stored conversation, or go on with the call's own (`call_id`, see above); a
+        known caller's earlier messages, oldest first, then those of this call so far."""
         store = self.store
         if store is None:
             return []
         earlier: list[ChatMessage] = []
         try:
+            found = await self._resumable(store, call_id)
             if caller is not None:
-                past = await store.caller_history(self.agent_name, caller)
+                exclude = found.id if found is not None else None
+                past = await store.caller_history(self.agent_name, caller, exclude_conversation_id=exclude)
                 earlier = [ChatMessage(m.role, m.text, m.interrupted) for m in past]
-            record = await store.start_conversation(self.agent_name, channel, caller)
+            if found is not None:
+                record = await store.claim_conversation(found.id)
+                so_far = await store.messages(found.id)
+                earlier += [ChatMessage(m.role, m.text, m.interrupted) for m in so_far]
+                self.turns_before = max((m.turn_index + 1 for m in await store.metrics(found.id)), default=0)
+                self.resumed = True
+                logger.info("%s: the call reconnected; going on with its conversation", self._label)
+            else:
+                record = await store.start_conversation(self.agent_name, channel, caller, call_id=call_id)
         except Exception:
             logger.exception("%s: conversation store unavailable; going on without it", self._label)
             return []
         self.conversation_id = record.id
         self._writer = self._tasks.spawn(self._write_loop(), "store-writer")
         return earlier
+
+    async def _resumable(self, store: ConversationStore, call_id: str | None) -> Conversation | None:
+        """The call's conversation with this agent if it may go on (open, or ended for one of
+        `RESUMABLE_END_REASONS`), else None."""
+        if call_id is None:
+            return None
+        found = await store.conversation_of_call(call_id)
+        if found is None or found.agent != self.agent_name:
+            return None
+        if found.ended_at is not None and found.end_reason not in RESUMABLE_END_REASONS:
+            return None
+        return found
 
     def message(self, role: Role, text: str, *, interrupted: bool) -> None:
         store, conversation_id = self.store, self.conversation_id

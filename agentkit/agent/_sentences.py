@@ -8,6 +8,10 @@ abbreviations ("Dr.", "e.g.", "U.S.") and initials ("J. R. R. Tolkien") inside t
 
 A sentence that runs long without a full stop is cut at a clause boundary (`,`, `;`, `:`, a dash)
 once it passes `max_chars`, so a long first sentence does not hold back the first audio.
+
+The first piece of a reply may be shorter than a sentence (`first_clause_chars`,
+`first_piece_words`): a TTS that speaks whole pieces starts sooner on a short one, and the rest of
+the reply keeps whole sentences for their prosody.
 """
 
 from __future__ import annotations
@@ -28,10 +32,20 @@ ABBREVIATIONS = frozenset(
     }
 )  # fmt: skip
 
+# Words that lean on the next one: a first piece cut after words ends before them, not after.
+LEANING_WORDS = frozenset(
+    {
+        "a", "an", "the", "of", "to", "in", "on", "at", "by", "for", "with", "from", "into", "and",
+        "or", "but", "nor", "so", "as", "than", "that", "if", "my", "your", "his", "her", "its",
+        "our", "their", "this", "these", "those", "very", "about",
+    }
+)  # fmt: skip
+
 _END = ".!?…"
 _CLOSERS = "\"'”’)]»"
 _CLAUSE = re.compile(r"[,;:](?=\s)|\s[–—-]\s")
 _WORD_BEFORE = re.compile(r"([\w.]+)$")
+_WORD = re.compile(r"\S+")
 
 
 def _is_abbreviation(text: str, dot: int) -> bool:
@@ -49,14 +63,25 @@ class SentenceSplitter:
     """Incremental sentence splitter for one reply (make a new one per reply)."""
 
     def __init__(
-        self, *, max_chars: int = 160, min_chars: int = 2, first_clause_chars: int | None = None
+        self,
+        *,
+        max_chars: int = 160,
+        min_chars: int = 2,
+        first_clause_chars: int | None = None,
+        first_piece_words: int | None = None,
     ) -> None:
+        if first_piece_words is not None and first_piece_words < 1:
+            raise ValueError("first_piece_words must be at least 1 (or None)")
         self.max_chars = max_chars
         """A sentence longer than this is cut at its last clause boundary."""
         self.first_clause_chars = first_clause_chars
         """If set, the first piece of the reply ends at the first clause boundary past this many
         characters: a shorter first piece means earlier first audio from a TTS that speaks whole
         pieces."""
+        self.first_piece_words = first_piece_words
+        """If set, the first piece of the reply ends after this many words at most (at the first
+        word boundary past them that does not follow an abbreviation), when no sentence end or
+        first clause came sooner."""
         self._emitted = False
         self.min_chars = min_chars
         """Fragments shorter than this (a lone "-", say) are joined to the next sentence."""
@@ -69,10 +94,10 @@ class SentenceSplitter:
         out: list[str] = []
         while True:
             cut = self._next_cut()
-            if not self._emitted and self.first_clause_chars is not None:
-                clause = self._first_clause_cut(self.first_clause_chars)
-                if clause is not None and (cut is None or clause < cut):
-                    cut = clause
+            if not self._emitted:
+                for early in self._first_piece_cuts():
+                    if early is not None and (cut is None or early < cut):
+                        cut = early
             if cut is None:
                 break
             self._take(cut, out)
@@ -127,6 +152,33 @@ class SentenceSplitter:
         self._scanned = len(text)
         return None
 
+    def _first_piece_cuts(self) -> tuple[int | None, int | None]:
+        """Where the first piece may end before its sentence does: first clause, then N words."""
+        clause = None if self.first_clause_chars is None else self._first_clause_cut(self.first_clause_chars)
+        words = None if self.first_piece_words is None else self._words_cut(self.first_piece_words)
+        return clause, words
+
+    def _words_cut(self, count: int) -> int | None:
+        """Where a first piece of `count` words ends: after the `count`-th word (or the first later
+        one that is not an abbreviation), but before the words leaning on the next one that end it
+        ("a", "of", "and": "The moon is | a lunar body", not "The moon is a | lunar body"), if one
+        word or more stays. None until that word is followed by white space."""
+        starts: list[int] = []
+        for match in _WORD.finditer(self._buffer):
+            end = match.end()
+            if end == len(self._buffer):
+                return None  # the word may go on in the next delta
+            starts.append(match.start())
+            if len(starts) < count or (
+                self._buffer[end - 1] == "." and _is_abbreviation(self._buffer, end - 1)
+            ):
+                continue
+            cut = end
+            while len(starts) > 1 and self._buffer[starts[-1] : cut].strip().lower() in LEANING_WORDS:
+                cut = starts.pop()
+            return cut
+        return None
+
     def _first_clause_cut(self, min_chars: int) -> int | None:
         """Index just past the first clause boundary at or beyond `min_chars`, if there is one."""
         for match in _CLAUSE.finditer(self._buffer):
@@ -141,7 +193,15 @@ class SentenceSplitter:
         return cuts[-1] if cuts and cuts[-1] >= self.min_chars else None
 
 
-def split_sentences(text: str, *, max_chars: int = 160, first_clause_chars: int | None = None) -> list[str]:
+def split_sentences(
+    text: str,
+    *,
+    max_chars: int = 160,
+    first_clause_chars: int | None = None,
+    first_piece_words: int | None = None,
+) -> list[str]:
     """Split a whole text the way a streamed one would be."""
-    splitter = SentenceSplitter(max_chars=max_chars, first_clause_chars=first_clause_chars)
+    splitter = SentenceSplitter(
+        max_chars=max_chars, first_clause_chars=first_clause_chars, first_piece_words=first_piece_words
+    )
     return splitter.push(text) + splitter.flush()

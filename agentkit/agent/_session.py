@@ -49,6 +49,7 @@ from agentkit.stream._events import (
     TurnMetricsEvent,
 )
 from agentkit.stream._handlers import HandlerContext, PlayoutEvent, PlayoutFinished, PlayoutStarted
+from agentkit.stream._interruption import InterruptionDecision
 from agentkit.stream._turn import TurnDetector, TurnEnded, TurnStarted
 
 __all__ = ["AgentSession", "ReplyOutput"]
@@ -113,6 +114,7 @@ class AgentSession:
         self._partial: asyncio.Task[None] | None = None
         self._partial_at = 0  # media position of the last partial transcript's audio
         self.turns = 0
+        self._turn_base = 0  # turns of the conversation before this session (a reconnected call)
         """Caller turns that got a reply."""
 
     # -- what agent code reads -------------------------------------------------------------------
@@ -225,13 +227,21 @@ class AgentSession:
     # -- lifecycle (called by the agent) ---------------------------------------------------------
     async def open(self) -> None:
         ctx = self._context
-        earlier = await self._recorder.open(ctx.channel, ctx.caller)
+        earlier = await self._recorder.open(ctx.channel, ctx.caller, ctx.call_info.get("call_id"))
         self._history = earlier
+        resumed = self._recorder.resumed
+        self._turn_base = self._recorder.turns_before
         started = ev.SessionStarted(
-            ctx.session_id, self.conversation_id, ctx.channel, ctx.caller, len(earlier), ctx.call_info
+            ctx.session_id,
+            self.conversation_id,
+            ctx.channel,
+            ctx.caller,
+            len(earlier),
+            ctx.call_info,
+            resumed,
         )
         await self._notify(started)
-        if self.config.greeting:
+        if self.config.greeting and not resumed:  # a call that reconnected was greeted already
             reply = Reply(index=-1)
             self._start(reply, self._say(reply, self.config.greeting, "greeting"), "greeting")
 
@@ -257,6 +267,18 @@ class AgentSession:
         self._user_speaking = True
         await self._notify(ev.UserTurnStarted(self._ms(event.onset_samples), barge_in))
 
+    async def interruption(self, decision: InterruptionDecision) -> None:
+        """A sound over a reply was suspected, confirmed or found false: its typed event."""
+        t_ms = self._ms(decision.onset.onset_samples)
+        if decision.outcome == "suspected":
+            await self._notify(ev.InterruptionSuspected(t_ms, decision.heard_ms))
+        elif decision.outcome == "confirmed":
+            await self._notify(
+                ev.InterruptionConfirmed(t_ms, decision.speech_ms, decision.heard_ms, decision.text)
+            )
+        elif decision.reason is not None:
+            await self._notify(ev.FalseInterruption(decision.reason, t_ms, decision.speech_ms, decision.text))
+
     def caller_discarded(self) -> None:
         """A burst too short to be a turn ended: no partial transcript of it stays current."""
         self._user_speaking = False
@@ -270,7 +292,9 @@ class AgentSession:
         audio = event.audio
         if self._carry is not None:
             audio, self._carry = AudioFrame.concat([self._carry, event.audio]), None
-        reply = Reply(index=self.turns, audio=audio, speech_end_at=now - lag_s, decided_at=now)
+        reply = Reply(
+            index=self._turn_base + self.turns, audio=audio, speech_end_at=now - lag_s, decided_at=now
+        )
         self._start(reply, self._take_turn(reply, audio), f"reply-{reply.index}")
 
     async def user_text(self, text: str, *, interrupt: bool) -> None:
@@ -281,7 +305,7 @@ class AgentSession:
         if interrupt and self.replying:
             await self._output.interrupt()
         self._user_turn += 1  # a partial transcript still on its way is of an older turn
-        reply = Reply(index=self.turns, decided_at=self._context.clock.now())
+        reply = Reply(index=self._turn_base + self.turns, decided_at=self._context.clock.now())
         self._start(reply, self._take_turn(reply, text), f"reply-{reply.index}")
 
     async def stop_replies(self) -> None:
@@ -375,7 +399,7 @@ class AgentSession:
             said = turn if isinstance(turn, str) else await self._transcribe(reply, turn)
             text = (await self._hooks.on_transcript(said)) or ""
         except Exception as exc:
-            self._log_failure(reply, "stt", exc)
+            await self._failed(reply, "stt", exc)
             await self._apologise(reply)
             await self._end_reply(reply)
             return
@@ -396,7 +420,7 @@ class AgentSession:
         try:
             await self._llm_steps(reply)
         except Exception as exc:
-            self._log_failure(reply, "llm/tts", exc)
+            await self._failed(reply, "llm/tts", exc)
             await self._apologise(reply)
             reply.after = None  # something went wrong: do not end a call on a failed turn
         await self._end_reply(reply)
@@ -515,7 +539,7 @@ class AgentSession:
         try:
             await self._speak(reply, _once(text))
         except Exception as exc:
-            self._log_failure(reply, what, exc)
+            await self._failed(reply, what, exc)
             await self._context.send_event(ErrorEvent(code="provider_error", message=f"the {what} failed"))
         await self._end_reply(reply)
 
@@ -550,6 +574,7 @@ class AgentSession:
             timings=reply.timings,
             clock=self._context.clock,
             timeouts=self.config.timeouts,
+            first_piece_words=self.config.first_piece_words,
             on_sentence=self._partial_reply if self.config.partial_transcripts else None,
         )
 
@@ -561,7 +586,7 @@ class AgentSession:
         try:
             await self._speak(reply, _once(self.config.apology))
         except Exception as exc:
-            self._log_failure(reply, "apology", exc)
+            await self._failed(reply, "apology", exc)
             await self._context.send_event(
                 ErrorEvent(code="provider_error", message="the agent could not answer this turn")
             )
@@ -645,18 +670,32 @@ class AgentSession:
     def _ms(self, samples: int) -> int:
         return samples * 1000 // self.config.input_sample_rate
 
-    def _log_failure(self, reply: Reply, stage: str, exc: Exception) -> None:
+    async def _failed(self, reply: Reply, stage: str, exc: Exception) -> None:
+        """Log a failed stage (code and provider only: no bodies, no words) and tell the sinks."""
         if isinstance(exc, ProviderError):
+            provider = str(exc.context.get("provider") or "unknown")
+            status = exc.context.get("status")
             logger.warning(
-                "%s: turn %d: %s failed (%s, retryable=%s)",
+                "%s: turn %d: %s failed (%s, %s, retryable=%s)",
                 self._label,
                 reply.index,
                 stage,
+                provider,
                 exc.code,
+                exc.retryable,
+            )
+            failed = ev.ProviderFailed(
+                reply.index,
+                stage,
+                provider,
+                exc.code,
+                status if isinstance(status, int) else None,
                 exc.retryable,
             )
         else:
             logger.error("%s: turn %d: %s failed", self._label, reply.index, stage, exc_info=exc)
+            failed = ev.ProviderFailed(reply.index, stage, "unknown", "internal", None, False)
+        await self._notify(failed)
 
     async def _notify(self, event: ev.AgentEvent) -> None:
         try:

@@ -27,6 +27,15 @@ requests made directly on the server's own machine, which means all of
   as the one Twilio reaches the server through connects from loopback too, but says so.
 
 Anything else gets 403.
+
+`session_api(stream)` controls live sessions, whichever worker holds them (through the stream's
+`SessionBus`), behind the same guard:
+
+```
+POST /api/sessions/{session_id}/hang-up
+    202 {"session_id": str, "hanging_up": true}   the worker holding it ends the call (reason `api`)
+    404 {"detail": "no such session"}
+```
 """
 
 from __future__ import annotations
@@ -37,12 +46,13 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 
 from agentkit.store._base import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT, ConversationStore
+from agentkit.stream import SessionHost
 from agentkit.transports._origin import is_loopback_host
 
-__all__ = ["conversation_api"]
+__all__ = ["conversation_api", "session_api"]
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +132,28 @@ def conversation_api(
             "metrics": [m.to_dict() for m in metrics],
             "tool_calls": [t.to_dict() for t in tool_calls],
         }
+
+    return router
+
+
+def session_api(
+    stream: SessionHost, *, prefix: str = "/api/sessions", token: str | None = None, local: bool = False
+) -> APIRouter:
+    """A router that controls `stream`'s sessions in any worker (see above), guarded like
+    `conversation_api` (`token`, `local`)."""
+    router = APIRouter(
+        prefix=prefix.rstrip("/"), tags=["sessions"], dependencies=[Depends(_guard(token, local))]
+    )
+
+    @router.post("/{session_id}/hang-up", status_code=202)
+    async def hang_up(session_id: Annotated[str, Path(max_length=200)]) -> dict[str, Any]:
+        """End the session's call; the worker holding it closes it (stop reason `api`)."""
+        try:
+            await stream.hang_up(session_id, reason="api")
+        except KeyError:
+            raise HTTPException(status_code=404, detail="no such session") from None
+        logger.info("session api: hang-up of session %s asked for", session_id[:8])
+        return {"session_id": session_id, "hanging_up": True}
 
     return router
 

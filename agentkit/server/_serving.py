@@ -11,13 +11,16 @@ implementation only checks the size after inflating each chunk it reads, so keep
 
 `proxy_headers=False`: the client address the per-address caps count by (`transports._admission`)
 is then the socket peer, never an `X-Forwarded-For` value; by default uvicorn believes that header
-from a peer on 127.0.0.1 (`--forwarded-allow-ips`), i.e. from any local process.
+from a peer on 127.0.0.1 (`--forwarded-allow-ips`), i.e. from any local process. Behind a reverse
+proxy every caller would then share the proxy's address (and its caps): `AGENTKIT_FORWARDED_ALLOW_IPS`
+names the proxies whose forwarding headers are believed (docs/deployment.md).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from agentkit.config import load_settings
 from agentkit.transports._stream import app_max_message_bytes
 
 __all__ = ["WS_FRAMING_SLACK_BYTES", "uvicorn_options"]
@@ -30,9 +33,16 @@ limit still reaches agentkit, which answers it with a clear `message_too_large` 
 def uvicorn_options(app: object = None) -> dict[str, Any]:
     """Keyword arguments for `uvicorn.run` / `uvicorn.Config` that serve `app` safely: `ws_max_size`
     from the largest `max_message_bytes` of the streams mounted on it (the default one for None or an
-    app without agentkit streams), and `proxy_headers=False`.
+    app without agentkit streams), and `proxy_headers=False` (or, with `AGENTKIT_FORWARDED_ALLOW_IPS`,
+    forwarding headers believed from those proxies only).
 
     Serving an agentkit app with your own uvicorn command, pass the same:
     `uvicorn app:app --ws-max-size 66560 --no-proxy-headers` (65536 + 1024 for the default limit).
     """
-    return {"ws_max_size": app_max_message_bytes(app) + WS_FRAMING_SLACK_BYTES, "proxy_headers": False}
+    options: dict[str, Any] = {"ws_max_size": app_max_message_bytes(app) + WS_FRAMING_SLACK_BYTES}
+    proxies = load_settings().forwarded_allow_ips
+    if proxies:
+        options.update(proxy_headers=True, forwarded_allow_ips=proxies)
+    else:
+        options["proxy_headers"] = False
+    return options

@@ -18,6 +18,12 @@ lease running out; `end_abandoned` (which every server runs at startup and then 
 every open conversation whose owner's lease has expired, with `end_reason="crashed"`. So several
 processes on one store never end each other's live conversations, and no conversation stays open
 forever.
+
+Calls that reconnect. A conversation may carry the transport's id of its call (`call_id`: Twilio's
+`CallSid`). When a call's media stream drops, or the process serving it dies, the call reconnects
+to some worker (Twilio requests the `<Connect action>` URL), which finds the conversation with
+`conversation_of_call` and, if it ended for one of `RESUMABLE_END_REASONS` or is still open, takes
+it over with `claim_conversation`: the call goes on in the same conversation, with its history.
 """
 
 from __future__ import annotations
@@ -26,12 +32,22 @@ from typing import Protocol, runtime_checkable
 
 from agentkit.store._models import Conversation, Role, StoredMessage, ToolCallRecord, TurnMetrics
 
-__all__ = ["DEFAULT_LIST_LIMIT", "MAX_LIST_LIMIT", "ConversationStore", "check_limits"]
+__all__ = [
+    "DEFAULT_LIST_LIMIT",
+    "MAX_LIST_LIMIT",
+    "RESUMABLE_END_REASONS",
+    "ConversationStore",
+    "check_limits",
+]
 
 DEFAULT_LIST_LIMIT = 50
 """How many conversations `list_conversations` returns when not told."""
 MAX_LIST_LIMIT = 500
 """The most conversations one `list_conversations` call (and one API page) returns."""
+RESUMABLE_END_REASONS = frozenset({"crashed", "dropped", "server_shutdown"})
+"""End reasons after which a call may go on in the same conversation: its process died (`crashed`),
+its media stream dropped without the call ending (`dropped`), or its server shut down gracefully
+(`server_shutdown`). Any other reason (the caller or the agent hung up, a time limit) ends the call."""
 
 
 @runtime_checkable
@@ -44,8 +60,21 @@ class ConversationStore(Protocol):
         channel: str,
         caller: str | None = None,
         conversation_id: str | None = None,
+        *,
+        call_id: str | None = None,
     ) -> Conversation:
-        """Record a new conversation starting now and return it."""
+        """Record a new conversation starting now and return it (`call_id`: the transport's id of
+        the call, for `conversation_of_call`)."""
+        ...
+
+    async def conversation_of_call(self, call_id: str) -> Conversation | None:
+        """The latest conversation started for the call `call_id` (by `started_at`), or `None`."""
+        ...
+
+    async def claim_conversation(self, conversation_id: str) -> Conversation:
+        """Take the conversation over: this store becomes its owner and it is open again (its end
+        time and reason cleared), so a call that reconnected goes on in it. Raises `KeyError` for an
+        unknown id."""
         ...
 
     async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:

@@ -63,12 +63,14 @@ class MemoryStore:
         channel: str,
         caller: str | None = None,
         conversation_id: str | None = None,
+        *,
+        call_id: str | None = None,
     ) -> Conversation:
         self._check_open()
         cid = conversation_id if conversation_id is not None else uuid.uuid4().hex
         if cid in self._conversations:
             raise ValueError(f"a conversation with id {cid!r} already exists")
-        conversation = Conversation(cid, agent, channel, caller, self._now(), None)
+        conversation = Conversation(cid, agent, channel, caller, self._now(), None, call_id=call_id)
         self._conversations[cid] = conversation
         self._owners[cid] = self._owner
         self._tool_calls[cid] = []
@@ -81,6 +83,17 @@ class MemoryStore:
         if conversation.ended_at is None:
             conversation = dataclasses.replace(conversation, ended_at=self._now(), end_reason=reason)
             self._conversations[conversation_id] = conversation
+        return conversation
+
+    async def conversation_of_call(self, call_id: str) -> Conversation | None:
+        self._check_open()
+        theirs = [c for c in self._conversations.values() if c.call_id == call_id]
+        return max(theirs, key=lambda c: (c.started_at, c.id), default=None)
+
+    async def claim_conversation(self, conversation_id: str) -> Conversation:
+        conversation = dataclasses.replace(self._existing(conversation_id), ended_at=None, end_reason=None)
+        self._conversations[conversation_id] = conversation
+        self._owners[conversation_id] = self._owner
         return conversation
 
     async def add_tool_call(self, record: ToolCallRecord) -> None:

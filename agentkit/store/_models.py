@@ -54,6 +54,10 @@ class Conversation(_Record):
     """Why it ended: how the session closed (`client_stop`, `hang_up`, `time_limit`, ...), or
     `crashed` when the process that served it died and another closed it (see `end_abandoned`);
     `None` while it is going on."""
+    call_id: str | None = None
+    """The transport's id of the call (Twilio's `CallSid`), kept when its media reconnects: a call
+    whose stream dropped or whose worker died goes on in this conversation (`claim_conversation`).
+    `None` for transports without one."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from agentkit.store._memory import MemoryStore
 from agentkit.store._redis import DEFAULT_PREFIX, RedisStore
 from agentkit.store._sqlite import SQLiteStore
 
-__all__ = ["SUPPORTED_SCHEMES", "open_store"]
+__all__ = ["SUPPORTED_SCHEMES", "open_store", "parse_redis_url"]
 
 SUPPORTED_SCHEMES = ("sqlite", "memory", "redis", "rediss")
 """URL schemes `open_store` accepts."""
@@ -49,7 +49,7 @@ def open_store(url: str | None = None, *, wall_clock: Callable[[], float] = time
     if not sep or not scheme:
         raise ConfigError(f"the conversation store URL needs a scheme: {_USAGE}")
     if scheme in ("redis", "rediss"):
-        location, prefix = _parse_redis(url)
+        location, prefix = parse_redis_url(url)
         return RedisStore(location, prefix=prefix, wall_clock=wall_clock)
     if scheme == "memory":
         if rest.strip("/"):
@@ -85,7 +85,7 @@ def _parse_sqlite(rest: str) -> tuple[str, Literal["normal", "full"]]:
     return path, synchronous
 
 
-def _parse_redis(url: str) -> tuple[str, str]:
+def parse_redis_url(url: str) -> tuple[str, str]:
     """Split agentkit's `prefix` option off a redis URL; redis-py reads the rest (and its options)."""
     location, _, query = url.partition("?")
     prefix = DEFAULT_PREFIX

@@ -7,7 +7,7 @@ Layout, under a key prefix (`agentkit:` by default; `?prefix=` in the URL):
 
 | key | type | holds |
 |---|---|---|
-| `{prefix}conv:{id}` | hash | `agent`, `channel`, `caller`, `started_at`, `ended_at`, `end_reason`, `owner` |
+| `{prefix}conv:{id}` | hash | `agent`, `channel`, `caller`, `call_id`, times, `end_reason`, `owner` |
 | `{prefix}open` | set | ids of the conversations not yet ended |
 | `{prefix}lease:{owner}` | string | present while that owner's process renews its lease (expires with it) |
 | `{prefix}messages:{id}` | list | one JSON object per message; its position is its `index` |
@@ -15,6 +15,7 @@ Layout, under a key prefix (`agentkit:` by default; `?prefix=` in the URL):
 | `{prefix}tools:{id}` | list | one `ToolCallRecord` as JSON per tool call, in order |
 | `{prefix}index:all`, `index:agent:…`, `index:caller:…` | sorted sets | ids scored by `started_at` |
 | `{prefix}index:agent-caller:…` | sorted set | one agent's conversations with one caller, likewise |
+| `{prefix}index:call:…` | sorted set | the conversations of one call (`call_id`), likewise |
 
 Every write is one atomic step on the server (a single command, or a short Lua script that checks
 the conversation exists before it appends), so concurrent writers never interleave a message's
@@ -88,6 +89,15 @@ for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
 end
 return ended
 """
+# KEYS: conversation hash, the open set. ARGV: id, this owner. Reopens the conversation as this
+# owner's; returns its fields, or nil.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HDEL', KEYS[1], 'ended_at', 'end_reason')
+redis.call('HSET', KEYS[1], 'owner', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+return redis.call('HGETALL', KEYS[1])
+"""
 # KEYS: conversation hash, message list. ARGV: the message's JSON. Returns the new length, or -1.
 _APPEND = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
@@ -136,6 +146,7 @@ class RedisStore:
         self._append = self._redis.register_script(_APPEND)
         self._add_metrics = self._redis.register_script(_METRICS)
         self._end_abandoned = self._redis.register_script(_END_ABANDONED)
+        self._claim = self._redis.register_script(_CLAIM)
         self._owner = uuid.uuid4().hex
         self._closed = False
 
@@ -146,8 +157,10 @@ class RedisStore:
     def _key(self, *parts: str) -> str:
         return self._prefix + ":".join(parts)
 
-    def _index(self, *, agent: str | None = None, caller: str | None = None) -> str:
+    def _index(self, *, agent: str | None = None, caller: str | None = None, call: str | None = None) -> str:
         """The sorted set of conversation ids for this filter (names are JSON: any text is safe)."""
+        if call is not None:
+            return self._key("index", "call", json.dumps(call))
         if agent is not None and caller is not None:
             return self._key("index", "agent-caller", json.dumps([agent, caller]))
         if agent is not None:
@@ -167,10 +180,12 @@ class RedisStore:
         channel: str,
         caller: str | None = None,
         conversation_id: str | None = None,
+        *,
+        call_id: str | None = None,
     ) -> Conversation:
         self._check_open()
         cid = conversation_id if conversation_id is not None else uuid.uuid4().hex
-        conversation = Conversation(cid, agent, channel, caller, self._now(), None)
+        conversation = Conversation(cid, agent, channel, caller, self._now(), None, call_id=call_id)
         fields = ["agent", agent, "channel", channel, "started_at", repr(conversation.started_at)]
         fields += ["owner", self._owner]
         if caller is not None:
@@ -178,6 +193,9 @@ class RedisStore:
         indexes = [self._index(), self._index(agent=agent)]
         if caller is not None:
             indexes += [self._index(caller=caller), self._index(agent=agent, caller=caller)]
+        if call_id is not None:
+            fields += ["call_id", call_id]
+            indexes.append(self._index(call=call_id))
         created = await self._start(
             keys=[self._key("conv", cid), self._key("open"), *indexes],
             args=[cid, repr(conversation.started_at), *fields],
@@ -191,6 +209,21 @@ class RedisStore:
         flat = await self._end(
             keys=[self._key("conv", conversation_id), self._key("open")],
             args=[conversation_id, repr(self._now()), reason],
+        )
+        if flat is None:
+            raise KeyError(f"no conversation with id {conversation_id!r}")
+        return _conversation(conversation_id, dict(zip(flat[::2], flat[1::2], strict=True)))
+
+    async def conversation_of_call(self, call_id: str) -> Conversation | None:
+        self._check_open()
+        ids = await self._redis.zrevrange(self._index(call=call_id), 0, 0)
+        found = await self._conversations([str(cid) for cid in ids])
+        return found[0] if found else None
+
+    async def claim_conversation(self, conversation_id: str) -> Conversation:
+        self._check_open()
+        flat = await self._claim(
+            keys=[self._key("conv", conversation_id), self._key("open")], args=[conversation_id, self._owner]
         )
         if flat is None:
             raise KeyError(f"no conversation with id {conversation_id!r}")
@@ -366,6 +399,7 @@ def _conversation(cid: str, data: dict[str, str]) -> Conversation:
         float(data["started_at"]),
         None if ended is None else float(ended),
         data.get("end_reason"),
+        data.get("call_id"),
     )
 
 

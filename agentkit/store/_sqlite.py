@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-"""The `PRAGMA user_version` this code writes and reads (version 1 files are upgraded in place)."""
+SCHEMA_VERSION = 3
+"""The `PRAGMA user_version` this code writes and reads (version 1 and 2 files are upgraded in place)."""
 
 _OWNERSHIP = (  # schema v2: who serves each open conversation, whether it is alive; tool calls
     "CREATE INDEX conversations_open ON conversations (owner) WHERE ended_at IS NULL",
@@ -72,6 +72,9 @@ _OWNERSHIP = (  # schema v2: who serves each open conversation, whether it is al
         PRIMARY KEY (conversation_id, seq)
     ) WITHOUT ROWID""",
 )
+_CALLS = (  # schema v3: the transport's id of each conversation's call, to resume a reconnected call
+    "CREATE INDEX conversations_by_call ON conversations (call_id, started_at) WHERE call_id IS NOT NULL",
+)
 _SCHEMA = (
     """CREATE TABLE conversations (
         id TEXT PRIMARY KEY NOT NULL,
@@ -81,7 +84,8 @@ _SCHEMA = (
         started_at REAL NOT NULL,
         ended_at REAL,
         end_reason TEXT,
-        owner TEXT
+        owner TEXT,
+        call_id TEXT
     )""",
     "CREATE INDEX conversations_by_start ON conversations (started_at, id)",
     "CREATE INDEX conversations_by_caller ON conversations (agent, caller, started_at)",
@@ -117,6 +121,7 @@ _SCHEMA = (
         PRIMARY KEY (conversation_id, turn_index)
     ) WITHOUT ROWID""",
     *_OWNERSHIP,
+    *_CALLS,
 )
 _UPGRADE_1_TO_2 = (
     "ALTER TABLE conversations ADD COLUMN end_reason TEXT",
@@ -126,13 +131,14 @@ _UPGRADE_1_TO_2 = (
     "ALTER TABLE turn_metrics ADD COLUMN tts_provider TEXT",
     *_OWNERSHIP,
 )
-_CONVERSATION_COLUMNS = "id, agent, channel, caller, started_at, ended_at, end_reason"
+_UPGRADE_2_TO_3 = ("ALTER TABLE conversations ADD COLUMN call_id TEXT", *_CALLS)
+_CONVERSATION_COLUMNS = "id, agent, channel, caller, started_at, ended_at, end_reason, call_id"
 _INSERT_TOOL_CALL = (
     f"INSERT INTO tool_calls (conversation_id, seq, {', '.join(TOOL_CALL_COLUMNS[1:])}) "
     f"VALUES ({', '.join('?' * (len(TOOL_CALL_COLUMNS) + 1))})"
 )
 _INSERT_CONVERSATION = (
-    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}, owner) VALUES ({', '.join('?' * 8)})"
+    f"INSERT INTO conversations ({_CONVERSATION_COLUMNS}, owner) VALUES ({', '.join('?' * 9)})"
 )
 
 _INSERT_METRICS = (
@@ -152,6 +158,7 @@ def _conversation(row: sqlite3.Row) -> Conversation:
         row["started_at"],
         row["ended_at"],
         row["end_reason"],
+        row["call_id"],
     )
 
 
@@ -249,11 +256,12 @@ class SQLiteStore:
                 raise self._unusable(
                     f"its schema version {version} is newer than this agentkit's {SCHEMA_VERSION}"
                 )
-            if version == 1:  # conversations left open by older versions have no owner: abandoned
-                for statement in _UPGRADE_1_TO_2:
+            if version in (1, 2):  # conversations left open by v1 have no owner: abandoned
+                upgrades = (*_UPGRADE_1_TO_2, *_UPGRADE_2_TO_3) if version == 1 else _UPGRADE_2_TO_3
+                for statement in upgrades:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                logger.info("conversation store upgraded from schema v1 to v%d", SCHEMA_VERSION)
+                logger.info("conversation store upgraded from schema v%d to v%d", version, SCHEMA_VERSION)
                 return
             if conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise self._unusable("it is an SQLite database of something else")
@@ -309,9 +317,11 @@ class SQLiteStore:
         channel: str,
         caller: str | None = None,
         conversation_id: str | None = None,
+        *,
+        call_id: str | None = None,
     ) -> Conversation:
         cid = conversation_id if conversation_id is not None else uuid.uuid4().hex
-        conversation = Conversation(cid, agent, channel, caller, self._now(), None)
+        conversation = Conversation(cid, agent, channel, caller, self._now(), None, call_id=call_id)
 
         def insert(conn: sqlite3.Connection) -> None:
             try:
@@ -332,6 +342,24 @@ class SQLiteStore:
             conn.execute(
                 "UPDATE conversations SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
                 (now, reason, conversation_id),
+            )
+            row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            if row is None:
+                raise KeyError(f"no conversation with id {conversation_id!r}")
+            return _conversation(row)
+
+        return await self._run(self._write, update)
+
+    async def conversation_of_call(self, call_id: str) -> Conversation | None:
+        sql = "SELECT * FROM conversations WHERE call_id = ? ORDER BY started_at DESC, id DESC LIMIT 1"
+        rows = await self._run(self._read, sql, (call_id,))
+        return _conversation(rows[0]) if rows else None
+
+    async def claim_conversation(self, conversation_id: str) -> Conversation:
+        def update(conn: sqlite3.Connection) -> Conversation:
+            conn.execute(
+                "UPDATE conversations SET ended_at = NULL, end_reason = NULL, owner = ? WHERE id = ?",
+                (self._owner, conversation_id),
             )
             row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
             if row is None:

@@ -7,8 +7,11 @@ from agentkit.stream._events import (
     AdditionalOutputsEvent,
     ErrorEvent,
     Event,
+    FalseInterruptionReason,
     Interrupted,
     PauseDetected,
+    PlaybackPaused,
+    PlaybackResumed,
     ResponseDone,
     ResponseStarting,
     StartedTalking,
@@ -23,6 +26,7 @@ from agentkit.stream._handlers import (
     ReplyEnd,
     StreamHandler,
 )
+from agentkit.stream._load import LoadMonitor
 from agentkit.stream._reply_on_pause import ReplyFn, ReplyOnPause
 from agentkit.stream._session import (
     CallControl,
@@ -55,10 +59,14 @@ __all__ = [
     "EmitType",
     "ErrorEvent",
     "Event",
+    "FalseInterruptionReason",
     "HandlerContext",
     "Interrupted",
+    "LoadMonitor",
     "Mode",
     "PauseDetected",
+    "PlaybackPaused",
+    "PlaybackResumed",
     "PlayoutReporter",
     "ReplyEnd",
     "ReplyFn",

@@ -14,8 +14,11 @@ __all__ = [
     "AdditionalOutputsEvent",
     "ErrorEvent",
     "Event",
+    "FalseInterruptionReason",
     "Interrupted",
     "PauseDetected",
+    "PlaybackPaused",
+    "PlaybackResumed",
     "ResponseDone",
     "ResponseStarting",
     "StartedTalking",
@@ -25,6 +28,11 @@ __all__ = [
     "TranscriptEvent",
     "TurnMetricsEvent",
 ]
+
+
+FalseInterruptionReason = Literal["backchannel", "too_short", "no_words"]
+"""Why sound over a reply did not interrupt it: only backchannel words ("mm-hmm", "right"), too
+little speech (a cough, a click), or too few words (see `TurnTakingOptions.interrupt_*`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +86,32 @@ class Interrupted(_EventBase):
     clear: bool = True
     """Always true: an instruction to clear the client's playback buffer."""
     type: Literal["interrupted"] = "interrupted"
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackPaused(_EventBase):
+    """The caller may be interrupting: the reply stopped playing at once, but is kept.
+
+    What the client has buffered but not played must be dropped (as on `interrupted`): if the reply
+    resumes (`playback_resumed`), the server sends that audio again; if the interruption is real,
+    `interrupted` follows."""
+
+    heard_ms: int
+    """How much of the reply the caller had heard when it paused, by the playout clock."""
+    clear: bool = True
+    """Always true: an instruction to clear the client's playback buffer."""
+    type: Literal["playback_paused"] = "playback_paused"
+
+
+@dataclass(frozen=True, slots=True)
+class PlaybackResumed(_EventBase):
+    """A false interruption: the paused reply plays on from where the caller stopped hearing it."""
+
+    reason: FalseInterruptionReason
+    """Why the caller's sound did not interrupt the reply."""
+    replay_ms: int
+    """Reply audio sent before the pause but not heard, which is sent again first."""
+    type: Literal["playback_resumed"] = "playback_resumed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +196,8 @@ Event = (
     | ResponseStarting
     | ResponseDone
     | Interrupted
+    | PlaybackPaused
+    | PlaybackResumed
     | AdditionalOutputsEvent
     | ErrorEvent
     | TranscriptEvent

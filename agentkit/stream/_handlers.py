@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from typing import Self
 
     from agentkit.clock import Clock
-    from agentkit.stream._events import Event
+    from agentkit.stream._events import Event, FalseInterruptionReason
 
 __all__ = [
     "AdditionalOutputs",
@@ -117,7 +117,8 @@ class HandlerContext(Protocol):
     @property
     def call_info(self) -> Mapping[str, str]:
         """What else the transport knows of the call. Twilio: `direction` (`inbound`, or `outbound`
-        for a call the agent placed), `called` (the number dialled) and, when `agentkit call
+        for a call the agent placed), `called` (the number dialled), `call_id` (Twilio's `CallSid`:
+        a call whose media stream reconnects keeps it, and its conversation) and, when `agentkit call
         --purpose` gave one, `purpose`. Web transports (`/ws`, WebRTC): `caller_label`, the
         unverified `caller` the client sent, if any (a label to show, never an identity)."""
         ...
@@ -152,6 +153,21 @@ class HandlerContext(Protocol):
 
         Returns how much of the reply the caller had heard, in milliseconds of reply audio.
         """
+        ...
+
+    async def pause_output(self) -> int:
+        """A suspected interruption: stop the reply's audio at once but keep it. The caller's player
+        drops what it has buffered (`playback_paused`; Twilio: `clear`) and the audio sent but not
+        heard is taken back, to be sent again by `resume_output`. `interrupt()` ends a pause too.
+
+        Returns how much of the reply the caller had heard, in milliseconds of reply audio.
+        """
+        ...
+
+    async def resume_output(self, reason: FalseInterruptionReason) -> int:
+        """A false interruption: play the paused reply on from where the caller stopped hearing it
+        (`playback_resumed` with `reason`). Returns the milliseconds of taken-back audio sent again;
+        0 when the output was not paused."""
         ...
 
     @property

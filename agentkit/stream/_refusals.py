@@ -18,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 RefusalReason = Literal[
     "over_capacity",
+    "busy",
     "too_many_sessions",
     "too_many_pending_offers",
     "connect_timeout",
@@ -27,6 +28,8 @@ RefusalReason = Literal[
 """Why a caller was turned away or cut off:
 
 - `over_capacity`: the stream is at its `concurrency_limit`;
+- `busy`: the process is overloaded (its `LoadMonitor` says so), so new callers are turned away
+  rather than every call degrading;
 - `too_many_sessions`: the caller's address already holds `max_sessions_per_address` sessions;
 - `too_many_pending_offers`: ... or `max_pending_offers_per_address` unconnected WebRTC offers;
 - `connect_timeout`: an answered WebRTC offer never connected;

@@ -36,7 +36,9 @@ class ReplyOnPause(TurnTakingHandler):
     When the caller's turn ends, `fn` is called with the turn's audio (16 kHz, pre-roll included) and
     whatever it yields is played back. With `can_interrupt`, speech onset during a reply stops the
     generator and flushes everything queued for the caller; without it, turns taken while a reply
-    is still playing are ignored.
+    is still playing are ignored. Turns end on silence alone unless `semantic_turn` is given (e.g.
+    `SmartTurn()`: a finished sentence then ends the turn after ~200 ms; an `Agent` has it on by
+    default).
     """
 
     def __init__(

@@ -6,6 +6,19 @@ run on the audio worker thread, then the handler receives a frame.
 Audio out: the handler's output is resampled to the transport's rate and queued; the pacer sends it
 in 20 ms frames in real time, keeping at most `max_lead_ms` ahead of what the caller has heard, so
 barge-in can still take back everything else. Events skip the queue (control beats data).
+
+Pausing (a suspected interruption) stops the output at once but keeps the reply:
+
+```
+            pause_output(): stop sending, take back what was sent but not heard, client clears
+  PLAYING ────────────────────────────────────────────────────────────────────────────► PAUSED
+     ▲  ◄──────────────────────────────────────────────────────────────────────────────  │
+     │    resume_output(): the taken-back audio is sent again first, then the rest       │
+     └──────────────────────── interrupt(): flush everything (barge-in) ◄────────────────┘
+```
+
+What was sent but not heard is found on the playout clock (or the transport's `PlayoutReporter`,
+Twilio's marks) and cut from the last `REPLAY_WINDOW_MS` of sent frames, which the session keeps.
 """
 
 from __future__ import annotations
@@ -15,6 +28,7 @@ import contextlib
 import logging
 import re
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -30,7 +44,10 @@ from agentkit.stream._events import (
     AdditionalOutputsEvent,
     ErrorEvent,
     Event,
+    FalseInterruptionReason,
     Interrupted,
+    PlaybackPaused,
+    PlaybackResumed,
     ResponseDone,
     Stopped,
 )
@@ -52,6 +69,7 @@ __all__ = [
     "CallTransfer",
     "CloseReason",
     "Codec",
+    "DropCounter",
     "Mode",
     "PlayoutConfirmer",
     "PlayoutReporter",
@@ -75,6 +93,8 @@ close code, a WebRTC end reason):
 - `server_shutdown`: the server is going away.
 """
 FRAME_MS = 20
+REPLAY_WINDOW_MS = 2000
+"""Sent reply audio the session keeps, so that a pause can take back what was not heard yet."""
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 """The keys of a phone keypad (A-D exist on some), as `Session.receive_dtmf` accepts them."""
 MAX_TEXT_MESSAGE_CHARS = 2000
@@ -82,6 +102,10 @@ MAX_TEXT_MESSAGE_CHARS = 2000
 # control characters but tab and newline; surrogates; line/paragraph separators; bidi overrides
 _BAD_TEXT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 _CLOSE_TIMEOUT_S = 2.0
+_INLINE_INPUT_MAX_BYTES = 2048
+"""Input messages up to this size (a 20 ms frame on every transport, 48 kHz PCM included) are decoded
+and resampled on the event loop: that takes 3-10 us, where a hop to the audio thread costs the loop
+about 30 us (a future, a thread wake-up, a callback). Larger messages go to the audio thread."""
 _POLL_S = 0.02
 
 
@@ -135,6 +159,17 @@ class PlayoutConfirmer(Protocol):
 
 
 @runtime_checkable
+class DropCounter(Protocol):
+    """Optional for a transport with an output queue of its own that drops audio when the caller's
+    side falls behind (WebRTC's track); read for `/metrics`."""
+
+    @property
+    def dropped_frames(self) -> int:
+        """Frames of reply audio dropped so far because the far end was not taking them."""
+        ...
+
+
+@runtime_checkable
 class PlayoutReporter(Protocol):
     """Optional for a transport that learns from the far end what has been played (Twilio's marks)."""
 
@@ -152,6 +187,12 @@ def _decode(payload: bytes, codec: Codec) -> Samples:
 
 class _Marker:
     """End of a reply, travelling through the audio queue behind the reply's last frame."""
+
+    __slots__ = ()
+
+
+class _Wake:
+    """Tells a pacer that waits for audio that a resumed reply has taken-back audio to send."""
 
     __slots__ = ()
 
@@ -186,12 +227,14 @@ class Session:
         time_limit: float | None = None,
         no_audio_timeout_s: float | None = None,
         on_closed: Callable[[Session], None] | None = None,
+        on_outputs: Callable[[Session, AdditionalOutputs], None] | None = None,
     ) -> None:
         """`mode` and `time_limit` (seconds, None: no limit) come from the host that opened the session,
         and so does `no_audio_timeout_s`: a started session that receives no audio for that long (from
         its start, or since the last audio) is closed with reason `no_audio` (None: never; a session in
         `receive` mode, whose caller only listens, is never closed for it). `on_closed` is called once
-        the session has closed (the host forgets it)."""
+        the session has closed (the host forgets it), and `on_outputs` with every `AdditionalOutputs`
+        the handler emits (the host passes them on to other processes)."""
         self.id = session_id or uuid.uuid4().hex
         self.channel = channel
         self.caller = caller
@@ -201,6 +244,7 @@ class Session:
         self.time_limit = time_limit
         self.no_audio_timeout_s = no_audio_timeout_s
         self._on_closed = on_closed
+        self._on_outputs = on_outputs
         self.handler = handler
         self.transport = transport
         self.input_sample_rate = input_sample_rate
@@ -215,12 +259,18 @@ class Session:
         self._out_resampler: StreamingResampler | None = None
         self._in_position = 0
         # on its way to the caller; an interruption flushes it, and its epoch tells the pacer to stop
-        self._audio: Outbox[_Encoded | _Marker] = Outbox(64)
+        self._audio: Outbox[_Encoded | _Marker | _Wake] = Outbox(64)
         self._play_end = 0.0  # clock time at which the caller will have heard everything sent
-        self._reply_sent_s = 0.0  # seconds of the current reply sent so far
+        self._reply_sent_s = 0.0  # seconds of the current reply sent so far (less what a pause took back)
+        self._playing = asyncio.Event()  # clear while the output is paused
+        self._playing.set()
+        self._sent: deque[bytes] = deque(maxlen=REPLAY_WINDOW_MS // FRAME_MS)  # this reply's last frames
+        self._replay: deque[bytes] = deque()  # frames a pause took back, sent first on resume
+        self._wire = asyncio.Lock()  # a pause never falls between a frame's bookkeeping and its send
         self._tasks = TaskSet(f"session-{self.id[:8]}")
         self._subscribers: list[asyncio.Queue[AdditionalOutputs]] = []
         self.dropped_outputs = 0
+        """`AdditionalOutputs` a slow `output_stream` reader missed (the oldest are dropped)."""
         self._closed = False
         self._started = False
         self._last_audio_s = 0.0  # clock time at which the caller's latest audio arrived (or the start)
@@ -235,6 +285,12 @@ class Session:
     def clock(self) -> Clock:
         return self._clock
 
+    def dropped_counts(self) -> dict[str, int]:
+        """What this session dropped on the way to its caller so far, by kind (for `/metrics`)."""
+        transport = self.transport
+        audio = transport.dropped_frames if isinstance(transport, DropCounter) else 0
+        return {"additional_outputs": self.dropped_outputs, "transport_audio": audio}
+
     @property
     def latest_args(self) -> Sequence[Any]:
         return self._args
@@ -244,7 +300,12 @@ class Session:
 
     @property
     def responding(self) -> bool:
-        return not self._audio.empty() or self._play_end > self._clock.now()
+        return (
+            not self._audio.empty()
+            or self._play_end > self._clock.now()
+            or not self._playing.is_set()
+            or bool(self._replay)
+        )
 
     async def send_event(self, event: Event) -> None:
         if self._closed:
@@ -258,17 +319,76 @@ class Session:
         self._audio.flush()
         if self._out_resampler is not None:
             self._out_resampler = None  # its filter holds audio of the reply being dropped
-        now = self._clock.now()
-        unheard = max(0.0, self._play_end - now)
+        heard_ms = self._heard_ms()
+        self._play_end = self._clock.now()
+        self._reply_sent_s = 0.0
+        self._sent.clear()
+        self._replay.clear()
+        self._playing.set()  # a paused pacer wakes, sees the new epoch and drops what it held
+        await self.send_event(Interrupted(heard_ms=heard_ms))
+        return heard_ms
+
+    @property
+    def paused(self) -> bool:
+        """The output is paused (`pause_output`) and not yet resumed or interrupted."""
+        return not self._playing.is_set()
+
+    async def pause_output(self) -> int:
+        """Stop the reply's audio at once but keep it (see `HandlerContext.pause_output`)."""
+        async with self._wire:
+            if not self._playing.is_set():
+                return round(self._reply_sent_s * 1000)
+            self._playing.clear()
+            width = self.transport.bytes_per_sample
+            unheard_ms = max(0, round(self._reply_sent_s * 1000) - self._heard_ms())
+            taken = self._take_back(unheard_ms * self.output_sample_rate // 1000 * width)
+            self._reply_sent_s = max(0.0, self._reply_sent_s - len(taken) / width / self.output_sample_rate)
+            step = self.output_sample_rate * FRAME_MS // 1000 * width
+            head = len(taken) % step  # the short frame goes first: the rest stay whole frames
+            frames = [taken[:head]] if head else []
+            frames += [taken[i : i + step] for i in range(head, len(taken), step)]
+            self._replay.extendleft(reversed(frames))  # before anything taken back by an earlier pause
+            self._play_end = self._clock.now()
+        heard_ms = round(self._reply_sent_s * 1000)
+        await self.send_event(PlaybackPaused(heard_ms=heard_ms))
+        return heard_ms
+
+    async def resume_output(self, reason: FalseInterruptionReason) -> int:
+        """Play the paused reply on from where it paused (see `HandlerContext.resume_output`)."""
+        if self._playing.is_set():
+            return 0
+        width = self.transport.bytes_per_sample
+        replay_ms = round(sum(len(f) for f in self._replay) / width * 1000 / self.output_sample_rate)
+        await self.send_event(PlaybackResumed(reason=reason, replay_ms=replay_ms))
+        self._playing.set()
+        if self._replay and self._audio.empty():  # the pacer may be waiting for audio, not for us
+            await self._audio.put(_Wake())
+        return replay_ms
+
+    def _heard_ms(self) -> int:
+        """Milliseconds of the current reply the caller has heard by now."""
+        unheard = max(0.0, self._play_end - self._clock.now())
         heard_ms = max(0, round((self._reply_sent_s - unheard) * 1000))
         if isinstance(self.transport, PlayoutReporter):  # the far end's word beats our estimate
             reported = self.transport.heard_reply_ms()
             if reported is not None:
                 heard_ms = max(0, min(reported, round(self._reply_sent_s * 1000)))
-        self._play_end = now
-        self._reply_sent_s = 0.0
-        await self.send_event(Interrupted(heard_ms=heard_ms))
         return heard_ms
+
+    def _take_back(self, num_bytes: int) -> bytes:
+        """The last `num_bytes` of the reply's sent frames (fewer if the window holds fewer),
+        removed from them."""
+        parts: list[bytes] = []
+        taken = 0
+        while self._sent and taken < num_bytes:
+            frame = self._sent.pop()
+            parts.append(frame)
+            taken += len(frame)
+        joined = b"".join(reversed(parts))
+        if taken > num_bytes:  # the oldest frame was partly heard: that part stays sent
+            self._sent.append(joined[: taken - num_bytes])
+            joined = joined[taken - num_bytes :]
+        return joined
 
     @property
     def can_transfer(self) -> bool:
@@ -293,15 +413,16 @@ class Session:
             return await self.transport.wait_played(max(0.0, deadline - self._clock.now()))
         return self._clock.now() >= self._play_end
 
-    async def hang_up(self) -> None:
-        """End the call from the server's side (the handler's choice, e.g. the agent said goodbye).
+    async def hang_up(self, reason: str = "hang_up") -> None:
+        """End the call from the server's side (the handler's choice, e.g. the agent said goodbye;
+        or `SessionHost.hang_up`, whose `reason` is `api`): `reason` becomes the `stop_reason`.
 
         A transport with `CallControl` ends the call itself (Twilio: REST `Status=completed`); any
         other closes its connection. The session then closes as usual, so the conversation is saved.
         """
         if self._closed:
             return
-        self.stop_reason = self.stop_reason or "hang_up"
+        self.stop_reason = self.stop_reason or reason
         logger.info("session %s: hanging up", self.id)
         if isinstance(self.transport, CallControl):
             await self.transport.hang_up()
@@ -359,7 +480,10 @@ class Session:
         if codec == "pcm_s16le" and len(payload) % 2:
             raise AudioFormatError("16-bit PCM must have an even number of bytes", num_bytes=len(payload))
         self._last_audio_s = self._clock.now()
-        samples = await run_audio_job(self._convert_input, payload, codec)
+        if len(payload) <= _INLINE_INPUT_MAX_BYTES:
+            samples = self._convert_input(payload, codec)
+        else:
+            samples = await run_audio_job(self._convert_input, payload, codec)
         if samples.shape[0] == 0:
             return
         frame = AudioFrame(samples, self.handler.input_sample_rate, self._in_position)
@@ -437,6 +561,8 @@ class Session:
                 queue.get_nowait()
                 self.dropped_outputs += 1
             queue.put_nowait(outputs)
+        if self._on_outputs is not None:
+            self._on_outputs(self, outputs)
         try:
             event = AdditionalOutputsEvent(data=list(outputs.args))
             await self.send_event(event)
@@ -487,13 +613,20 @@ class Session:
         while True:
             item = await self._audio.get()  # only items of the current epoch come out
             epoch = self._audio.epoch
+            if isinstance(item, _Wake):  # resumed while nothing was queued: the taken-back audio
+                if not await self._send_paced(b"", epoch):
+                    return
+                continue
             pending = held if held_epoch == epoch else b""
             held = b""
             if isinstance(item, _Marker):
-                if pending and not await self._send_paced(pending, epoch):
+                if not await self._send_paced(pending, epoch):  # a paused reply is not over yet
                     return
+                if epoch != self._audio.epoch:
+                    continue  # interrupted while paused: no `response_done`
                 sent_ms = round(self._reply_sent_s * 1000)
                 self._reply_sent_s = 0.0
+                self._sent.clear()
                 self._notify(PlayoutFinished(at_s=self._clock.now(), audio_ms=sent_ms))
                 await self.send_event(ResponseDone(audio_ms=sent_ms))
                 continue
@@ -516,26 +649,34 @@ class Session:
             logger.exception("session %s: handler on_playout failed", self.id)
 
     async def _send_paced(self, payload: bytes, epoch: int) -> bool:
-        """Send `payload` frame by frame in real time; False once the caller is gone."""
+        """Send `payload` frame by frame in real time, after any audio a pause took back; waits
+        while the output is paused. False once the caller is gone."""
         width = self.transport.bytes_per_sample
         step = self.output_sample_rate * FRAME_MS // 1000 * width
-        for start in range(0, len(payload), step):
+        frames = deque(payload[start : start + step] for start in range(0, len(payload), step))
+        while True:
+            await self._playing.wait()
+            if epoch != self._audio.epoch:
+                return True  # interrupted: the rest is dropped
+            if not self._replay and not frames:
+                return True
             self._play_end = max(self._play_end, self._clock.now())  # a dry buffer restarts playout now
             await self._clock.sleep_until(self._play_end - self._max_lead_s)
-            if epoch != self._audio.epoch:
-                return True  # interrupted while waiting: the rest is dropped
-            chunk = payload[start : start + step]
-            if self._reply_sent_s == 0.0:
-                self._notify(PlayoutStarted(at_s=self._clock.now()))
-            try:
-                await self.transport.send_audio(chunk)
-            except TransportClosedError:
-                logger.debug("session %s: caller gone, pacer stops", self.id)
-                return False  # the transport's reader sees the disconnect and closes the session
-            duration_s = len(chunk) // width / self.output_sample_rate
-            self._play_end += duration_s
-            self._reply_sent_s += duration_s
-        return True
+            async with self._wire:
+                if epoch != self._audio.epoch or not self._playing.is_set():
+                    continue  # interrupted or paused while waiting
+                chunk = (self._replay or frames).popleft()
+                if self._reply_sent_s == 0.0:
+                    self._notify(PlayoutStarted(at_s=self._clock.now()))
+                duration_s = len(chunk) // width / self.output_sample_rate
+                self._play_end += duration_s
+                self._reply_sent_s += duration_s
+                self._sent.append(chunk)
+                try:
+                    await self.transport.send_audio(chunk)
+                except TransportClosedError:
+                    logger.debug("session %s: caller gone, pacer stops", self.id)
+                    return False  # the transport's reader sees the disconnect and closes the session
 
     async def _enforce_time_limit(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

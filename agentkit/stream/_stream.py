@@ -2,27 +2,42 @@
 
 This is the core of a `Stream` without any wire: transports (`agentkit.transports`) open sessions on
 it, and `agentkit.Stream` adds the endpoints that carry them (`Stream.mount`).
+
+With a shared `SessionBus` (`bus`; see `agentkit.stream._remote`), `aset_input`, `output_stream` and
+`hang_up` reach a session whichever process holds it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Literal
 
 from agentkit.clock import Clock
-from agentkit.exceptions import CapacityError, ConfigError, ProtocolError
+from agentkit.exceptions import BusyError, CapacityError, ConfigError, ProtocolError
+from agentkit.store import LocalSessionBus, SessionBus
 from agentkit.stream._handlers import AdditionalOutputs, AsyncStreamHandler, StreamHandler
+from agentkit.stream._load import LoadMonitor
 from agentkit.stream._refusals import Refusals
+from agentkit.stream._remote import RemoteSessions, check_reason
 from agentkit.stream._session import Mode, Session, Transport
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Mode", "SessionHost"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "RETRY_AFTER_S", "Admission", "Mode", "SessionHost"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
 """`SessionHost.max_message_bytes` unless given: far above any audio or control message."""
+
+RETRY_AFTER_S = 5
+"""What an HTTP refusal for capacity or load suggests as `Retry-After`, in seconds: about how long an
+overloaded `LoadMonitor` takes to recover once load eases (and a slot may have freed by then)."""
+
+Admission = Literal["shutting_down", "over_capacity", "busy"]
+"""Why a new session would be refused (`SessionHost.admission()`): the host is closing, it is at its
+`concurrency_limit`, or its `load` monitor says the process is overloaded."""
 
 
 class SessionHost:
@@ -38,6 +53,10 @@ class SessionHost:
     explicit: an `over_capacity`, `time_limit` or `no_audio` error reaches the caller before the
     close, and `refused` counts them (and the transports' own refusals) by reason.
 
+    With a `load` monitor (`agentkit.server.create_app` gives it one and runs it), new sessions are
+    also refused while it says the process is overloaded (`busy`): past its capacity one event loop
+    would degrade every call, not just the newest. Open sessions are never cut off for load.
+
     Whoever carries the sessions registers its own shutdown steps with `on_close`; `aclose()` runs them,
     then closes every open session.
     """
@@ -52,6 +71,7 @@ class SessionHost:
         time_limit: float | None = None,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         no_audio_timeout_s: float | None = 10.0,
+        bus: SessionBus | None = None,
     ) -> None:
         if modality != "audio":
             raise ConfigError("only modality='audio' is supported", modality=modality)
@@ -76,13 +96,67 @@ class SessionHost:
         self.no_audio_timeout_s = no_audio_timeout_s
         self.refused = Refusals()
         """How often callers were refused or cut off, by reason (shown by `/healthz`)."""
+        self.load: LoadMonitor | None = None
+        """Measures the process's load; while it says overloaded, new sessions are refused (`busy`).
+        None: load is not considered. Whoever runs the event loop sets it and runs it (`create_app`)."""
         self._sessions: dict[str, Session] = {}
         self._shutdown_steps: list[Callable[[], Awaitable[None]]] = []
+        self._dropped_by_closed: Counter[str] = Counter()
+        self._closing = False
+        self._remote = RemoteSessions(bus or LocalSessionBus(), self._sessions)
+        self._owns_bus = False
+
+    @property
+    def bus(self) -> SessionBus:
+        """How sessions other processes hold are reached, and this one's by them (default: this
+        process only)."""
+        return self._remote.bus
+
+    def use_bus(self, bus: SessionBus, *, close_with_host: bool = False) -> None:
+        """Reach other processes' sessions through `bus` (e.g. a `RedisSessionBus`); only while no
+        session is open. Whoever opened it closes it, or with `close_with_host` the host's `aclose()`
+        does, once its sessions have closed."""
+        if self._sessions:
+            raise RuntimeError("the session bus can only be changed while no session is open")
+        self._remote.bus = bus
+        self._owns_bus = close_with_host
 
     @property
     def sessions(self) -> dict[str, Session]:
         """Open sessions by id (a copy)."""
         return dict(self._sessions)
+
+    def admission(self) -> Admission | None:
+        """Why a new session would be refused right now; None: it would be admitted (`/readyz`)."""
+        if self._closing:
+            return "shutting_down"
+        if self.concurrency_limit is not None and len(self._sessions) >= self.concurrency_limit:
+            return "over_capacity"
+        if self.load is not None and self.load.overloaded:
+            return "busy"
+        return None
+
+    def check_admission(self, *, resuming: bool = False) -> None:
+        """Raise what `open_session` would raise now for a new session, counting it in `refused`:
+        `CapacityError` at the concurrency limit, `BusyError` (`busy`) while overloaded or
+        (`shutting_down`) while `aclose()` runs. Endpoints call it before work a refusal would
+        waste (a WebRTC offer, a Twilio webhook's media stream). `resuming`: the session carries on
+        a call already in progress (a Twilio stream reconnecting after its server died), which load
+        does not turn away: hanging up on a caller mid-call is worse than a late reply (the hard
+        `concurrency_limit` still applies)."""
+        admission = self.admission()
+        if resuming and admission == "busy":
+            return
+        if admission == "shutting_down":
+            raise BusyError("the server is shutting down", code="shutting_down")
+        if admission == "over_capacity":
+            self.refused.note("over_capacity", f"{len(self._sessions)} of {self.concurrency_limit} in use")
+            raise CapacityError("the server is at capacity; try again later", limit=self.concurrency_limit)
+        if admission == "busy":
+            assert self.load is not None
+            detail = f"event-loop lag {self.load.lag_ms:.0f} ms, CPU {self.load.cpu_cores:.2f} cores"
+            self.refused.note("busy", detail)
+            raise BusyError("the server is busy; try again later", limit=self.concurrency_limit)
 
     def open_session(
         self,
@@ -95,16 +169,16 @@ class SessionHost:
         caller: str | None = None,
         clock: Clock | None = None,
         call_info: Mapping[str, str] | None = None,
+        resuming: bool = False,
     ) -> Session:
-        """Register a new session for `transport`.
+        """Register a new session for `transport` (`resuming`: see `check_admission`).
 
-        Raises `CapacityError` at the concurrency limit and `ProtocolError` for a `session_id` in use.
+        Raises `CapacityError` at the concurrency limit, `BusyError` while the process is overloaded
+        or the host is closing (see `check_admission`) and `ProtocolError` for a `session_id` in use.
 
         The caller (a transport) must `await session.start()` and, in the end, `await session.close()`.
         """
-        if self.concurrency_limit is not None and len(self._sessions) >= self.concurrency_limit:
-            self.refused.note("over_capacity", f"{len(self._sessions)} of {self.concurrency_limit} in use")
-            raise CapacityError("the server is at capacity; try again later", limit=self.concurrency_limit)
+        self.check_admission(resuming=resuming)
         if session_id is not None and session_id in self._sessions:
             raise ProtocolError("a session with this id is already open")
         handler = self.handler.copy()
@@ -122,22 +196,60 @@ class SessionHost:
             time_limit=self.time_limit,
             no_audio_timeout_s=self.no_audio_timeout_s,
             on_closed=self._forget,
+            on_outputs=self._remote.outputs,
         )
         self._sessions[session.id] = session
+        self._remote.held(session)
         return session
 
     def _forget(self, session: Session) -> None:
         """A session has closed: it no longer counts against the concurrency limit."""
         self._sessions.pop(session.id, None)
+        self._remote.closed(session)
+        self._dropped_by_closed.update(session.dropped_counts())
         if session.stop_reason == "no_audio":
             self.refused.note("no_audio", f"a session sent no audio for {self.no_audio_timeout_s:g} s")
 
+    def dropped_frames(self) -> dict[str, int]:
+        """Output dropped on the way to callers since the host started, by kind (`Session.dropped_counts`)."""
+        total = Counter(self._dropped_by_closed)
+        for session in list(self._sessions.values()):
+            total.update(session.dropped_counts())
+        return dict(total)
+
     def set_input(self, session_id: str, *args: Any) -> None:
-        """Give a session's handler new input values (passed to a `ReplyOnPause` fn after the audio)."""
+        """Give a session's handler new input values (passed to a `ReplyOnPause` fn after the audio).
+
+        Only a session this process holds (else `KeyError`); `aset_input` reaches any."""
         self._session(session_id).set_args(args)
 
+    async def aset_input(self, session_id: str, *args: Any) -> None:
+        """`set_input` whichever process holds the session (then the values must be JSON values:
+        `TypeError`); `KeyError` when none does."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            await self._remote.set_input(session_id, args)
+        else:
+            session.set_args(args)
+
+    async def hang_up(self, session_id: str, *, reason: str = "api") -> None:
+        """End a session's call whichever process holds it (`Session.hang_up`; `reason`, a short
+        lowercase word, becomes its stop reason); `KeyError` when none does. Returns once the holder
+        has been told; the session then closes as usual."""
+        check_reason(reason)
+        session = self._sessions.get(session_id)
+        if session is None:
+            await self._remote.hang_up(session_id, reason)
+        else:
+            await session.hang_up(reason)
+
     async def output_stream(self, session_id: str) -> AsyncIterator[AdditionalOutputs]:
-        """The `AdditionalOutputs` a session's handler emits, from now until the session ends."""
+        """The `AdditionalOutputs` a session's handler emits, from now until the session ends,
+        whichever process holds it (across processes only JSON values cross: `TypeError` else)."""
+        if session_id not in self._sessions:
+            async for outputs in self._remote.output_stream(session_id):
+                yield outputs
+            return
         session = self._session(session_id)
         queue = session.subscribe()
         try:
@@ -153,15 +265,23 @@ class SessionHost:
         try:
             return self._sessions[session_id]
         except KeyError:
-            raise KeyError(f"no open session {session_id!r}") from None
+            raise KeyError(f"no open session {session_id!r} in this process (see aset_input)") from None
 
     def on_close(self, step: Callable[[], Awaitable[None]]) -> None:
         """Run `step` first when the host closes (e.g. a transport ending its peer connections)."""
         self._shutdown_steps.append(step)
 
     async def aclose(self) -> None:
-        """Run the `on_close` steps in order, then close every open session (server shutdown)."""
-        steps, self._shutdown_steps = self._shutdown_steps, []
-        for step in steps:
-            await step()
-        await asyncio.gather(*(s.close("server_shutdown") for s in list(self._sessions.values())))
+        """Run the `on_close` steps in order, then close every open session (server shutdown).
+        Meanwhile new sessions are refused (`shutting_down`); once it is done, the host may serve again."""
+        self._closing = True
+        try:
+            steps, self._shutdown_steps = self._shutdown_steps, []
+            for step in steps:
+                await step()
+            await self._remote.aclose()  # hang-ups asked for by other processes
+            await asyncio.gather(*(s.close("server_shutdown") for s in list(self._sessions.values())))
+            if self._owns_bus:
+                await self.bus.aclose()
+        finally:
+            self._closing = False

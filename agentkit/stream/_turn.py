@@ -20,6 +20,10 @@ is declared within one chunk (usually one input frame) of the configured silence
 Audio from just before the onset (`pre_roll_ms`) is kept with the turn so the first syllable is not
 lost. The detector is plain synchronous code: run `process` in an executor.
 
+`process` is three steps, also callable one by one so that a batcher can score many sessions' chunks
+in one VAD call (`_turn_batch.py`): `split` the new audio into whole chunks, `step` the state machine
+with each chunk and its probability, then `check_partial` once the input is used up.
+
 A semantic end of turn (an end-of-turn model asked in pauses, `_semantic_turn.py`) needs no model
 here: the detector exposes the pause (`silence_samples`), the end of the turn's audio
 (`recent_audio`) and `end_turn()`, which ends the turn in a pause as enough silence would have.
@@ -36,6 +40,7 @@ import numpy as np
 
 from agentkit.audio import AudioFrame, Samples
 from agentkit.providers.vad import VADStream
+from agentkit.stream._interruption import BACKCHANNELS
 
 __all__ = [
     "TurnDetector",
@@ -74,15 +79,39 @@ class TurnTakingOptions:
     """A block this far above the noise floor counts as sound when locating the end of speech..."""
     speech_drop_db: float = 20.0
     """...unless it is this far below the turn's typical speech level (a breath, a fading release)."""
-    semantic_check_after_ms: int = 180
+    semantic_check_after_ms: int = 200
     """With an end-of-turn model (`TurnTakingHandler.semantic_turn`): silence after which it is first
-    asked whether the turn is over; a yes ends the turn then."""
-    semantic_recheck_ms: int = 150
+    asked whether the turn is over; a yes ends the turn then. The defaults below are tuned on
+    bench/turn_taking_eval.py (docs/benchmarks.md, "Turn-taking quality")."""
+    semantic_recheck_ms: int = 300
     """...asked again after each further this much silence while it says no (0: once per pause)."""
     semantic_max_silence_ms: int = 1500
     """...silence that ends the turn whatever it says (in place of `end_of_turn_silence_ms`)."""
-    semantic_threshold: float = 0.5
-    """...its probability at or above which the turn is over."""
+    semantic_threshold: float = 0.93
+    """...its probability at or above which the turn is over, at the first check of a pause."""
+    semantic_recheck_threshold: float = 0.99
+    """...the same at a recheck: higher, because the model's score rises with the silence alone
+    (a pause of 600 ms sounds more final than one of 200 ms), so a later yes must be surer."""
+    semantic_unsure_threshold: float = 0.9
+    """...its probability at or above which it is unsure rather than saying a clear no: once a check
+    of a pause has said so, `semantic_unsure_silence_ms` ends the turn; after clear noes only, the
+    maximum does."""
+    semantic_unsure_silence_ms: int = 1250
+    """...silence that ends a turn the model was unsure about (at or above `semantic_max_silence_ms`:
+    no such band, every pause waits for the maximum)."""
+    interrupt_min_speech_ms: int = 300
+    """While a reply plays, speech the caller's sound must hold to interrupt it. The reply pauses at
+    the onset (after `speech_start_ms`) and plays on if the sound stays shorter (a cough, a click;
+    see `_interruption.py`). 0 with `interrupt_min_words` 0: every onset interrupts at once."""
+    interrupt_min_words: int = 1
+    """...and, where the handler can transcribe the sound in time (an `Agent` with local STT), the
+    words it must hold that are not `backchannels`; 0: speech alone decides."""
+    interrupt_decision_ms: int = 700
+    """...caller audio after the onset by which a paused reply is flushed or resumed, on what was
+    heard so far (sooner when the sound ends or holds the words)."""
+    backchannels: tuple[str, ...] = BACKCHANNELS
+    """...words and phrases that acknowledge rather than interrupt ("mm-hmm", "right", "I see"),
+    compared in lower case without punctuation."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silence_threshold <= self.speech_threshold < 1.0:
@@ -96,6 +125,19 @@ class TurnTakingOptions:
             raise ValueError("need 0 < semantic_check_after_ms <= semantic_max_silence_ms")
         if self.semantic_recheck_ms < 0 or not 0.0 < self.semantic_threshold <= 1.0:
             raise ValueError("need semantic_recheck_ms >= 0 and 0 < semantic_threshold <= 1")
+        if not self.semantic_threshold <= self.semantic_recheck_threshold <= 1.0:
+            raise ValueError("need semantic_threshold <= semantic_recheck_threshold <= 1")
+        if not 0.0 < self.semantic_unsure_threshold <= self.semantic_threshold:
+            raise ValueError("need 0 < semantic_unsure_threshold <= semantic_threshold")
+        if self.semantic_unsure_silence_ms < self.semantic_check_after_ms:
+            raise ValueError("need semantic_check_after_ms <= semantic_unsure_silence_ms")
+        if (
+            self.interrupt_min_words < 0
+            or not 0 <= self.interrupt_min_speech_ms <= self.interrupt_decision_ms
+        ):
+            raise ValueError(
+                "need interrupt_min_words >= 0 and 0 <= interrupt_min_speech_ms <= interrupt_decision_ms"
+            )
 
 
 class TurnState(enum.Enum):
@@ -208,6 +250,11 @@ class TurnDetector:
         return self._state
 
     @property
+    def vad_stream(self) -> VADStream:
+        """The VAD stream whose probabilities `process` feeds to `step`."""
+        return self._vad
+
+    @property
     def position_samples(self) -> int:
         """Media-clock position up to which audio has been analysed."""
         return self._position + self._pending_len
@@ -222,6 +269,11 @@ class TurnDetector:
     def silence_samples(self) -> int:
         """In a pause (PAUSED), samples from the acoustic end of speech to `position_samples`; else 0."""
         return self.position_samples - self._speech_end if self._state is TurnState.PAUSED else 0
+
+    @property
+    def speech_ms(self) -> int:
+        """Milliseconds of speech in the turn in progress so far (0 between turns)."""
+        return 0 if self._state is TurnState.SILENT else round(self._speech_chunks * self._chunk_ms)
 
     @property
     def speech_end_samples(self) -> int:
@@ -253,7 +305,24 @@ class TurnDetector:
         self._silent_chunks = 0
 
     def process(self, samples: Samples) -> list[TurnEvent]:
+        """The events `samples` (any length) cause, in order: `split`, `step`, `check_partial`."""
         events: list[TurnEvent] = []
+        for chunk in self.split(samples):
+            event = self.step(chunk, self._vad.probability(chunk))
+            if event is not None:
+                events.append(event)
+        if samples.shape[0]:
+            event = self.check_partial()
+            if event is not None:
+                events.append(event)
+        return events
+
+    def split(self, samples: Samples) -> list[Samples]:
+        """Buffer `samples` and return the whole chunks they complete (copies, oldest first).
+
+        Each chunk must then go to `step`, in order, before the next `split`; the remainder waits in
+        the preallocated partial chunk."""
+        chunks: list[Samples] = []
         offset = 0
         n = samples.shape[0]
         while offset < n:
@@ -262,16 +331,9 @@ class TurnDetector:
             self._pending_len += take
             offset += take
             if self._pending_len == self._chunk:
-                chunk = self._pending.copy()
+                chunks.append(self._pending.copy())
                 self._pending_len = 0
-                event = self._step(chunk)
-                if event is not None:
-                    events.append(event)
-            elif offset == n:
-                event = self._check_partial()
-                if event is not None:
-                    events.append(event)
-        return events
+        return chunks
 
     def _sound_threshold_db(self) -> float:
         threshold = self._noise_db + self.options.energy_margin_db
@@ -285,10 +347,10 @@ class TurnDetector:
         self._speech_db_sum += float(loud.sum())
         self._speech_db_count += int(loud.shape[0])
 
-    def _step(self, chunk: Samples) -> TurnEvent | None:
+    def step(self, chunk: Samples, p: float) -> TurnEvent | None:
+        """Advance the state machine by one whole chunk (from `split`) whose VAD probability is `p`."""
         start = self._position
         self._position += self._chunk
-        p = self._vad.probability(chunk)
         self.last_probability = p
         opts = self.options
         levels = _block_db(chunk, self._block)
@@ -338,9 +400,12 @@ class TurnDetector:
             return self._finish(cut=True, decided=self._position)
         return None
 
-    def _check_partial(self) -> TurnEvent | None:
-        """In a pause, end the turn mid-chunk once the silence is long enough and the new audio is quiet."""
-        if self._state is not TurnState.PAUSED:
+    def check_partial(self) -> TurnEvent | None:
+        """In a pause, end the turn mid-chunk once the silence is long enough and the new audio is quiet.
+
+        Called after the chunks of each input are stepped; a no-op when the input ended on a chunk
+        boundary."""
+        if self._state is not TurnState.PAUSED or not self._pending_len:
             return None
         now = self._position + self._pending_len
         if now - self._speech_end < self._silence_samples:

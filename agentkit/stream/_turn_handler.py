@@ -2,19 +2,27 @@
 
 It owns what both need and what must not be written twice:
 
-- the `TurnDetector` over the handler's VAD (created in `start_up`, fed off the event loop);
+- the `TurnDetector` over the handler's VAD (created in `start_up`, fed off the event loop by the
+  loop's `TurnBatcher` together with the other sessions' detectors);
 - the turn events on the wire (`started_talking`, `pause_detected`);
-- the barge-in rule: speech onset while `replying` interrupts when `can_interrupt` is on, and a
-  turn that ends while a reply is still playing is ignored when it is off;
+- the barge-in rule: speech over a reply interrupts it when `can_interrupt` is on, and a turn that
+  ends while a reply is still playing is ignored when it is off;
+- false interruptions (`_interruption.py`): an onset over a reply pauses it at once; enough speech
+  (and words that are not backchannels, where `transcribe_interruption` gives them) confirms the
+  barge-in, anything less resumes the reply where it paused;
 - the outbox of reply outputs and its end-of-reply sentinel, so `emit()` is written once and a
   barge-in flushes with the same `Outbox` epoch mechanism the session uses;
-- the opt-in semantic end of turn (`semantic_turn`): after each frame, a pause that reached its
+- the semantic end of turn (`semantic_turn`; on by default for `Agent`, by argument for
+  `ReplyOnPause`): after each frame, a pause that reached its
   next check awaits the model (`SemanticEndOfTurn`), whose yes ends the turn as a `TurnEnded`.
 
 Subclasses say what a reply is:
 
 ```
 receive(frame) ─► TurnDetector ─► TurnStarted ──► on_turn_started(event, barge_in)  [then interrupt()]
+                                  │  over a reply: pause_output() ─► InterruptionGate ─► confirmed:
+                                  │  on_turn_started(event, barge_in=True), interrupt(); false:
+                                  │  resume_output(reason)   (each step: on_interruption(decision))
                                   TurnEnded ────► on_turn_ended(event)   (unless a reply is playing)
                                   TurnDiscarded ► on_turn_discarded(event)
 producers ─► put_output(item) / end_reply() ─► Outbox ─► emit() ─► the session
@@ -32,13 +40,13 @@ import asyncio
 import logging
 from typing import Any
 
-from agentkit._executor import run_audio_job
 from agentkit.audio import AudioFrame
 from agentkit.exceptions import ConfigError
 from agentkit.providers.turn import EndOfTurnModel
 from agentkit.providers.vad import VAD
 from agentkit.stream._events import PauseDetected, StartedTalking
 from agentkit.stream._handlers import AsyncStreamHandler, EmitType, ReplyEnd
+from agentkit.stream._interruption import InterruptionDecision, InterruptionGate, InterruptionState, Verdict
 from agentkit.stream._outbox import Outbox
 from agentkit.stream._semantic_turn import SemanticEndOfTurn
 from agentkit.stream._turn import (
@@ -47,8 +55,10 @@ from agentkit.stream._turn import (
     TurnEnded,
     TurnEvent,
     TurnStarted,
+    TurnState,
     TurnTakingOptions,
 )
+from agentkit.stream._turn_batch import turn_batcher
 
 __all__ = ["TurnTakingHandler"]
 
@@ -74,11 +84,18 @@ class TurnTakingHandler(AsyncStreamHandler):
     semantic_turn: EndOfTurnModel | None = None
     """An end-of-turn model (e.g. `SmartTurn()`) asked in pauses whether the caller has finished (the
     `semantic_*` settings of `turn_options`); None: turns end on `end_of_turn_silence_ms` alone. A
-    model that cannot be loaded is logged once and turn-taking falls back to silence alone."""
+    model that cannot be loaded is logged once and turn-taking falls back to silence alone. `Agent`
+    defaults to `SmartTurn(optional=True)`: on whenever the model file is present."""
+
+    interruption_words_timeout_s: float = 0.5
+    """Longest a suspected interruption's transcript (`transcribe_interruption`) may take; a slower
+    one counts as none, and speech alone decides."""
 
     _detector: TurnDetector | None = None
     _semantic: SemanticEndOfTurn | None = None
     _outbox: Outbox[Any] | None = None
+    _gate: InterruptionGate | None = None
+    _paused_heard_ms = 0
 
     # -- what a subclass provides ---------------------------------------------------------------
     @property
@@ -103,8 +120,26 @@ class TurnTakingHandler(AsyncStreamHandler):
         del event
 
     async def after_audio(self, detector: TurnDetector) -> None:
-        """Called after each input frame's turn events (e.g. for partial transcripts)."""
+        """Called after each input frame's turn events (e.g. for partial transcripts); not while a
+        sound over a reply is being judged (see `on_interruption`)."""
         del detector
+
+    @property
+    def transcribes_interruptions(self) -> bool:
+        """`transcribe_interruption` gives words, so `interrupt_min_words` applies (the default: no,
+        speech alone decides)."""
+        return False
+
+    async def transcribe_interruption(self, audio: AudioFrame) -> str | None:
+        """The words of a suspected interruption so far (`audio` at the VAD's rate), within
+        `interruption_words_timeout_s`; None: not known."""
+        del audio
+        return None
+
+    async def on_interruption(self, decision: InterruptionDecision) -> None:
+        """Sound over a reply paused it (`suspected`), then interrupted it (`confirmed`, after
+        `on_turn_started(..., barge_in=True)`) or did not (`false`: the reply resumed)."""
+        del decision
 
     # -- the shared machinery -------------------------------------------------------------------
     @property
@@ -124,6 +159,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._detector = None
         self._semantic = None
         self._outbox = None
+        self._gate = None
 
     @property
     def semantic(self) -> SemanticEndOfTurn | None:
@@ -147,27 +183,40 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._detector = TurnDetector(
             stream, sample_rate=vad.sample_rate, chunk_samples=vad.chunk_samples, options=options
         )
+        words = self.transcribes_interruptions
+        self._gate = InterruptionGate(self.turn_options, sample_rate=vad.sample_rate, words=words)
 
     async def receive(self, frame: AudioFrame) -> None:
         detector = self.detector
-        for event in await run_audio_job(detector.process, frame.samples):
+        # with the other sessions' waiting input: one audio-thread job, one VAD call per chunk round
+        for event in await turn_batcher().process(self.turn_vad, detector, frame.samples):
             await self._on_turn_event(event)
         semantic = self._semantic
         if semantic is not None and semantic.due(detector):
             ended = await semantic.check(detector)
             if ended is not None:
                 await self._on_turn_event(ended)
+        if self._gate is not None and self._gate.state is not InterruptionState.IDLE:
+            await self._judge_interruption(detector, self._gate)
+            return
         await self.after_audio(detector)
 
     async def _on_turn_event(self, event: TurnEvent) -> None:
         rate = self.turn_vad.sample_rate
+        gate = self._gate
         if isinstance(event, TurnStarted):
             await self.context.send_event(StartedTalking(t_ms=event.onset_samples * 1000 // rate))
             barge_in = self.can_interrupt and self.replying
+            if barge_in and gate is not None and not gate.immediate:
+                await self._suspect(gate, event, event.decided_samples, speech_ms=self.detector.speech_ms)
+                return
             await self.on_turn_started(event, barge_in=barge_in)
             if barge_in:
                 await self.interrupt()
         elif isinstance(event, TurnEnded):
+            judging = gate is not None and gate.state is not InterruptionState.IDLE
+            if judging and gate is not None and not await self._judge_turn_end(gate, event):
+                return
             if self.replying:
                 logger.debug("turn ignored: a reply is still playing and can_interrupt is off")
                 return
@@ -179,7 +228,96 @@ class TurnTakingHandler(AsyncStreamHandler):
             )
             await self.on_turn_ended(event)
         elif isinstance(event, TurnDiscarded):
+            if gate is not None and gate.state is InterruptionState.SUSPECTED:
+                await self._dismiss(gate, "too_short", event.decided_samples, event.speech_ms, None)
+            if gate is not None:
+                gate.reset()
             await self.on_turn_discarded(event)
+
+    # -- false interruptions (the gate's actions; see `_interruption.py`) --------------------------
+    async def _suspect(self, gate: InterruptionGate, onset: TurnStarted, at: int, *, speech_ms: int) -> None:
+        gate.suspect(onset, at_samples=at)
+        self._paused_heard_ms = await self.context.pause_output()
+        await self.on_interruption(
+            InterruptionDecision("suspected", onset, at, speech_ms, self._paused_heard_ms)
+        )
+
+    async def _confirm(self, gate: InterruptionGate, at: int, speech_ms: int, text: str | None) -> None:
+        onset = gate.onset
+        gate.confirmed()
+        await self.on_turn_started(onset, barge_in=True)
+        heard_ms = await self.interrupt() if self.replying else self._paused_heard_ms
+        await self.on_interruption(
+            InterruptionDecision("confirmed", onset, at, speech_ms, heard_ms, text=text)
+        )
+
+    async def _dismiss(
+        self, gate: InterruptionGate, reason: Verdict, at: int, speech_ms: int, text: str | None
+    ) -> None:
+        assert reason != "confirmed"
+        onset = gate.onset
+        gate.dismissed(speech_ms)
+        await self.context.resume_output(reason)
+        decision = InterruptionDecision(
+            "false", onset, at, speech_ms, self._paused_heard_ms, reason=reason, text=text
+        )
+        await self.on_interruption(decision)
+
+    async def _judge_interruption(self, detector: TurnDetector, gate: InterruptionGate) -> None:
+        """After a frame, while a sound over a reply is being judged: act on the gate's step."""
+        at, speech_ms = detector.position_samples, detector.speech_ms
+        action = gate.step(position_samples=at, speech_ms=speech_ms)
+        if action is None:
+            return
+        if action == "suspect":  # a dismissed sound went on into more speech
+            if self.can_interrupt and self.replying:
+                await self._suspect(gate, gate.onset, at, speech_ms=speech_ms)
+            else:  # the reply is over meanwhile: it is simply the caller's turn
+                onset = gate.onset
+                gate.confirmed()
+                await self.on_turn_started(onset, barge_in=False)
+            return
+        if action == "confirm":
+            await self._confirm(gate, at, speech_ms, None)
+            return
+        text = None
+        if gate.words and speech_ms >= gate.options.interrupt_min_speech_ms:
+            samples = detector.turn_so_far()
+            if samples is not None:
+                text = await self._interruption_words(AudioFrame(samples, self.turn_vad.sample_rate))
+        verdict = gate.judge(speech_ms, text, partial=detector.state is TurnState.SPEAKING)
+        if verdict == "confirmed":
+            await self._confirm(gate, at, speech_ms, text)
+        else:
+            await self._dismiss(gate, verdict, at, speech_ms, text)
+
+    async def _judge_turn_end(self, gate: InterruptionGate, event: TurnEnded) -> bool:
+        """A sound over a reply ended as a turn: True when it is one (confirmed: it is answered)."""
+        if gate.state is InterruptionState.DISMISSED:
+            gate.reset()
+            return False  # judged already, and not a turn
+        text = None
+        if gate.words and event.speech_ms >= gate.options.interrupt_min_speech_ms:
+            text = await self._interruption_words(event.audio)
+        verdict = gate.judge(event.speech_ms, text)
+        if verdict == "confirmed":
+            await self._confirm(gate, event.decided_samples, event.speech_ms, text)
+            return True
+        await self._dismiss(gate, verdict, event.decided_samples, event.speech_ms, text)
+        gate.reset()
+        return False
+
+    async def _interruption_words(self, audio: AudioFrame) -> str | None:
+        try:
+            async with asyncio.timeout(self.interruption_words_timeout_s):
+                return await self.transcribe_interruption(audio)
+        except TimeoutError:
+            logger.info(
+                "interruption words took over %.2f s; speech alone decides", self.interruption_words_timeout_s
+            )
+        except Exception as exc:
+            logger.warning("interruption words failed (%s); speech alone decides", type(exc).__name__)
+        return None
 
     async def put_output(self, item: Any) -> None:
         """Queue one output of the reply in progress (audio, `AdditionalOutputs`); waits for room."""

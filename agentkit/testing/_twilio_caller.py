@@ -10,7 +10,10 @@ It does what Twilio does when someone dials the number:
    time, `dtmf` for keys pressed, and `stop` on hang-up;
 4. plays the agent's `media` on a virtual loudspeaker (its own playout clock), answers each `mark`
    once the audio sent before it has played, and on `clear` drops what it has not played yet (and
-   answers the pending marks at once, as Twilio does).
+   answers the pending marks at once, as Twilio does);
+5. when the stream ends while the call goes on (the server closed it, or its worker died), requests
+   the `<Connect action>` URL and follows the TwiML it answers (`follow_action`): another stream,
+   or `<Hangup/>`.
 
 Pacing, the playout clock and the audio queries (`heard_audio`, `dropped_audio_s`, `play` results) are
 `WebSocketCaller`'s; only the wire differs. Every message received is in `events` (`type` is the
@@ -31,6 +34,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -63,17 +67,24 @@ class WebhookAnswer:
     """`<Connect><Stream url=...>`, if the TwiML has one."""
     parameters: dict[str, str] = field(default_factory=dict)
     """The stream's `<Parameter name= value=/>`s."""
+    action_url: str | None = None
+    """`<Connect action=...>`: what Twilio requests when the stream ends while the call goes on."""
+    hangs_up: bool = False
+    """The TwiML ends the call (`<Hangup/>`)."""
 
 
 def parse_twiml(status_code: int, text: str) -> WebhookAnswer:
-    """Find `<Response><Connect><Stream>` and its parameters (an answer without them has None)."""
+    """Find `<Response><Connect><Stream>`, its parameters and the `<Connect action>` (an answer
+    without them has None), and whether it says `<Hangup/>`."""
     if status_code != 200:
         return WebhookAnswer(status_code, text)
-    stream = ET.fromstring(text).find("./Connect/Stream")
-    if stream is None:
-        return WebhookAnswer(status_code, text)
+    root = ET.fromstring(text)
+    hangs_up = root.find("./Hangup") is not None
+    connect, stream = root.find("./Connect"), root.find("./Connect/Stream")
+    if connect is None or stream is None:
+        return WebhookAnswer(status_code, text, hangs_up=hangs_up)
     params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
-    return WebhookAnswer(status_code, text, stream.get("url"), params)
+    return WebhookAnswer(status_code, text, stream.get("url"), params, connect.get("action"), hangs_up)
 
 
 class _TwilioWire:
@@ -170,15 +181,47 @@ class TwilioCaller(WebSocketCaller):
     ) -> WebhookAnswer:
         """POST the voice webhook; `signature` overrides the one computed from `auth_token`."""
         form = dict(self.webhook_params() if params is None else params)
+        return await self._request_twiml(self.http_url, self.webhook_url, form, signature)
+
+    async def _request_twiml(
+        self, http_url: str, signed_url: str, form: Mapping[str, str], signature: str | None = None
+    ) -> WebhookAnswer:
+        """POST `form` to `signed_url`'s path and query at `http_url`, signed over `signed_url`
+        (the URL Twilio requests: public, while a test server listens on loopback)."""
         headers = {}
         if signature is None and self.auth_token is not None:
-            signature = sign_twilio_request(self.auth_token, self.webhook_url, form)
+            signature = sign_twilio_request(self.auth_token, signed_url, form)
         if signature is not None:
             headers["X-Twilio-Signature"] = signature
-        async with httpx.AsyncClient(base_url=self.http_url, timeout=self._open_timeout_s) as http:
-            response = await http.post(self.webhook_path, data=form, headers=headers)
+        where = urlsplit(signed_url)
+        path = where.path + (f"?{where.query}" if where.query else "")
+        async with httpx.AsyncClient(base_url=http_url, timeout=self._open_timeout_s) as http:
+            response = await http.post(path, data=dict(form), headers=headers)
         self.answer = parse_twiml(response.status_code, response.text)
         return self.answer
+
+    async def follow_action(self, *, http_url: str | None = None, ws_url: str | None = None) -> WebhookAnswer:
+        """What Twilio does when `<Connect>` ends while the call goes on (the stream was closed by the
+        server, or dropped with its worker): request the TwiML's `action` URL, signed, with the call's
+        parameters (`CallStatus=in-progress`); when the answer is another `<Stream>`, connect to it
+        and send `connected` and `start` again (a new `streamSid`, the same `callSid`). `http_url`:
+        the server to ask (default: the call's own; behind a load balancer any worker may answer),
+        `ws_url`: where its stream is (default: the TwiML's URL). The answer is returned: without a
+        `stream_url` the call is over."""
+        answer = self.answer
+        if answer is None or answer.action_url is None:
+            raise RuntimeError("the TwiML has no <Connect action> to follow")
+        await self._shutdown(raise_receiver_error=False)  # Twilio is done with that stream
+        form = {**self.webhook_params(), "CallStatus": "in-progress", "StreamSid": self.stream_sid}
+        answer = await self._request_twiml(http_url or self.http_url, answer.action_url, form)
+        if answer.stream_url is None:
+            return answer
+        self._ws_url_override = ws_url
+        self.stream_sid = "MZ" + uuid.uuid4().hex
+        self._marks.clear()
+        self._forget_connection()
+        await self.__aenter__()
+        return answer
 
     # -- the media stream ------------------------------------------------------------------------
     async def __aenter__(self) -> Self:

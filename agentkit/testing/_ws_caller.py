@@ -7,8 +7,8 @@ It behaves like a live microphone and loudspeaker (see docs/websocket-protocol.m
   capture granularity a real client has;
 - everything the server sends is recorded with the caller's clock reading at receipt;
 - reply audio is "played" by a virtual player from the moment it arrives, at real time; an
-  `interrupted` message with `clear: true` drops whatever was received but not yet played, and
-  `heard_audio()` is what the caller heard.
+  `interrupted` or `playback_paused` message with `clear: true` drops whatever was received but not
+  yet played, and `heard_audio()` is what the caller heard.
 
 Times called `t` or `*_t` are readings of the injected clock (`time.perf_counter` by default), in seconds.
 Waits (`timeout_s`) are real-time bounds enforced by asyncio, whatever the clock.
@@ -68,7 +68,7 @@ class CallRefusedError(AgentkitError):
     def __init__(self, message: str, *, error_code: str | None, close_code: int | None) -> None:
         super().__init__(
             message,
-            retryable=error_code in ("over_capacity", "too_many_sessions"),
+            retryable=error_code in ("over_capacity", "busy", "too_many_sessions"),
             error_code=error_code,
             close_code=close_code,
         )
@@ -301,6 +301,14 @@ class WebSocketCaller:
             if error is not None and raise_receiver_error:
                 raise error
 
+    def _forget_connection(self) -> None:
+        """After `_shutdown`: ready to connect again as the same caller (a telephone call whose media
+        stream reconnects); what was received so far is kept."""
+        self._ws, self._rx_task, self._closed = None, None, False
+        self._receiver_error, self._close_code, self._close_reason = None, None, None
+        self.started = None
+        self._next_due_t = None
+
     # ------------------------------------------------------------------ receiving
 
     @property
@@ -371,7 +379,7 @@ class WebSocketCaller:
         self.events.append(event)
         if event.type == "started" and self.started is None:
             self.started = event  # before any audio that follows it is decoded
-        elif event.type == "interrupted" and data.get("clear") is True:
+        elif event.type in ("interrupted", "playback_paused") and data.get("clear") is True:
             self._clear_playout(t)
 
     def _on_audio(self, data: bytes, t: float) -> None:

@@ -21,6 +21,7 @@ from agentkit.transports._extras import add_missing_extra_routes, missing_extra
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
+    from agentkit.store import ConversationStore
     from agentkit.transports._twilio_webhook import CallTokens
     from agentkit.transports.webrtc import RTCConfigSource, WebRTCPeers
 
@@ -76,6 +77,7 @@ def mount(
     max_sessions_per_address: int | None = None,
     max_pending_offers_per_address: int | None = None,
     webrtc_connect_timeout_s: float = 5.0,
+    store: ConversationStore | None = None,
 ) -> MountedTransports:
     """Add every transport's endpoints for `stream` to `app` under `prefix`.
 
@@ -96,7 +98,9 @@ def mount(
     counts as the server's own for the origin check). `allowed_origins`: the other sites whose pages
     may connect (None: no origin checks). `stream.aclose()` closes the WebRTC
     peer connections too. Without the `webrtc` or `twilio` extra, that transport's paths answer 501
-    with `{"error": "missing_extra", ...}` naming the extra to install.
+    with `{"error": "missing_extra", ...}` naming the extra to install. `store`: the conversation
+    store of the stream's agent, with which a Twilio call whose media stream dropped reconnects and
+    goes on (see `agentkit.transports.twilio`).
     """
     from agentkit.config import load_settings
     from agentkit.transports.websocket import add_websocket_routes
@@ -166,6 +170,7 @@ def mount(
             public_url=public_url,
             validate_signatures=validate_twilio_signatures,
             prefix=f"{prefix}/telephone",
+            store=store,
         )
     return MountedTransports(
         webrtc_peers=peers, twilio_tokens=tokens, sessions=sessions, pending_offers=pending_offers

@@ -5,6 +5,11 @@ In: `connected`, `start` (must carry the one-time token from the TwiML), `media`
 Out: `media` (mu-law 8 kHz, one 20 ms frame per message, paced in real time by the session), a `mark`
 every `mark_interval_ms` of reply audio and at the end of each reply, and `clear` on barge-in.
 
+A paused reply (`playback_paused`, a suspected interruption) is a `clear` too: Twilio drops what it
+has buffered, the session takes that audio back by the marks' count of what was heard, and re-sends
+it if the reply resumes; marks then count on from the pause. A barge-in confirmed during the pause
+sends no second `clear` when nothing was sent since the first.
+
 The echoed marks are the playout clock: on barge-in the session asks `heard_reply_ms()` (the last
 echoed mark's position plus the time since, never past the next unechoed mark) rather than trusting
 its own pacing. `hang_up()` ends the call through Twilio's REST API when call control is configured
@@ -17,15 +22,17 @@ problems are logged (without numbers or audio) and fatal ones close the socket w
 from __future__ import annotations
 
 import asyncio
-import base64
+import binascii
+import json
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from agentkit._tasks import cancel_and_wait
 from agentkit.audio import Samples
 from agentkit.exceptions import ProtocolError, ProviderError
-from agentkit.stream._events import Event, Interrupted, ResponseDone
+from agentkit.stream._events import Event, Interrupted, PlaybackPaused, ResponseDone
 from agentkit.transports._close_codes import CLOSE_POLICY, CLOSE_UNSUPPORTED
 from agentkit.transports._twilio_rest import TwilioCalls
 from agentkit.transports._twilio_webhook import TOKEN_PARAMETER, CallGrant, CallTokens
@@ -43,6 +50,36 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 8000
 _MAX_PENDING_MARKS = 256
+_MEDIA_TAIL = '"}}'
+_WS = "[ \t\n\r]*"  # JSON's whitespace (not `\s`, which also matches what JSON refuses)
+
+
+def _object_pattern(**members: str) -> str:
+    """A pattern for a JSON object of exactly these members, in this order (values are patterns)."""
+    body = f"{_WS},{_WS}".join(f'"{name}"{_WS}:{_WS}{value}' for name, value in members.items())
+    return f"\\{{{_WS}{body}{_WS}\\}}"
+
+
+_NUMBER_STRING = '"[0-9]{1,20}"'
+_MEDIA = re.compile(
+    _object_pattern(
+        event='"media"',
+        sequenceNumber=_NUMBER_STRING,
+        media=_object_pattern(
+            track='"inbound"',
+            chunk=_NUMBER_STRING,
+            timestamp=_NUMBER_STRING,
+            payload='"([A-Za-z0-9+/]*={0,2})"',
+        ),
+        streamSid='"[A-Za-z0-9]{1,64}"',
+    )
+    + _WS
+)
+"""Twilio's inbound `media` message, exactly as Twilio writes it (keys in its order, ASCII only).
+
+Fifty arrive a second per call: one that matches is valid JSON of the shape `_on_media` checks
+(depth 2, the caller's track, a payload of base64 characters) and skips the generic parse. Anything
+else, any other order, an escaped character, takes the generic path with every check it makes."""
 
 
 class TwilioConnection(WebSocketConnection):
@@ -68,8 +105,11 @@ class TwilioConnection(WebSocketConnection):
         self._calls = calls
         self._require_token = require_token  # False only for loopback benchmarks (see add_twilio_routes)
         self._heard_at: tuple[int, float] | None = None  # (reply ms confirmed, clock reading then)
+        self._resume_ms = 0  # where the reply's audio starts again after a pause
+        self._cleared = False  # a pause's `clear` went out and no audio since
         self._mark_interval_ms = mark_interval_ms
         self.stream_sid: str | None = None
+        self._media_head = ""  # the outbound `media` message up to its payload (set by `start`)
         self.call_sid: str | None = None
         self._reply_ms = 0.0  # reply audio sent since the reply began
         self._unmarked_ms = 0.0  # reply audio sent since the last mark
@@ -89,6 +129,11 @@ class TwilioConnection(WebSocketConnection):
         finally:
             await cancel_and_wait(watchdog, 1.0)
 
+    def end_reason(self) -> str:
+        """`dropped` when the socket ended with neither Twilio's `stop` nor the server closing it: the
+        call may go on, and reconnects through the `<Connect action>` (see `_twilio_resume`)."""
+        return "client_stop" if self._closing else "dropped"
+
     async def _require_start(self) -> None:
         await asyncio.sleep(self.start_timeout_s)
         if self.session is None:
@@ -100,10 +145,11 @@ class TwilioConnection(WebSocketConnection):
         return samples_to_mulaw(samples)
 
     async def send_audio(self, payload: bytes) -> None:
-        message = {"event": "media", "streamSid": self.stream_sid, "media": {"payload": _b64(payload)}}
-        await self.send_json(message)
+        # json.dumps of {"event": "media", "streamSid": ..., "media": {"payload": ...}}, 50 times a second
+        await self.send_text(f"{self._media_head}{_b64(payload)}{_MEDIA_TAIL}")
+        self._cleared = False
         if self._heard_at is None and self.session is not None:
-            self._heard_at = (0, self.session.clock.now())  # Twilio starts playing about now
+            self._heard_at = (self._resume_ms, self.session.clock.now())  # Twilio starts playing about now
         duration_ms = len(payload) * 1000 / SAMPLE_RATE
         self._reply_ms += duration_ms
         self._unmarked_ms += duration_ms
@@ -111,18 +157,21 @@ class TwilioConnection(WebSocketConnection):
             await self._send_mark()
 
     async def send_event(self, event: Event) -> None:
-        if isinstance(event, Interrupted):
+        if isinstance(event, Interrupted | PlaybackPaused):
             # control beats data: Twilio drops its buffered audio; marks of that audio no longer count
             self._pending_marks.clear()
             self._all_played.set()
-            self._reply_ms = self._unmarked_ms = 0.0
-            self.heard_ms = 0
+            paused = isinstance(event, PlaybackPaused)
+            self.heard_ms = self._resume_ms = event.heard_ms if paused else 0
+            self._reply_ms, self._unmarked_ms = float(self._resume_ms), 0.0
             self._heard_at = None
-            if self.stream_sid is not None:
+            cleared, self._cleared = self._cleared, paused
+            if self.stream_sid is not None and (paused or not cleared):
                 await self.send_json({"event": "clear", "streamSid": self.stream_sid})
         elif isinstance(event, ResponseDone):
             await self._send_mark(end=True)
             self._reply_ms = self._unmarked_ms = 0.0
+            self._resume_ms = 0
         # everything else is agentkit's own vocabulary, which Twilio would reject
 
     async def _send_mark(self, *, end: bool = False) -> None:
@@ -138,6 +187,20 @@ class TwilioConnection(WebSocketConnection):
         await self.send_json({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
 
     # -- messages from Twilio --------------------------------------------------------------------
+    async def _on_text(self, text: str) -> None:
+        media = _MEDIA.fullmatch(text) if len(text) <= self.stream.max_message_bytes else None
+        if media is None:
+            await super()._on_text(text)
+        elif self.session is None:
+            await self.complain("not_started", "media before a valid start message was dropped")
+        else:
+            try:  # what `base64.b64decode(validate=True)` does (the pattern checked the alphabet)
+                payload = binascii.a2b_base64(media.group(1), strict_mode=True)
+            except binascii.Error:
+                await self.complain("bad_media", "media.payload must be base64 mu-law audio")
+            else:
+                await self.feed(payload, "mulaw")
+
     async def on_bytes(self, data: bytes) -> None:
         await self.report("binary_frame", "Twilio sends JSON text messages only", fatal=True)
         await self.close_with_code(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")
@@ -204,6 +267,9 @@ class TwilioConnection(WebSocketConnection):
             await self.close_with_code(CLOSE_POLICY, "invalid session token")
             return
         self.stream_sid = stream_sid
+        self._media_head = (
+            f'{{"event": "media", "streamSid": {json.dumps(stream_sid)}, "media": {{"payload": "'
+        )
         self.call_sid = call_sid or grant.call_sid
         await self.open_session(
             input_sample_rate=SAMPLE_RATE,
@@ -211,6 +277,7 @@ class TwilioConnection(WebSocketConnection):
             session_id=None,
             caller=grant.caller,
             call_info=grant.call_info(),
+            resuming=grant.resuming,  # a call in progress reconnecting: not turned away for load
         )
 
     async def _on_media(self, message: dict[str, Any]) -> None:
@@ -295,4 +362,4 @@ class TwilioConnection(WebSocketConnection):
 
 
 def _b64(payload: bytes) -> str:
-    return base64.b64encode(payload).decode("ascii")
+    return binascii.b2a_base64(payload, newline=False).decode("ascii")

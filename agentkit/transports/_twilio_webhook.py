@@ -40,6 +40,8 @@ __all__ = [
     "CallGrant",
     "CallTokens",
     "SignatureCheck",
+    "busy_twiml",
+    "hangup_twiml",
     "media_stream_twiml",
     "parse_form",
     "public_base_url",
@@ -47,6 +49,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+BUSY_MESSAGE = "Sorry, we can't take your call right now. Please try again in a few minutes. Goodbye."
+"""What a caller hears when the server turns the call away (overloaded, or at its limit)."""
 
 TOKEN_PARAMETER = "token"
 CALLER_PARAMETER = "caller"
@@ -73,10 +78,14 @@ class CallGrant:
     """The agent placed this call (`agentkit call`): `caller` is the person it called."""
     purpose: str | None = None
     """Why the agent placed the call (`agentkit call --purpose`), for its instructions."""
+    resuming: bool = False
+    """The call's stream dropped (its server died) and this one carries it on (`<Connect action>`)."""
 
     def call_info(self) -> dict[str, str]:
         """What the session's handler learns of the call besides the caller (`HandlerContext.call_info`)."""
         info = {"direction": "outbound" if self.outbound else "inbound"}
+        if self.call_sid:  # signed with the token: a call that reconnects goes on in its conversation
+            info["call_id"] = self.call_sid
         if self.called:
             info["called"] = self.called
         if self.purpose:
@@ -141,11 +150,12 @@ class CallTokens:
         call_sid: str | None,
         outbound: bool = False,
         purpose: str | None = None,
+        resuming: bool = False,
     ) -> str:
         now = self._clock.now()
         if self._secret is not None:
             nonce = secrets.token_urlsafe(12)
-            claims = [caller, called, call_sid, now + self.ttl_s, nonce, outbound, purpose]
+            claims = [caller, called, call_sid, now + self.ttl_s, nonce, outbound, purpose, resuming]
             payload = base64.urlsafe_b64encode(json.dumps(claims, separators=(",", ":")).encode())
             return f"{payload.decode()}.{self._mac(payload)}"
         self._forget_expired(now)
@@ -153,7 +163,9 @@ class CallTokens:
             self._pending.popitem(last=False)
             self.dropped += 1
         token = secrets.token_urlsafe(24)
-        self._pending[token] = CallGrant(caller, called, call_sid, now + self.ttl_s, outbound, purpose)
+        self._pending[token] = CallGrant(
+            caller, called, call_sid, now + self.ttl_s, outbound, purpose, resuming
+        )
         return token
 
     def redeem(self, token: object) -> CallGrant | None:
@@ -178,7 +190,7 @@ class CallTokens:
             return None
         try:
             claims = json.loads(base64.urlsafe_b64decode(payload))
-            caller, called, call_sid, expires_at_s, nonce, outbound, purpose = claims
+            caller, called, call_sid, expires_at_s, nonce, outbound, purpose, resuming = claims
         except (ValueError, TypeError, binascii.Error):  # signed by us, so only if the format changed
             return None
         now = self._clock.now()
@@ -187,7 +199,7 @@ class CallTokens:
         if expires_at_s < now or nonce in self._used:
             return None
         self._used[nonce] = expires_at_s
-        return CallGrant(caller, called, call_sid, expires_at_s, bool(outbound), purpose)
+        return CallGrant(caller, called, call_sid, expires_at_s, bool(outbound), purpose, bool(resuming))
 
     def _forget_expired(self, now: float) -> None:
         while self._pending:
@@ -239,10 +251,13 @@ class SignatureCheck:
         return bool(self._validator.validate(url, form, signature))
 
 
-def media_stream_twiml(stream_url: str, *, token: str, caller: str | None, called: str | None) -> str:
-    """`<Response><Connect><Stream url=...>` with the caller, called number and token as parameters."""
+def media_stream_twiml(
+    stream_url: str, *, token: str, caller: str | None, called: str | None, action: str | None = None
+) -> str:
+    """`<Response><Connect><Stream url=...>` with the caller, called number and token as parameters;
+    `action`: the URL Twilio requests when the stream ends while the call goes on (`_twilio_resume`)."""
     response = VoiceResponse()
-    connect = Connect()
+    connect = Connect() if action is None else Connect(action=action)
     stream = connect.stream(url=stream_url)
     if caller:
         stream.parameter(name=CALLER_PARAMETER, value=caller)
@@ -250,4 +265,20 @@ def media_stream_twiml(stream_url: str, *, token: str, caller: str | None, calle
         stream.parameter(name=CALLED_PARAMETER, value=called)
     stream.parameter(name=TOKEN_PARAMETER, value=token)
     response.append(connect)
+    return str(response)
+
+
+def busy_twiml(message: str = BUSY_MESSAGE) -> str:
+    """`<Response><Say>message</Say><Hangup/></Response>`: turn a call away politely. Twilio plays
+    TwiML only from a 200 answer (an error status would play its own "application error")."""
+    response = VoiceResponse()
+    response.say(message)
+    response.hangup()
+    return str(response)
+
+
+def hangup_twiml() -> str:
+    """`<Response><Hangup/></Response>`: the call is over (an action request after its end)."""
+    response = VoiceResponse()
+    response.hangup()
     return str(response)

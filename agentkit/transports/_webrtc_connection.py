@@ -33,6 +33,7 @@ from agentkit.stream._events import (
     Event,
     Interrupted,
     PauseDetected,
+    PlaybackPaused,
     ResponseDone,
     ResponseStarting,
     Stopped,
@@ -40,6 +41,7 @@ from agentkit.stream._events import (
 from agentkit.transports._admission import AddressSlot
 from agentkit.transports._untrusted import loads_untrusted
 from agentkit.transports._webrtc_media import OutgoingAudioTrack, frame_to_mono_pcm16
+from agentkit.transports._webrtc_receive import PromptJitterBuffer
 
 __all__ = ["CallState", "WebRTCConnection", "close_peer_connection"]
 
@@ -89,6 +91,9 @@ class WebRTCConnection:
         """Why the connection ended (`client_stop`, `connect_timeout`, `failed`, ...); None while live."""
         self.state: CallState | None = None
         self.dropped_events = 0
+        self.receive_buffers: list[PromptJitterBuffer] = []
+        """What hands the caller's audio packets to the decoder (`hand_on_promptly`), with its counts
+        of concealed and late packets."""
         self._connect_timeout_s = connect_timeout_s
         self._disconnect_grace_s = disconnect_grace_s
         self._remote_track: MediaStreamTrack | None = None
@@ -107,6 +112,11 @@ class WebRTCConnection:
         pc.on("track", self._on_track)
         pc.on("datachannel", self._on_datachannel)
 
+    @property
+    def dropped_frames(self) -> int:
+        """Reply audio the outgoing track dropped because aiortc's sender fell behind (`DropCounter`)."""
+        return self.outgoing.dropped_frames
+
     # -- Transport (used by the session) ---------------------------------------------------------
     def encode_audio(self, samples: Samples) -> bytes:
         return float_to_pcm16(samples)
@@ -118,10 +128,10 @@ class WebRTCConnection:
         self._set_state("speaking")
 
     async def send_event(self, event: Event) -> None:
-        if isinstance(event, Interrupted):
-            self.outgoing.clear()  # barge-in: nothing queued may still reach the caller's ear
+        if isinstance(event, Interrupted | PlaybackPaused):
+            self.outgoing.clear()  # barge-in or pause: nothing queued may still reach the caller's ear
         self._send_json(event.to_json())
-        if isinstance(event, ResponseDone | Interrupted):
+        if isinstance(event, ResponseDone | Interrupted | PlaybackPaused):
             self._set_state("listening")
         elif isinstance(event, PauseDetected | ResponseStarting):
             self._set_state("thinking")
@@ -324,6 +334,14 @@ class WebRTCConnection:
         await self._drain_channel()
         if self.pc is not None:
             await close_peer_connection(self.pc)
+        for buffer in self.receive_buffers:
+            if buffer.concealed_packets or buffer.late_packets or buffer.unconcealed_packets:
+                logger.info(
+                    "webrtc: caller audio: %d lost packets concealed, %d not, %d late ones dropped",
+                    buffer.concealed_packets,
+                    buffer.unconcealed_packets,
+                    buffer.late_packets,
+                )
         logger.info("webrtc: connection closed (%s)", self.end_reason)
 
     async def _drain_channel(self) -> None:

@@ -17,7 +17,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from agentkit.audio import Samples, mulaw_encode
 from agentkit.exceptions import (
-    AddressLimitError,
     AgentkitError,
     AudioFormatError,
     CapacityError,
@@ -93,6 +92,10 @@ class WebSocketConnection(abc.ABC):
     async def send_json(self, message: dict[str, Any]) -> None:
         await self._send({"type": "websocket.send", "text": json.dumps(message)})
 
+    async def send_text(self, text: str) -> None:
+        """Send text that is JSON already (a protocol's precomputed envelope around a payload)."""
+        await self._send({"type": "websocket.send", "text": text})
+
     async def send_binary(self, payload: bytes) -> None:
         await self._send({"type": "websocket.send", "bytes": payload})
 
@@ -151,9 +154,14 @@ class WebSocketConnection(abc.ABC):
             await self.close_with_code(CLOSE_INTERNAL, "internal error")
         finally:
             if self.session is not None:
-                await self.session.close("client_stop")
+                await self.session.close(self.end_reason())
             if self._slot is not None:
                 self._slot.release()
+
+    def end_reason(self) -> str:
+        """The session's stop reason when the connection ends without the server having chosen one
+        (the caller left or stopped)."""
+        return "client_stop"
 
     async def _on_text(self, text: str) -> None:
         try:
@@ -185,6 +193,7 @@ class WebSocketConnection(abc.ABC):
         session_id: str | None,
         caller: str | None = None,
         call_info: Mapping[str, str] | None = None,
+        resuming: bool = False,
     ) -> Session | None:
         """Open and start the session; on refusal, tell the caller and close. None if refused."""
         slot: AddressSlot | None = None
@@ -199,8 +208,9 @@ class WebSocketConnection(abc.ABC):
                 channel=self.protocol,
                 caller=caller,
                 call_info=call_info,
+                resuming=resuming,
             )
-        except CapacityError as exc:  # the stream's limit, or this address's (`AddressLimitError`)
+        except CapacityError as exc:  # the stream's limit or load, or this address's cap
             if slot is not None:
                 slot.release()
             await self.refuse_capacity(exc)
@@ -218,7 +228,7 @@ class WebSocketConnection(abc.ABC):
 
     async def refuse_capacity(self, exc: CapacityError) -> None:
         await self.report(exc, fatal=True)
-        reason = "too many sessions" if isinstance(exc, AddressLimitError) else "over capacity"
+        reason = exc.code.replace("_", " ")  # "over capacity", "too many sessions", "busy", ...
         await self.close_with_code(CLOSE_TRY_LATER, reason)
 
     async def feed(self, payload: bytes, codec: str) -> None:

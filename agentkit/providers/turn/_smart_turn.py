@@ -16,6 +16,8 @@ probability(clip) ─► open batch? ─no─► open one; its task waits batch_
 
 A caller that is cancelled while waiting only drops its own result. A model file that cannot be
 loaded is logged once, and `load()` then says False: turn-taking falls back to silence alone.
+`SmartTurn(optional=True)`, an `Agent`'s default, is used only if its file is already in the models
+dir: it never downloads, and its absence is one info line per process, not a warning.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class SmartTurn:
 
     _sessions: ClassVar[dict[Path, Any]] = {}
     _lock: ClassVar[threading.Lock] = threading.Lock()
+    _absence_logged: ClassVar[bool] = False  # optional instances: the model's absence said once
 
     def __init__(
         self,
@@ -70,6 +73,7 @@ class SmartTurn:
         *,
         batch_window_ms: float = 5.0,
         max_batch: int = 4,
+        optional: bool = False,
     ) -> None:
         if batch_window_ms < 0 or max_batch < 1:
             raise ValueError("batch_window_ms must not be negative and max_batch must be at least 1")
@@ -78,6 +82,9 @@ class SmartTurn:
         """How long the first check of a batch waits for others to join."""
         self.max_batch = max_batch
         """A batch this large runs at once, without waiting out the window."""
+        self.optional = optional
+        """Use the model only if its file is present (never download it); its absence is an info
+        line, once per process, and turn-taking keeps to silence."""
         self._session: Any = None
         self._unavailable: str | None = None
         self._open: _Batch | None = None
@@ -92,7 +99,7 @@ class SmartTurn:
         if self._model_path is None:
             from agentkit.models import model_path
 
-            self._model_path = model_path(_MODEL, _FILE)
+            self._model_path = model_path(_MODEL, _FILE, download=False if self.optional else None)
         return self._model_path
 
     def load(self) -> bool:
@@ -104,7 +111,20 @@ class SmartTurn:
                 return False
             try:
                 self._session = _shared_session(self.model_path)
-            except (ModelNotFoundError, OSError, RuntimeError) as exc:
+            except ModelNotFoundError as exc:
+                self._unavailable = str(exc)
+                if not self.optional:
+                    logger.warning("semantic end of turn is off, turns end on silence alone: %s", exc)
+                elif not SmartTurn._absence_logged:
+                    SmartTurn._absence_logged = True
+                    logger.info(
+                        "semantic end of turn is off: the Smart Turn model is not in the models dir "
+                        "(%s), so turns end on silence alone; `agentkit models download smart-turn` "
+                        "turns it on",
+                        exc.context.get("directory") or exc.context.get("path") or "not found",
+                    )
+                return False
+            except (OSError, RuntimeError) as exc:
                 self._unavailable = str(exc)
                 logger.warning("semantic end of turn is off, turns end on silence alone: %s", exc)
                 return False
@@ -163,9 +183,18 @@ class SmartTurn:
                 future.set_result(float(probability))
 
     async def aclose(self) -> None:
-        """Cancel batches still waiting; the shared session stays loaded for the process."""
-        await self._tasks.aclose(1.0)
+        """Cancel batches still waiting; the shared session stays loaded for the process, and the
+        instance can be used again (an `Agent`'s default is shared by every agent)."""
+        tasks, self._tasks = self._tasks, TaskSet("smart-turn")
         self._open = None
+        await tasks.aclose(1.0)
+
+    def __repr__(self) -> str:
+        return (
+            f"SmartTurn(optional={self.optional})"
+            if self._model_path is None
+            else (f"SmartTurn({str(self._model_path)!r}, optional={self.optional})")
+        )
 
 
 def _shared_session(path: Path) -> Any:

@@ -1,12 +1,21 @@
-"""The VAD Protocol: a model shared by every session, and a small stateful stream per session."""
+"""The VAD Protocol: a model shared by every session, and a small stateful stream per session.
+
+A model may also score many sessions' chunks in one call (`BatchedVAD.probabilities`): a recurrent
+VAD's cost per call is mostly fixed overhead, so one call over 50 streams costs about half as much per
+chunk as 50 calls, and the audio thread's time goes to the model rather than to Python. The entry
+point is optional: turn detection (`agentkit.stream._turn_batch`) uses it when the model has it and
+falls back to one `VADStream.probability` per stream otherwise (a test fake needs nothing more than
+`VAD`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from agentkit.audio import Samples
 
-__all__ = ["VAD", "VADStream"]
+__all__ = ["VAD", "BatchedVAD", "VADStream"]
 
 
 class VADStream(Protocol):
@@ -39,4 +48,18 @@ class VAD(Protocol):
 
     async def aclose(self) -> None:
         """Release clients, sessions and threads; safe to call twice; the provider may not be used after."""
+        ...
+
+
+class BatchedVAD(VAD, Protocol):
+    """A `VAD` that can score one chunk of each of many of its streams in a single model call."""
+
+    def probabilities(self, streams: Sequence[VADStream], chunks: Sequence[Samples]) -> list[float]:
+        """`streams[i].probability(chunks[i])` for every i, computed together.
+
+        Each stream appears at most once (its recurrent state advances by exactly one chunk), and
+        every stream came from this model's `stream()`. If it raises, no stream's state has changed
+        (the caller then scores the streams one by one to find the culprit). CPU work: call it from
+        an executor.
+        """
         ...

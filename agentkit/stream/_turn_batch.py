@@ -1,0 +1,255 @@
+"""`TurnBatcher`: every session's turn detection in one audio-thread job, one VAD call per round.
+
+Why: with one executor hop and one model call per session per frame, a process serving 150 phone
+calls makes 7,500 hops and 4,700 Silero calls a second. Each hop costs the event loop a future, a
+thread wake-up and a callback, and each call costs the model a fixed overhead that dwarfs the
+arithmetic on 512 samples. Batched, the loop pays one hop for all the sessions whose audio arrived
+meanwhile, and the model scores their chunks together (`BatchedVAD.probabilities`).
+
+```
+session A ─► process(vad, detector, samples) ─┐          ┌─ one audio-thread job ──────────────────┐
+session B ─► process(...) ────────────────────┼─► jobs ─►│ split each input into whole chunks       │
+session C ─► process(...) ────────────────────┘          │ round k: the k-th chunk of every session │
+                                                          │   → one VAD call per model → step each   │
+   each awaits its own events ◄──── results ◄─────────────│ check_partial per session                │
+                                                          └──────────────────────────────────────────┘
+```
+
+No tick: a job submitted while nothing runs starts at once (a lone call adds no latency); jobs that
+arrive while a batch runs wait for it and then go together, so batches grow with the load by
+themselves. A session's k-th chunk goes in round k because its recurrent VAD state must advance in
+order; sessions with fewer chunks drop out of the later rounds.
+
+The job queue is bounded by the sessions: each session awaits its events before it sends its next
+input (`TurnTakingHandler.receive`), and a second input of a detector already in a batch waits for the
+next one. One session's failure (its input, its VAD stream, its state machine) fails only its own
+await; a failed batched VAD call is retried stream by stream, so the culprit alone gets the error.
+A cancelled await is dropped if its job has not started, and its events are dropped if it has.
+
+The batcher belongs to the event loop it runs on (`turn_batcher()`): its futures are that loop's.
+`stats` says how well batching works (`vad_batch_stats()` for the running loop's, e.g. for metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections import deque
+from dataclasses import dataclass, field
+from functools import partial
+
+from agentkit._executor import audio_executor
+from agentkit.audio import Samples
+from agentkit.providers.vad import VAD, VADStream
+from agentkit.stream._turn import TurnDetector, TurnEvent
+
+__all__ = ["TurnBatcher", "VADBatchStats", "turn_batcher", "vad_batch_stats"]
+
+
+@dataclass(frozen=True, slots=True)
+class VADBatchStats:
+    """Counters of one `TurnBatcher` since it was created (a snapshot)."""
+
+    batches: int = 0
+    """Audio-thread jobs run, each for every session that had input waiting."""
+    jobs: int = 0
+    """Session inputs handled in them (one input frame each, usually)."""
+    sessions_last: int = 0
+    """Sessions in the latest batch."""
+    sessions_max: int = 0
+    """Most sessions in one batch."""
+    vad_calls: int = 0
+    """Model calls made (one per round and VAD model, more when a batched call failed)."""
+    chunks: int = 0
+    """Chunks scored; `chunks / vad_calls` is the mean VAD batch size."""
+    failed_jobs: int = 0
+    """Inputs whose processing raised (their sessions got the error)."""
+
+    @property
+    def mean_sessions(self) -> float:
+        """Sessions per batch on average (0 before the first batch)."""
+        return self.jobs / self.batches if self.batches else 0.0
+
+
+@dataclass(slots=True)
+class _Job:
+    vad: VAD
+    detector: TurnDetector
+    samples: Samples
+    future: asyncio.Future[list[TurnEvent]]
+    # filled in on the audio thread:
+    chunks: list[Samples] = field(default_factory=list)
+    events: list[TurnEvent] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Counts:
+    vad_calls: int = 0
+    chunks: int = 0
+
+
+class TurnBatcher:
+    """Runs `TurnDetector.process` for many sessions at once on the audio thread (module docstring)."""
+
+    def __init__(self) -> None:
+        self._waiting: deque[_Job] = deque()
+        self._running: asyncio.Future[_Counts] | None = None
+        self._batches = self._jobs = self._sessions_last = self._sessions_max = 0
+        self._vad_calls = self._chunks = self._failed = 0
+
+    @property
+    def stats(self) -> VADBatchStats:
+        return VADBatchStats(
+            batches=self._batches,
+            jobs=self._jobs,
+            sessions_last=self._sessions_last,
+            sessions_max=self._sessions_max,
+            vad_calls=self._vad_calls,
+            chunks=self._chunks,
+            failed_jobs=self._failed,
+        )
+
+    async def process(self, vad: VAD, detector: TurnDetector, samples: Samples) -> list[TurnEvent]:
+        """`detector.process(samples)`, run with the other sessions' waiting inputs; `detector`'s VAD
+        stream must come from `vad`. Raises what processing this input raised."""
+        future: asyncio.Future[list[TurnEvent]] = asyncio.get_running_loop().create_future()
+        self._waiting.append(_Job(vad, detector, samples, future))
+        if self._running is None:
+            self._start_batch()
+        return await future
+
+    def _start_batch(self) -> None:
+        batch: list[_Job] = []
+        later: list[_Job] = []
+        in_batch: set[int] = set()
+        while self._waiting:
+            job = self._waiting.popleft()
+            if job.future.done():  # its session stopped waiting (cancelled) before the job began
+                continue
+            if id(job.detector) in in_batch:  # a detector's inputs go in order, one per batch
+                later.append(job)
+            else:
+                in_batch.add(id(job.detector))
+                batch.append(job)
+        self._waiting.extend(later)
+        if not batch:
+            return
+        loop = asyncio.get_running_loop()
+        self._running = running = loop.run_in_executor(audio_executor(), _run_batch, batch)
+        running.add_done_callback(partial(self._finish_batch, batch))
+
+    def _finish_batch(self, batch: list[_Job], running: asyncio.Future[_Counts]) -> None:
+        self._running = None
+        counts = _Counts()
+        if running.cancelled():  # the loop is shutting down: nobody is left to wait
+            for job in batch:
+                job.future.cancel()
+            return
+        error = running.exception()
+        if error is None:
+            counts = running.result()
+        self._batches += 1
+        self._jobs += len(batch)
+        self._sessions_last = len(batch)
+        self._sessions_max = max(self._sessions_max, len(batch))
+        self._vad_calls += counts.vad_calls
+        self._chunks += counts.chunks
+        for job in batch:
+            job_error = job.error or error
+            if job_error is not None:
+                self._failed += 1
+            if job.future.done():
+                continue  # cancelled while its job ran: the events go nowhere
+            if job_error is not None:
+                job.future.set_exception(job_error)
+            else:
+                job.future.set_result(job.events)
+        if self._waiting:
+            self._start_batch()
+
+
+def _run_batch(batch: list[_Job]) -> _Counts:
+    """The audio-thread job: split, score round by round, step, then check partial chunks."""
+    counts = _Counts()
+    for job in batch:
+        try:
+            job.chunks = job.detector.split(job.samples)
+        except Exception as exc:
+            job.error = exc
+    for k in range(max((len(job.chunks) for job in batch), default=0)):
+        round_jobs = [job for job in batch if job.error is None and k < len(job.chunks)]
+        by_vad: dict[int, list[_Job]] = {}
+        for job in round_jobs:
+            by_vad.setdefault(id(job.vad), []).append(job)
+        for jobs in by_vad.values():
+            _score_and_step(jobs, k, counts)
+    for job in batch:
+        if job.error is None and job.samples.shape[0]:
+            try:
+                event = job.detector.check_partial()
+            except Exception as exc:
+                job.error = exc
+            else:
+                if event is not None:
+                    job.events.append(event)
+    return counts
+
+
+def _score_and_step(jobs: list[_Job], k: int, counts: _Counts) -> None:
+    """Round `k` for the sessions of one VAD model: one call for their k-th chunks, then each steps."""
+    chunks = [job.chunks[k] for job in jobs]
+    streams: list[VADStream] = [job.detector.vad_stream for job in jobs]
+    probabilities: list[float | None] | None = None
+    batched = getattr(jobs[0].vad, "probabilities", None) if len(jobs) > 1 else None
+    if batched is not None:  # a `BatchedVAD`
+        counts.vad_calls += 1
+        scores: list[float] | None = None
+        with contextlib.suppress(Exception):  # a failed call changed no state: the loop below finds why
+            scores = list(batched(streams, chunks))
+        if scores is not None and len(scores) != len(jobs):
+            for job in jobs:  # the states moved on, but to what: these sessions cannot go on
+                job.error = ValueError(f"the VAD scored {len(scores)} of {len(jobs)} chunks")
+            return
+        if scores is not None:
+            probabilities = [float(p) for p in scores]
+    if probabilities is None:
+        probabilities = []
+        for job, stream, chunk in zip(jobs, streams, chunks, strict=True):
+            counts.vad_calls += 1
+            try:
+                probabilities.append(stream.probability(chunk))
+            except Exception as exc:
+                job.error = exc
+                probabilities.append(None)
+    counts.chunks += len(chunks)
+    for job, chunk, p in zip(jobs, chunks, probabilities, strict=True):
+        if p is None:
+            continue
+        try:
+            event = job.detector.step(chunk, p)
+        except Exception as exc:
+            job.error = exc
+        else:
+            if event is not None:
+                job.events.append(event)
+
+
+_batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBatcher] = weakref.WeakKeyDictionary()
+
+
+def turn_batcher() -> TurnBatcher:
+    """The running event loop's batcher (created on first use)."""
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    if batcher is None:
+        batcher = _batchers[loop] = TurnBatcher()
+    return batcher
+
+
+def vad_batch_stats() -> VADBatchStats:
+    """How turn detection has been batched on the running event loop so far (for metrics)."""
+    loop = asyncio.get_running_loop()
+    batcher = _batchers.get(loop)
+    return batcher.stats if batcher is not None else VADBatchStats()

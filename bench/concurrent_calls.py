@@ -1,0 +1,606 @@
+"""Concurrent calls: how many simultaneous callers one machine serves before replies get late.
+
+    python bench/concurrent_calls.py --target echo --workers 1 --calls 100,200,300
+    python bench/concurrent_calls.py --target echo --workers 2 --calls 200,300,400,500
+    python bench/concurrent_calls.py --target agent --workers 2 --calls 200,300
+    python bench/concurrent_calls.py --target cloud --workers 2 --calls 100,150
+    python bench/concurrent_calls.py --target fastrtc --calls 1,2,4,8
+    python bench/concurrent_calls.py --transport websocket --target echo --calls 200
+
+Each step starts a fresh server (`agentkit run bench/load_agents/<target>.py --workers W`, or FastRTC
+0.0.34's `server_echo.py` from `bench/setup_fastrtc.sh`) on a free 127.0.0.1 port and places N
+calls at irregular start times over `--ramp-s`. A Twilio call is what Twilio does: the signed voice
+webhook, then the media WebSocket from the TwiML (`connected`, `start` with the token parameter,
+20 ms mu-law 8 kHz `media` in real time, every `mark` answered, `stop` at the end); FastRTC has no
+webhook, so its calls open `/telephone/handler` directly. `--transport websocket` uses agentkit's
+native protocol (`/ws`, 16-bit PCM at 16 kHz) instead. Every call speaks `--turns` times (the
+shared FastRTC baseline's `utt2_raw.wav`) and waits for the reply between them.
+
+Measured per step: end of speech -> first reply audio (median, p95; end of speech is the WAV's last
+loud sample on the call's media schedule, as in `shared/baselines/fastrtc/ws_latency_client.py`),
+failures (a call refused or dropped, or a turn with no reply within `--max-wait-s`), the server's
+CPU per call (all its processes, over the window in which every call is connected), its resident
+memory per call, and this load generator's own CPU. The fakes of the `cloud` target run in a process
+of their own; their CPU is reported apart.
+
+The generator stays cheap: payloads are encoded once, one task paces every call's frames on one
+20 ms grid, and only non-audio messages are parsed. Loopback only; every step is bounded in time.
+A step "holds" when p95 <= the target's silence setting + 50 ms with no failure (FastRTC: its own
+one-call p95 + 50 ms, since its pause detection is not a silence setting); the largest holding N is
+printed with the ratio to FastRTC's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+sys.path.insert(1, str(BENCH_DIR.parent))
+
+import run_bench as rb  # noqa: E402  (servers, FastRTC paths, statistics helpers)
+
+from agentkit.audio import StreamingResampler, float_to_pcm16, mulaw_encode, read_wav  # noqa: E402
+from agentkit.testing import sign_twilio_request, speech_bounds  # noqa: E402
+
+FRAME_S = 0.020
+AUTH_TOKEN = "bench-auth-token-0123456789abcdef"
+SILENCE_MS = 500  # agentkit's end_of_turn_silence_ms default, which these agents keep
+HOLD_SLACK_S = 0.050
+WAV = rb.BASELINE_DIR / "audio" / "utt2_raw.wav"
+RESULTS = rb.RESULTS_DIR / "concurrent"
+TICKS_PER_S = round(1 / FRAME_S)
+
+
+# -- audio, encoded once ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Utterance:
+    frames: list[str] | list[bytes]
+    """The utterance as one wire payload per 20 ms frame (base64 mu-law, or 16-bit PCM bytes)."""
+    silence: str | bytes
+    """One frame of silence in the same form."""
+    speech_end_s: float
+    """Where the speech ends in the utterance."""
+
+
+def utterance(transport: str) -> Utterance:
+    wav = read_wav(WAV)
+    bounds = speech_bounds(wav.samples, wav.sample_rate)
+    assert bounds is not None, f"{WAV} has no speech"
+    rate = 8000 if transport == "twilio" else 16000
+    samples = StreamingResampler(wav.sample_rate, rate).process(wav.samples, last=True)
+    n = round(rate * FRAME_S)
+    samples = samples[: len(samples) // n * n]
+    pcm = np.frombuffer(float_to_pcm16(samples), dtype="<i2")
+    if transport == "twilio":
+        frames: list[str] | list[bytes] = [
+            base64.b64encode(mulaw_encode(pcm[i : i + n])).decode("ascii") for i in range(0, len(pcm), n)
+        ]
+        silence: str | bytes = base64.b64encode(mulaw_encode(np.zeros(n, dtype=np.int16))).decode("ascii")
+    else:
+        frames = [pcm[i : i + n].tobytes() for i in range(0, len(pcm), n)]
+        silence = bytes(2 * n)
+    return Utterance(frames, silence, bounds[1])
+
+
+# -- one call --------------------------------------------------------------------------------------
+@dataclass
+class Call:
+    index: int
+    start_at_s: float
+    lead_frames: int
+    ws: Any = None
+    stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
+    call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
+    sequence: int = 0
+    media_ms: int = 0
+    phase: str = "connecting"  # connecting, lead, speech, gap, done
+    frame: int = 0  # within the phase
+    turn: int = 0
+    speech_end_t: float | None = None  # perf_counter time of this turn's end of speech
+    first_reply_t: float | None = None
+    last_audio_t: float = 0.0
+    latencies_s: list[float] = field(default_factory=list)
+    missed: int = 0
+    error: str | None = None
+
+
+class Load:
+    """N calls against one server: placed, paced, measured."""
+
+    def __init__(self, opts: argparse.Namespace, port: int, n: int, audio: Utterance) -> None:
+        self.opts = opts
+        self.port = port
+        self.audio = audio
+        self.rng = random.Random(opts.seed * 1000 + n)
+        self.calls = [Call(i, self.rng.uniform(0.0, opts.ramp_s), self.rng.randint(10, 50)) for i in range(n)]
+        self.active: list[Call] = []
+        self.all_connected_t: float | None = None
+        self.first_done_t: float | None = None
+        self.late_ticks = 0
+
+    # the pacing task: one frame per active call every 20 ms, on one absolute grid
+    async def pace(self, deadline: float) -> None:
+        t0 = time.perf_counter()
+        tick = 0
+        while time.perf_counter() < deadline and any(c.phase != "done" for c in self.calls):
+            tick += 1
+            due = t0 + tick * FRAME_S
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -FRAME_S:
+                self.late_ticks += 1
+            now = time.perf_counter()
+            for call in list(self.active):
+                await self._send_next(call, now, due)
+
+    async def _send_next(self, call: Call, now: float, due: float) -> None:
+        audio, opts = self.audio, self.opts
+        payload = audio.silence
+        if call.phase == "lead":
+            call.frame += 1
+            if call.frame >= call.lead_frames:
+                call.phase, call.frame = "speech", 0
+                # a frame goes out once it has been captured: its first sample was spoken 20 ms
+                # before, so the utterance starts at this tick (the next frame carries it)
+                call.speech_end_t = due + audio.speech_end_s
+                call.first_reply_t = None
+        elif call.phase == "speech":
+            payload = audio.frames[call.frame]
+            call.frame += 1
+            if call.frame >= len(audio.frames):
+                call.phase, call.frame = "gap", 0
+        elif call.phase == "gap":
+            call.frame += 1
+            assert call.speech_end_t is not None
+            replied = call.first_reply_t is not None and now - call.last_audio_t > opts.response_gap_s
+            timed_out = now - call.speech_end_t > opts.max_wait_s
+            if replied or timed_out:
+                if call.first_reply_t is None:
+                    call.missed += 1
+                call.turn += 1
+                if call.turn >= opts.turns:
+                    call.phase = "done"
+                    self.first_done_t = self.first_done_t or now
+                    self.active.remove(call)
+                    await self._hang_up(call)
+                    return
+                call.phase, call.frame, call.lead_frames = "lead", 0, self.rng.randint(10, 50)
+        try:
+            await call.ws.send(self._media(call, payload))
+        except Exception as exc:  # the server dropped the call
+            call.error = f"send failed: {type(exc).__name__}"
+            call.phase = "done"
+            self.active.remove(call)
+
+    def _media(self, call: Call, payload: str | bytes) -> str | bytes:
+        if isinstance(payload, bytes):
+            return payload
+        call.sequence += 1
+        ts = call.media_ms
+        call.media_ms += 20
+        return (
+            f'{{"event":"media","sequenceNumber":"{call.sequence}","media":{{"track":"inbound",'
+            f'"chunk":"{call.sequence}","timestamp":"{ts}","payload":"{payload}"}},'
+            f'"streamSid":"{call.stream_sid}"}}'
+        )
+
+    async def _hang_up(self, call: Call) -> None:
+        with contextlib.suppress(Exception):
+            if self.opts.transport == "twilio":
+                stop = {"event": "stop", "streamSid": call.stream_sid, "stop": {"callSid": call.call_sid}}
+                await call.ws.send(json.dumps(stop))
+            else:
+                await call.ws.send(json.dumps({"type": "stop"}))
+
+    # placing a call, and reading what comes back
+    async def place(self, call: Call, http: Any, t0: float) -> None:
+        import websockets
+
+        await asyncio.sleep(max(0.0, t0 + call.start_at_s - time.perf_counter()))
+        opts = self.opts
+        base = f"http://127.0.0.1:{self.port}"
+        try:
+            if opts.transport == "websocket":
+                url = f"ws://127.0.0.1:{self.port}/ws"
+                first = json.dumps({"type": "start", "sample_rate": 16000, "output_sample_rate": 16000})
+                extra: list[str] = []
+            elif opts.target == "fastrtc":
+                url = f"ws://127.0.0.1:{self.port}/telephone/handler"
+                first, extra = self._twilio_start(call, {})
+            else:
+                form = {
+                    "AccountSid": "AC" + "0" * 32,
+                    "CallSid": call.call_sid,
+                    "CallStatus": "ringing",
+                    "Direction": "inbound",
+                    "From": f"+1555{call.index:07d}",
+                    "To": "+15550100002",
+                }
+                signature = sign_twilio_request(AUTH_TOKEN, base + "/telephone/incoming", form)
+                response = await http.post(
+                    "/telephone/incoming", data=form, headers={"X-Twilio-Signature": signature}
+                )
+                from agentkit.testing._twilio_caller import parse_twiml
+
+                answer = parse_twiml(response.status_code, response.text)
+                if answer.stream_url is None:
+                    raise RuntimeError(f"webhook answered {response.status_code} without a stream")
+                url = answer.stream_url
+                first, extra = self._twilio_start(call, answer.parameters)
+            call.ws = await websockets.connect(url, compression=None, max_size=None, open_timeout=10)
+            await call.ws.send(first)
+            for message in extra:
+                await call.ws.send(message)
+        except Exception as exc:
+            call.error = f"connect failed: {type(exc).__name__}: {str(exc)[:80]}"
+            call.phase = "done"
+            return
+        call.phase = "lead"
+        self.active.append(call)
+        if self.all_connected_t is None and not any(c.phase == "connecting" for c in self.calls):
+            self.all_connected_t = time.perf_counter()
+        await self._receive(call)
+
+    def _twilio_start(self, call: Call, parameters: dict[str, str]) -> tuple[str, list[str]]:
+        connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+        start = {
+            "event": "start",
+            "sequenceNumber": "1",
+            "streamSid": call.stream_sid,
+            "start": {
+                "accountSid": "AC" + "0" * 32,
+                "streamSid": call.stream_sid,
+                "callSid": call.call_sid,
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": parameters,
+            },
+        }
+        call.sequence = 1
+        return connected, [json.dumps(start)]
+
+    async def _receive(self, call: Call) -> None:
+        try:
+            async for raw in call.ws:
+                now = time.perf_counter()
+                if isinstance(raw, bytes):
+                    audio = True
+                else:
+                    head = raw[:40]
+                    audio = '"media"' in head
+                    if not audio and '"mark"' in head:
+                        name = json.loads(raw).get("mark", {}).get("name", "")
+                        mark = {"event": "mark", "streamSid": call.stream_sid, "mark": {"name": name}}
+                        await call.ws.send(json.dumps(mark))
+                if audio:
+                    call.last_audio_t = now
+                    if (
+                        call.phase == "gap"
+                        and call.first_reply_t is None
+                        and call.speech_end_t is not None
+                        and now >= call.speech_end_t
+                    ):
+                        call.first_reply_t = now
+                        call.latencies_s.append(now - call.speech_end_t)
+        except Exception as exc:
+            if call.phase != "done":
+                call.error = f"receive failed: {type(exc).__name__}"
+        if call.phase != "done":
+            call.error = call.error or "closed by the server"
+            call.phase = "done"
+            with contextlib.suppress(ValueError):
+                self.active.remove(call)
+
+    async def run(self) -> dict[str, Any]:
+        import httpx
+
+        opts = self.opts
+        limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{self.port}", timeout=10.0, limits=limits
+        ) as http:
+            t0 = time.perf_counter()
+            bound = opts.ramp_s + opts.turns * (4.0 + opts.max_wait_s + 1.0) + 30.0
+            deadline = t0 + bound
+            cpu0 = time.process_time()
+            placing = [asyncio.create_task(self.place(c, http, t0)) for c in self.calls]
+            pacing = asyncio.create_task(self.pace(deadline))
+            sampler = asyncio.create_task(self._sample_server(t0))
+            await pacing
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5.0):
+                    await asyncio.gather(*placing, return_exceptions=True)
+            for task in placing:
+                task.cancel()
+            await asyncio.gather(*placing, return_exceptions=True)
+            for call in self.calls:
+                if call.ws is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(call.ws.close(), 2.0)
+            sampler.cancel()
+            window = await asyncio.gather(sampler, return_exceptions=True)
+            generator_cpu_s = time.process_time() - cpu0
+            wall_s = time.perf_counter() - t0
+        return self._summary(window[0] if isinstance(window[0], dict) else {}, generator_cpu_s, wall_s)
+
+    async def _sample_server(self, t0: float) -> dict[str, Any]:
+        """Server CPU (cores) over the window in which every call is connected (from the last call
+        placed to the first one hanging up), and its peak resident memory."""
+        samples: list[tuple[float, float]] = []
+        rss_peak = 0
+        try:
+            while True:
+                cpu, rss = tree_usage(self.opts.server_pid)
+                samples.append((time.perf_counter(), cpu))
+                rss_peak = max(rss_peak, rss)
+                await asyncio.sleep(0.5)
+        except asyncio.CancelledError:
+            pass
+        result: dict[str, Any] = {"rss_peak_bytes": rss_peak}
+        start, end = self.all_connected_t, self.first_done_t
+        inside = [s for s in samples if start is not None and end is not None and start <= s[0] <= end]
+        if len(inside) >= 2 and inside[-1][0] - inside[0][0] >= 2.0:
+            (ta, ca), (tb, cb) = inside[0], inside[-1]
+            result["cpu_cores"] = (cb - ca) / (tb - ta)
+            result["window_s"] = tb - ta
+        return result
+
+    def _summary(self, server: dict[str, Any], generator_cpu_s: float, wall_s: float) -> dict[str, Any]:
+        latencies = [x for c in self.calls for x in c.latencies_s]
+        errors = [c.error for c in self.calls if c.error]
+        missed = sum(c.missed for c in self.calls)
+        n = len(self.calls)
+        cores = server.get("cpu_cores")
+        return {
+            "calls": n,
+            "turns_answered": len(latencies),
+            "median_s": statistics.median(latencies) if latencies else None,
+            "p95_s": float(np.percentile(latencies, 95)) if latencies else None,
+            "failures": len(errors) + missed,
+            "failed_calls": len(errors),
+            "missed_turns": missed,
+            "errors": sorted(set(errors))[:5],
+            "server_cores": cores,
+            "server_core_per_call": cores / n if cores is not None else None,
+            "server_rss_mb": server.get("rss_peak_bytes", 0) / 1e6,
+            "generator_cores": generator_cpu_s / wall_s,
+            "generator_late_ticks": self.late_ticks,
+        }
+
+
+# -- the server's processes ------------------------------------------------------------------------
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                found += [int(x) for x in f.read().split()]
+    return found
+
+
+def tree_usage(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) and resident bytes of `pid` and all its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    page = os.sysconf("SC_PAGE_SIZE")
+    cpu, rss, todo = 0.0, 0, [pid]
+    while todo:
+        p = todo.pop()
+        with contextlib.suppress(OSError):
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / tick
+            with open(f"/proc/{p}/statm") as f:
+                rss += int(f.read().split()[1]) * page
+            todo += _children(p)
+    return cpu, rss
+
+
+@contextlib.contextmanager
+def server(opts: argparse.Namespace, log: Path) -> Iterator[tuple[int, int]]:
+    """Start the target's server on a free port; yield (port, pid of its root process); stop it."""
+    port = rb.free_port()
+    if opts.target == "fastrtc":
+        spec = rb.server_spec("fastrtc", port, None)
+        argv = [*spec.argv[:-2], "--concurrency", "1000", "--input-sr", "8000", "--output-sr", "8000"]
+        env, cwd = spec.env, spec.cwd
+        env["PYTHONWARNINGS"] = "ignore"
+    else:
+        agentkit = [str(Path(sys.executable).with_name("agentkit"))]
+        if opts.profile is not None:  # the server's event loop under cProfile (one process)
+            agentkit = [sys.executable, "-m", "cProfile", "-o", str(opts.profile), "-m", "agentkit.cli"]
+        agent_file = BENCH_DIR / "load_agents" / f"{opts.target}.py"
+        argv = [*agentkit, "run", str(agent_file), "--port", str(port)]
+        if opts.workers != 1:
+            argv += ["--workers", str(opts.workers)]
+        env = dict(os.environ)
+        env.setdefault("AGENTKIT_MODELS_DIR", str(rb.SHARED_DIR / "models"))
+        env.setdefault("AGENTKIT_OFFLINE", "1")
+        env.update(
+            TWILIO_AUTH_TOKEN=AUTH_TOKEN,
+            AGENTKIT_MAX_SESSIONS_PER_ADDRESS="0",  # every call comes from 127.0.0.1 here
+            AGENTKIT_STORE=f"sqlite:///{opts.tmp}/conversations-{port}.db",
+        )
+        env.update(opts.fake_env)
+        cwd = rb.REPO_ROOT
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + rb.HEALTHZ_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not answer /healthz; see {log}")
+                try:
+                    rb.get_json(port, "/healthz", timeout_s=2.0)
+                    break
+                except OSError:
+                    time.sleep(0.25)
+            yield port, proc.pid
+        finally:
+            rb.stop_process(proc)
+
+
+@contextlib.contextmanager
+def cloud_fakes(opts: argparse.Namespace) -> Iterator[subprocess.Popen[str] | None]:
+    if opts.target != "cloud":
+        opts.fake_env = {}
+        yield None
+        return
+    proc = subprocess.Popen(
+        [sys.executable, str(BENCH_DIR / "load_agents" / "cloud_fakes.py")],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        urls = json.loads(proc.stdout.readline())
+        opts.fake_env = {
+            "BENCH_GROQ_URL": urls["groq"],
+            "BENCH_ANTHROPIC_URL": urls["anthropic"],
+            "BENCH_ELEVENLABS_URL": urls["elevenlabs"],
+        }
+        opts.fakes_pid = proc.pid
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def step(opts: argparse.Namespace, n: int, audio: Utterance) -> dict[str, Any]:
+    log = rb.LOG_DIR / f"concurrent_{opts.target}_{opts.transport}_w{opts.workers}_{n}.log"
+    with cloud_fakes(opts), server(opts, log) as (port, pid):
+        opts.server_pid = pid
+        fakes_cpu0 = tree_usage(opts.fakes_pid)[0] if opts.target == "cloud" else 0.0
+        t0 = time.perf_counter()
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            result = runner.run(_run_load(opts, port, n, audio))
+        if opts.target == "cloud":
+            result["fakes_cores"] = (tree_usage(opts.fakes_pid)[0] - fakes_cpu0) / (time.perf_counter() - t0)
+    return result
+
+
+def _loop_factory() -> Any:
+    """uvloop when it is installed (it is, with uvicorn[standard]): the generator's cost stays small."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
+async def _run_load(opts: argparse.Namespace, port: int, n: int, audio: Utterance) -> dict[str, Any]:
+    return await Load(opts, port, n, audio).run()
+
+
+def fmt(value: float | None, scale: float = 1.0, digits: int = 0, unit: str = "") -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}{unit}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--target", choices=["echo", "agent", "cloud", "fastrtc"], default="echo")
+    p.add_argument("--transport", choices=["twilio", "websocket"], default="twilio")
+    p.add_argument("--workers", default="1", help="agentkit run --workers (N or auto)")
+    p.add_argument("--calls", default="50,100,150", help="comma-separated N to try, in order")
+    p.add_argument("--turns", type=int, default=3, help="turns each call speaks")
+    p.add_argument("--ramp-s", type=float, default=10.0, help="calls start at random times in this window")
+    p.add_argument("--max-wait-s", type=float, default=3.0, help="a turn with no reply by then failed")
+    p.add_argument("--response-gap-s", type=float, default=0.6, help="reply over after this much quiet")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stop-after-fail", action="store_true", help="stop ramping once a step fails")
+    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--profile", type=Path, help="run the (one-worker) server under cProfile, into this file")
+    opts = p.parse_args(argv)
+    if opts.target == "fastrtc" and opts.transport != "twilio":
+        p.error("FastRTC is driven over its Twilio endpoint only")
+    if opts.target == "fastrtc" and not rb.FASTRTC_PY.exists():
+        p.error("FastRTC is not set up: run bench/setup_fastrtc.sh first")
+    opts.workers = opts.workers if opts.workers == "auto" else int(opts.workers)
+    counts = [int(x) for x in opts.calls.split(",") if x.strip()]
+    audio = utterance(opts.transport)
+    rb.LOG_DIR.mkdir(parents=True, exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    results: dict[int, dict[str, Any]] = {}
+    with contextlib.ExitStack() as stack:
+        opts.tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentkit-bench-"))
+        print(
+            f"== {opts.target} over {opts.transport}, workers={opts.workers}, {opts.turns} turns per call",
+            flush=True,
+        )
+        print("calls | median | p95 | failures | server cores | core/call | RSS MB | generator cores")
+        for n in counts:
+            r = step(opts, n, audio)
+            results[n] = r
+            print(
+                f"{n:5d} | {fmt(r['median_s'], 1000, 0, ' ms')} | {fmt(r['p95_s'], 1000, 0, ' ms')} | "
+                f"{r['failures']} | {fmt(r['server_cores'], 1, 2)} | "
+                f"{fmt(r['server_core_per_call'], 1, 4)} | "
+                f"{r['server_rss_mb']:.0f} | {r['generator_cores']:.2f}"
+                + (f" | fakes {r['fakes_cores']:.2f} cores" if "fakes_cores" in r else "")
+                + (f" | errors: {r['errors']}" if r["errors"] else ""),
+                flush=True,
+            )
+            if opts.stop_after_fail and not holds(opts, r, results):
+                break
+    best = max((n for n, r in results.items() if holds(opts, r, results)), default=0)
+    bar = bar_s(opts, results)
+    print(f"largest N with p95 <= {fmt(bar, 1000, 0, ' ms')} and no failure: {best}")
+    out = opts.json or RESULTS / f"{opts.target}_{opts.transport}_w{opts.workers}.json"
+    out.write_text(
+        json.dumps({"options": _jsonable(opts), "bar_s": bar, "best": best, "steps": results}, indent=1)
+    )
+    return 0
+
+
+def bar_s(opts: argparse.Namespace, results: dict[int, dict[str, Any]]) -> float | None:
+    if opts.target != "fastrtc":
+        return SILENCE_MS / 1000 + HOLD_SLACK_S
+    one = results.get(min(results)) if results else None  # FastRTC: its own least-loaded p95
+    return None if one is None or one["p95_s"] is None else one["p95_s"] + HOLD_SLACK_S
+
+
+def holds(opts: argparse.Namespace, r: dict[str, Any], results: dict[int, dict[str, Any]]) -> bool:
+    bar = bar_s(opts, results)
+    return bar is not None and r["failures"] == 0 and r["p95_s"] is not None and r["p95_s"] <= bar
+
+
+def _jsonable(opts: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in vars(opts).items() if isinstance(v, str | int | float | bool)}
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

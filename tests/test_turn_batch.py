@@ -1,0 +1,301 @@
+"""Turn detection batched across sessions (`TurnBatcher`) decides exactly as each session alone."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+from conftest import speech
+
+from agentkit.audio import Samples
+from agentkit.providers.vad import SileroVAD, VADStream
+from agentkit.stream import TurnDetector, TurnDiscarded, TurnEvent, TurnStarted, TurnTakingOptions
+from agentkit.stream._turn_batch import TurnBatcher
+
+RATE = 16000
+CHUNK = 512
+OPTIONS = TurnTakingOptions(end_of_turn_silence_ms=400)
+
+
+class RecordingDetector(TurnDetector):
+    """A detector that notes the probability of every chunk it steps."""
+
+    def __init__(self, stream: VADStream) -> None:
+        super().__init__(stream, sample_rate=RATE, chunk_samples=CHUNK, options=OPTIONS)
+        self.probabilities: list[float] = []
+
+    def step(self, chunk: Samples, p: float) -> TurnEvent | None:
+        self.probabilities.append(p)
+        return super().step(chunk, p)
+
+
+def _silence(seconds: float) -> Samples:
+    return np.zeros(round(seconds * RATE), dtype=np.float32)
+
+
+def _callers() -> list[tuple[Samples, int]]:
+    """Six callers: (audio, input frame size). Frame sizes differ so that sessions complete different
+    numbers of chunks per input (none, one or several) and meet the chunk grid at different phases."""
+    utt1, utt2 = speech("utt1").samples, speech("utt2").samples
+    rng = np.random.default_rng(7)
+    noise = (0.003 * rng.standard_normal(RATE)).astype(np.float32)
+    return [
+        (np.concatenate([_silence(0.5), utt1, _silence(1.0)]), 320),
+        (np.concatenate([_silence(0.3), utt2, _silence(0.9), utt1, _silence(1.0)]), 160),
+        (np.concatenate([noise, utt2, _silence(1.2)]), 480),
+        (np.concatenate([_silence(0.1), utt1[: RATE // 5], _silence(1.0), utt2, _silence(1.0)]), 1000),
+        (np.concatenate([_silence(0.7), utt2, noise]), 2048),
+        (np.concatenate([utt1, utt2, _silence(0.8)]), 96),
+    ]
+
+
+def _frames(audio: Samples, size: int) -> list[Samples]:
+    return [audio[i : i + size] for i in range(0, audio.shape[0], size)]
+
+
+def _summary(event: TurnEvent) -> tuple[object, ...]:
+    if isinstance(event, TurnStarted):
+        return ("started", event.onset_samples, event.decided_samples)
+    if isinstance(event, TurnDiscarded):
+        return ("discarded", event.speech_ms, event.decided_samples)
+    audio = event.audio
+    return (
+        "ended",
+        event.speech_end_samples,
+        event.decided_samples,
+        event.speech_ms,
+        event.cut,
+        audio.timestamp_samples,
+        audio.num_samples,
+        round(float(np.abs(audio.samples).sum()), 3),
+    )
+
+
+async def test_batched_vad_decides_like_each_session_alone(silero: SileroVAD) -> None:
+    callers = _callers()
+    alone: list[tuple[list[tuple[object, ...]], list[float]]] = []
+    for audio, size in callers:
+        detector = RecordingDetector(silero.stream())
+        events = [_summary(e) for frame in _frames(audio, size) for e in detector.process(frame)]
+        alone.append((events, detector.probabilities))
+
+    batcher = TurnBatcher()
+
+    async def call(audio: Samples, size: int) -> tuple[list[tuple[object, ...]], list[float]]:
+        detector = RecordingDetector(silero.stream())
+        events = []
+        for frame in _frames(audio, size):
+            events += [_summary(e) for e in await batcher.process(silero, detector, frame)]
+        return events, detector.probabilities
+
+    together = await asyncio.gather(*(call(audio, size) for audio, size in callers))
+
+    for (events_alone, p_alone), (events_together, p_together) in zip(alone, together, strict=True):
+        assert any(e[0] == "ended" for e in events_alone)
+        assert events_together == events_alone
+        assert len(p_together) == len(p_alone)
+        assert np.max(np.abs(np.array(p_together) - np.array(p_alone))) < 1e-4
+    stats = batcher.stats
+    assert stats.failed_jobs == 0
+    assert stats.jobs == sum(len(_frames(audio, size)) for audio, size in callers)
+    assert stats.sessions_max > 1  # the sessions did share batches...
+    assert stats.chunks > stats.vad_calls  # ...and VAD calls
+
+
+def test_silero_batch_refuses_foreign_streams_before_changing_any_state(silero: SileroVAD) -> None:
+    chunk = 0.1 * np.sin(np.arange(CHUNK, dtype=np.float32) / 5)
+    mine, reference = silero.stream(), silero.stream()
+    with pytest.raises(ValueError, match="one Silero model"):
+        silero.probabilities([mine, FakeVAD().stream()], [chunk, chunk])
+    assert mine.probability(chunk) == reference.probability(chunk)
+
+
+class FakeStream:
+    """Probability from loudness; `fail_on` chunks (by count) raise instead."""
+
+    def __init__(self, owner: FakeVAD, fail_on: int | None) -> None:
+        self.owner = owner
+        self.fail_on = fail_on
+        self.chunks = 0
+
+    def probability(self, chunk: Samples) -> float:
+        self.owner.wait()
+        self.chunks += 1
+        if self.chunks == self.fail_on:
+            raise RuntimeError("this stream's VAD broke")
+        self.owner.calls.append(1)
+        return min(1.0, float(np.sqrt(np.mean(chunk * chunk))) * 20)
+
+    def reset(self) -> None:
+        self.chunks = 0
+
+
+class FakeVAD:
+    """A VAD without the batched entry point (the per-stream fallback); `gate` can hold the audio thread."""
+
+    sample_rate = RATE
+    chunk_samples = CHUNK
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []  # streams scored per model call
+        self.gate: threading.Event | None = None
+        self.failures: dict[int, int] = {}  # stream number -> chunk count it fails at
+        self.made = 0
+
+    def wait(self) -> None:
+        if self.gate is not None:
+            assert self.gate.wait(10.0)
+
+    def stream(self) -> FakeStream:
+        self.made += 1
+        return FakeStream(self, self.failures.get(self.made))
+
+    async def aclose(self) -> None:
+        pass
+
+
+class FakeBatchedVAD(FakeVAD):
+    """The same, with `probabilities`; `broken_batches` makes every batched call fail."""
+
+    broken_batches = False
+
+    def probabilities(self, streams: Sequence[VADStream], chunks: Sequence[Samples]) -> list[float]:
+        if self.broken_batches or any(
+            isinstance(s, FakeStream) and s.fail_on == s.chunks + 1 for s in streams
+        ):
+            raise RuntimeError("the batch failed")
+        self.wait()
+        self.calls.append(len(streams))
+        scores = [min(1.0, float(np.sqrt(np.mean(c * c))) * 20) for c in chunks]
+        for stream in streams:
+            assert isinstance(stream, FakeStream)
+            stream.chunks += 1
+        return scores
+
+
+def _detector(vad: FakeVAD) -> TurnDetector:
+    return TurnDetector(vad.stream(), sample_rate=RATE, chunk_samples=CHUNK, options=OPTIONS)
+
+
+def _tone(samples: int) -> Samples:
+    return (0.3 * np.sin(np.arange(samples) / 3)).astype(np.float32)
+
+
+async def _hold(batcher: TurnBatcher, vad: FakeVAD) -> tuple[threading.Event, asyncio.Task[list[TurnEvent]]]:
+    """Keep the audio thread busy with one job until the returned gate opens."""
+    gate = vad.gate = threading.Event()
+    task = asyncio.create_task(batcher.process(vad, _detector(vad), _tone(CHUNK)))
+    await asyncio.sleep(0.05)  # the job has started and waits at the gate
+    return gate, task
+
+
+async def test_sessions_with_different_numbers_of_chunks_share_rounds() -> None:
+    vad = FakeBatchedVAD()
+    batcher = TurnBatcher()
+    gate, first = await _hold(batcher, vad)
+    detectors = [_detector(vad) for _ in range(4)]
+    sizes = [0, 100, 4 * CHUNK, CHUNK + 10]  # 0, 0, 4 and 1 whole chunks
+    waiting = [
+        asyncio.create_task(batcher.process(vad, d, _tone(n))) for d, n in zip(detectors, sizes, strict=True)
+    ]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await first
+    await asyncio.gather(*waiting)
+    # the held job, then one batch: round 0 scores two streams together, rounds 1-3 one each
+    assert vad.calls == [1, 2, 1, 1, 1]
+    assert [d.position_samples for d in detectors] == sizes
+    assert batcher.stats.sessions_last == 4 and batcher.stats.chunks == 1 + 5
+
+
+@pytest.mark.parametrize("vad_kind", [FakeVAD, FakeBatchedVAD])
+async def test_a_failing_session_does_not_fail_the_others(vad_kind: type[FakeVAD]) -> None:
+    vad = vad_kind()
+    vad.failures = {3: 2}  # the third stream made breaks on its second chunk
+    batcher = TurnBatcher()
+    gate, first = await _hold(batcher, vad)  # stream 1
+    detectors = [_detector(vad) for _ in range(3)]  # streams 2, 3 and 4
+    jobs = [asyncio.create_task(batcher.process(vad, d, _tone(3 * CHUNK))) for d in detectors]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await first
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert isinstance(results[1], RuntimeError)
+    for ok in (results[0], results[2]):
+        assert [type(e) for e in ok] == [TurnStarted]  # 96 ms of tone: the onset, decided
+    assert detectors[0].position_samples == detectors[2].position_samples == 3 * CHUNK
+    assert batcher.stats.failed_jobs == 1
+    again = await batcher.process(vad, detectors[0], _tone(CHUNK))  # the batcher carries on
+    assert again == [] and detectors[0].position_samples == 4 * CHUNK
+
+
+async def test_a_failing_state_machine_fails_only_its_session() -> None:
+    class Broken(TurnDetector):
+        def step(self, chunk: Samples, p: float) -> TurnEvent | None:
+            raise ZeroDivisionError("state machine bug")
+
+    vad = FakeBatchedVAD()
+    batcher = TurnBatcher()
+    gate, first = await _hold(batcher, vad)
+    broken = Broken(vad.stream(), sample_rate=RATE, chunk_samples=CHUNK, options=OPTIONS)
+    fine = _detector(vad)
+    jobs = [asyncio.create_task(batcher.process(vad, d, _tone(2 * CHUNK))) for d in (broken, fine)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await first
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    assert isinstance(results[0], ZeroDivisionError)
+    assert [type(e) for e in results[1]] == [TurnStarted] and fine.position_samples == 2 * CHUNK
+
+
+async def test_a_broken_batched_call_is_retried_stream_by_stream() -> None:
+    vad = FakeBatchedVAD()
+    vad.broken_batches = True
+    batcher = TurnBatcher()
+    detectors = [_detector(vad) for _ in range(3)]
+    results = await asyncio.gather(*(batcher.process(vad, d, _tone(3 * CHUNK)) for d in detectors))
+    assert all([type(e) for e in events] == [TurnStarted] for events in results)
+    assert batcher.stats.failed_jobs == 0
+
+
+async def test_cancelled_waits_are_harmless() -> None:
+    vad = FakeBatchedVAD()
+    batcher = TurnBatcher()
+    gate, first = await _hold(batcher, vad)
+    queued, running_then_cancelled, other = (_detector(vad) for _ in range(3))
+    never = asyncio.create_task(batcher.process(vad, queued, _tone(CHUNK)))
+    await asyncio.sleep(0.01)
+    never.cancel()  # cancelled before its job began: its audio is never analysed
+    gate.set()
+    await first
+    assert never.cancelled() and queued.position_samples == 0
+
+    gate.clear()
+    late = asyncio.create_task(batcher.process(vad, running_then_cancelled, _tone(2 * CHUNK)))
+    bystander = asyncio.create_task(batcher.process(vad, other, _tone(2 * CHUNK)))
+    await asyncio.sleep(0.05)  # their batch has started and waits at the gate
+    late.cancel()  # cancelled while its job runs: the job finishes, its events go nowhere
+    gate.set()
+    assert [type(e) for e in await bystander] == [TurnStarted] and other.position_samples == 2 * CHUNK
+    with pytest.raises(asyncio.CancelledError):
+        await late
+    assert running_then_cancelled.position_samples == 2 * CHUNK
+    assert await batcher.process(vad, queued, _tone(CHUNK)) == []  # later inputs still work
+    assert queued.position_samples == CHUNK
+
+
+async def test_a_second_input_of_one_detector_waits_for_the_next_batch() -> None:
+    vad = FakeBatchedVAD()
+    batcher = TurnBatcher()
+    gate, first = await _hold(batcher, vad)
+    detector = _detector(vad)
+    a = asyncio.create_task(batcher.process(vad, detector, _tone(CHUNK)))
+    b = asyncio.create_task(batcher.process(vad, detector, _tone(CHUNK)))
+    await asyncio.sleep(0.01)
+    gate.set()
+    await asyncio.gather(first, a, b)
+    assert detector.position_samples == 2 * CHUNK
+    assert batcher.stats.batches == 3  # held job, then a, then b: never both in one batch
