@@ -169,6 +169,8 @@ async def test_stages_can_be_wrapped_with_super() -> None:
     says a word its own way, and the history keeps the words as written."""
 
     class Careful(Helper):
+        first_piece_words = None  # whole sentences to the TTS, as the assertion reads
+
         async def stt_node(self, audio: AudioFrame) -> str:
             text = await super().stt_node(audio)
             return text.replace("time", "TIME")

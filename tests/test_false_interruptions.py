@@ -71,6 +71,7 @@ class Listener(Agent):
     instructions = "Be brief."
     turn_taking = TurnTakingOptions(end_of_turn_silence_ms=300)
     semantic_turn = None  # the silence rule alone: these tests play short silent tails
+    first_piece_words = None  # one piece per sentence: the reply's length is its tone's, exactly
     interruption_words_timeout_s = 10.0  # a loaded machine must not turn words into "no transcript"
 
     def __init__(self, **options: Any) -> None:

@@ -129,6 +129,7 @@ class Shop(Helper):
     tool's result (or says what went wrong)."""
 
     tool_filler = None
+    first_piece_words = None  # whole sentences to the TTS: the tests read them back
 
     def __init__(self, **options: Any) -> None:
         options.setdefault("llm", ScriptedLLM())  # its steps are scripted in `llm_node` below
@@ -379,6 +380,7 @@ async def test_a_tool_can_hand_the_call_to_another_agent() -> None:
     billing_tts = ToneTTS(ms_per_char=2)
 
     class Billing(Helper):
+        first_piece_words = None  # whole sentences to the TTS: the test reads them back
         instructions = "You handle billing."
 
         async def llm_node(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:
