@@ -265,22 +265,25 @@ def _error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return line
 
 
+BROKEN_STARTUP = """
+import contextlib
+from fastapi import FastAPI
+from agentkit.exceptions import ConfigError
+
+@contextlib.asynccontextmanager
+async def lifespan(app):
+    raise ConfigError("ANTHROPIC_API_KEY is not set")
+    yield
+
+app = FastAPI(lifespan=lifespan)
+"""
+
+
 def test_run_reports_a_failed_startup_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = _write(
         tmp_path,
         "broken_startup.py",
-        """
-        import contextlib
-        from fastapi import FastAPI
-        from agentkit.exceptions import ConfigError
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app):
-            raise ConfigError("ANTHROPIC_API_KEY is not set")
-            yield
-
-        app = FastAPI(lifespan=lifespan)
-        """,
+        BROKEN_STARTUP,
     )
     err = _error(["run", str(path), "--port", str(_free_port())], capsys)
     assert err == "agentkit: error: ANTHROPIC_API_KEY is not set\n"
@@ -434,18 +437,7 @@ def test_run_with_reload_reports_a_failed_startup_in_one_line(tmp_path: Path) ->
     path = _write(
         tmp_path,
         "broken_startup.py",
-        """
-        import contextlib
-        from fastapi import FastAPI
-        from agentkit.exceptions import ConfigError
-
-        @contextlib.asynccontextmanager
-        async def lifespan(app):
-            raise ConfigError("ANTHROPIC_API_KEY is not set")
-            yield
-
-        app = FastAPI(lifespan=lifespan)
-        """,
+        BROKEN_STARTUP,
     )
     env = {**os.environ, "PYTHONPATH": str(REPO), "AGENTKIT_OFFLINE": "1"}
     argv = [sys.executable, "-m", "agentkit.cli", "run", str(path), "--port", str(_free_port()), "--reload"]

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from test_semantic_turn import _pauses as pauses_of
 
 from agentkit import ReplyOnPause, Stream
 from agentkit.audio import AudioFrame, Samples, StreamingResampler, float_to_pcm16
@@ -163,16 +164,7 @@ async def _pauses(audio: Samples, **handler: Any) -> list[PauseDetected]:
         del audio
         yield from ()
 
-    stream = Stream(ReplyOnPause(reply, **handler))
-    session, transport = open_recorded_session(stream)
-    await session.start()
-    try:
-        for start in range(0, audio.shape[0], FRAME):
-            await session.receive_audio(float_to_pcm16(audio[start : start + FRAME]))
-        await asyncio.sleep(0.05)
-    finally:
-        await session.close()
-    return [e.event for e in transport.events_of("pause_detected")]  # type: ignore[misc]
+    return await pauses_of(Stream(ReplyOnPause(reply, **handler)), audio)
 
 
 async def test_complete_question_ends_the_turn_after_the_first_check(
