@@ -148,10 +148,12 @@ async def _native(stream: Any, index: int) -> tuple[Any, list[Feed]]:
 TRANSPORTS = {"twilio": _twilio, "fastrtc": _fastrtc, "native": _native}
 
 
-async def inbound(transport: str, batched: bool) -> tuple[float, float, int]:
-    """(loop-thread µs per frame, process µs per frame, frames) for `--sessions` callers at once."""
+async def inbound(transport: str, batched: bool, rate: int | None = None) -> tuple[float, float, int]:
+    """(loop-thread µs per frame, process µs per frame, frames) for `--sessions` callers at once;
+    `rate`: the handler's `input_sample_rate` (None: Silero's 16 kHz)."""
     _turn_handler.turn_batcher = _turn_batch.turn_batcher if batched else Unbatched  # type: ignore[assignment]
-    stream = Stream(ReplyOnPause(say_nothing), concurrency_limit=None)
+    handler = ReplyOnPause(say_nothing) if rate is None else ReplyOnPause(say_nothing, input_sample_rate=rate)
+    stream = Stream(handler, concurrency_limit=None)
     calls = [await TRANSPORTS[transport](stream, i) for i in range(ARGS.sessions)]
     await asyncio.sleep(0.2)  # sessions started, models loaded
 
@@ -170,15 +172,18 @@ async def inbound(transport: str, batched: bool) -> tuple[float, float, int]:
 
 # -- 2. outbound --------------------------------------------------------------------------------------
 async def outbound(transport: str, count: int = 3000) -> float:
-    """Process µs per 20 ms reply frame: 24 kHz → wire rate, encode, send."""
+    """Process µs per 20 ms of reply audio: 24 kHz → wire rate, encode, send, in the transport's
+    output frames (`output_frame_ms`, e.g. Twilio's 100 ms; 20 ms otherwise)."""
     stream = Stream(ReplyOnPause(say_nothing), concurrency_limit=None)
     conn, _ = await TRANSPORTS[transport](stream, 10_000)
     session = conn.session
     tts = speech(24000, count * FRAME_S)
     resampler = StreamingResampler(24000, session.output_sample_rate)
+    per_send = getattr(conn, "output_frame_ms", 20) // 20
+    pieces = list(frames(tts, 24000))
     t0 = time.process_time()
-    for frame in frames(tts, 24000):
-        out = resampler.process(frame)
+    for k in range(0, len(pieces), per_send):
+        out = resampler.process(np.concatenate(pieces[k : k + per_send]))
         await conn.send_audio(conn.encode_audio(out))
     seconds = time.process_time() - t0
     await session.close("client_stop")
@@ -239,6 +244,9 @@ def main() -> None:
             before = best(lambda n=name: asyncio.run(inbound(n, batched=False)))
             after = best(lambda n=name: asyncio.run(inbound(n, batched=True))) if _turn_batch else (0, 0, 0)
             print(f"{name:<10} {before[0]:>15.0f} {before[1]:>15.0f} {after[0]:>13.0f} {after[1]:>13.0f}")
+        if _turn_batch is not None and hasattr(SileroVAD(), "at_rate"):  # phone audio as it comes
+            phone = best(lambda: asyncio.run(inbound("twilio", batched=True, rate=8000)))
+            print(f"{'twilio 8k':<10} {'':>15} {'':>15} {phone[0]:>13.0f} {phone[1]:>13.0f}")
     if "out" in ARGS.only:
         print("\n## Out: CPU µs per 20 ms reply frame (resample from 24 kHz, encode, send)")
         for name in TRANSPORTS:

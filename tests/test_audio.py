@@ -13,6 +13,7 @@ from agentkit.audio import (
     float_to_pcm16,
     mulaw_decode,
     mulaw_encode,
+    mulaw_to_float,
     pcm16_to_float,
     read_wav,
     write_wav,
@@ -50,6 +51,13 @@ def test_mulaw_decode_inverts_encode_within_segment_step() -> None:
     assert mulaw_encode(decoded) == expected
     assert decoded[0xFF] == 0 and decoded[0x7F] == 0
     assert decoded.max() == 32124 and decoded.min() == -32124
+
+
+def test_mulaw_to_float_is_the_decoded_value_over_32768() -> None:
+    codes = bytes(range(256)) * 2
+    floats = mulaw_to_float(codes)
+    assert floats.dtype == np.float32 and floats.shape == (512,)
+    assert np.array_equal(floats, mulaw_decode(codes).astype(np.float32) / np.float32(32768.0))
 
 
 def test_pcm16_roundtrip_and_odd_length() -> None:

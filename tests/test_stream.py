@@ -59,6 +59,35 @@ async def test_echo_reply_is_paced_and_complete(models_dir: object) -> None:
     assert stream.sessions == {} and not session.tasks
 
 
+async def test_phone_audio_reaches_an_8_khz_reply_on_pause_as_it_is(models_dir: object) -> None:
+    """`input_sample_rate=8000`: 8 kHz caller audio is not resampled, Silero runs at 8 kHz, and the
+    turn ends as it does at 16 kHz."""
+    heard: list[AudioFrame] = []
+
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        heard.append(audio)
+        yield audio
+
+    handler = ReplyOnPause(echo, options=FAST, input_sample_rate=8000)
+    assert handler.input_sample_rate == 8000 and handler.copy().vad is handler.vad  # copies share batches
+    with pytest.raises(ValueError, match="8000 or 16000"):
+        ReplyOnPause(echo, input_sample_rate=44100)
+    stream = Stream(handler)
+    session, transport = open_recorded_session(stream, input_sample_rate=8000, output_sample_rate=8000)
+    await session.start()
+    try:
+        audio = np.concatenate(
+            [np.zeros(4000, np.float32), speech("utt2", 8000).samples, np.zeros(4800, np.float32)]
+        )
+        await feed(session, audio, frame=160)
+        done = await transport.wait_for("response_done", timeout_s=10)
+        assert len(heard) == 1 and heard[0].sample_rate == 8000
+        assert 2.5 < heard[0].duration_s < 4.5
+        assert done.event.audio_ms == pytest.approx(heard[0].duration_s * 1000, abs=20)  # type: ignore[union-attr]
+    finally:
+        await session.close()
+
+
 async def test_barge_in_stops_the_reply_and_flushes(models_dir: object) -> None:
     cancelled = asyncio.Event()
 

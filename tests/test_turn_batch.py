@@ -23,8 +23,8 @@ OPTIONS = TurnTakingOptions(end_of_turn_silence_ms=400)
 class RecordingDetector(TurnDetector):
     """A detector that notes the probability of every chunk it steps."""
 
-    def __init__(self, stream: VADStream) -> None:
-        super().__init__(stream, sample_rate=RATE, chunk_samples=CHUNK, options=OPTIONS)
+    def __init__(self, stream: VADStream, *, rate: int = RATE) -> None:
+        super().__init__(stream, sample_rate=rate, chunk_samples=CHUNK * rate // RATE, options=OPTIONS)
         self.probabilities: list[float] = []
 
     def step(self, chunk: Samples, p: float) -> TurnEvent | None:
@@ -32,23 +32,28 @@ class RecordingDetector(TurnDetector):
         return super().step(chunk, p)
 
 
-def _silence(seconds: float) -> Samples:
-    return np.zeros(round(seconds * RATE), dtype=np.float32)
+def _silence(seconds: float, rate: int = RATE) -> Samples:
+    return np.zeros(round(seconds * rate), dtype=np.float32)
 
 
-def _callers() -> list[tuple[Samples, int]]:
+def _callers(rate: int = RATE) -> list[tuple[Samples, int]]:
     """Six callers: (audio, input frame size). Frame sizes differ so that sessions complete different
     numbers of chunks per input (none, one or several) and meet the chunk grid at different phases."""
-    utt1, utt2 = speech("utt1").samples, speech("utt2").samples
+    utt1, utt2 = speech("utt1", rate).samples, speech("utt2", rate).samples
     rng = np.random.default_rng(7)
-    noise = (0.003 * rng.standard_normal(RATE)).astype(np.float32)
+    noise = (0.003 * rng.standard_normal(rate)).astype(np.float32)
     return [
-        (np.concatenate([_silence(0.5), utt1, _silence(1.0)]), 320),
-        (np.concatenate([_silence(0.3), utt2, _silence(0.9), utt1, _silence(1.0)]), 160),
-        (np.concatenate([noise, utt2, _silence(1.2)]), 480),
-        (np.concatenate([_silence(0.1), utt1[: RATE // 5], _silence(1.0), utt2, _silence(1.0)]), 1000),
-        (np.concatenate([_silence(0.7), utt2, noise]), 2048),
-        (np.concatenate([utt1, utt2, _silence(0.8)]), 96),
+        (np.concatenate([_silence(0.5, rate), utt1, _silence(1.0, rate)]), 320),
+        (np.concatenate([_silence(0.3, rate), utt2, _silence(0.9, rate), utt1, _silence(1.0, rate)]), 160),
+        (np.concatenate([noise, utt2, _silence(1.2, rate)]), 480),
+        (
+            np.concatenate(
+                [_silence(0.1, rate), utt1[: rate // 5], _silence(1.0, rate), utt2, _silence(1.0, rate)]
+            ),
+            1000,
+        ),
+        (np.concatenate([_silence(0.7, rate), utt2, noise]), 2048),
+        (np.concatenate([utt1, utt2, _silence(0.8, rate)]), 96),
     ]
 
 
@@ -74,18 +79,20 @@ def _summary(event: TurnEvent) -> tuple[object, ...]:
     )
 
 
-async def test_batched_vad_decides_like_each_session_alone(silero: SileroVAD) -> None:
-    callers = _callers()
+@pytest.mark.parametrize("rate", [16000, 8000])
+async def test_batched_vad_decides_like_each_session_alone(silero: SileroVAD, rate: int) -> None:
+    silero = silero.at_rate(rate)
+    callers = _callers(rate)
     alone: list[tuple[list[tuple[object, ...]], list[float]]] = []
     for audio, size in callers:
-        detector = RecordingDetector(silero.stream())
+        detector = RecordingDetector(silero.stream(), rate=rate)
         events = [_summary(e) for frame in _frames(audio, size) for e in detector.process(frame)]
         alone.append((events, detector.probabilities))
 
     batcher = TurnBatcher()
 
     async def call(audio: Samples, size: int) -> tuple[list[tuple[object, ...]], list[float]]:
-        detector = RecordingDetector(silero.stream())
+        detector = RecordingDetector(silero.stream(), rate=rate)
         events = []
         for frame in _frames(audio, size):
             events += [_summary(e) for e in await batcher.process(silero, detector, frame)]
@@ -110,7 +117,30 @@ def test_silero_batch_refuses_foreign_streams_before_changing_any_state(silero: 
     mine, reference = silero.stream(), silero.stream()
     with pytest.raises(ValueError, match="one Silero model"):
         silero.probabilities([mine, FakeVAD().stream()], [chunk, chunk])
+    phone = silero.at_rate(8000)
+    with pytest.raises(ValueError, match="one sample rate"):
+        silero.probabilities([mine, phone.stream()], [chunk, chunk[: CHUNK // 2]])
     assert mine.probability(chunk) == reference.probability(chunk)
+
+
+def test_silero_at_8_khz_finds_the_same_turns_as_at_16_khz(silero: SileroVAD) -> None:
+    """Phone audio needs no resampling: Silero's 8 kHz mode ends the same turns, at about the same
+    place, as its 16 kHz mode on the same speech."""
+    phone = silero.at_rate(8000)
+    assert phone is silero.at_rate(8000) and phone.at_rate(16000) is silero  # one detector per rate
+    assert (phone.sample_rate, phone.chunk_samples) == (8000, 256)
+    with pytest.raises(ValueError, match="8000 or 16000"):
+        silero.at_rate(22050)
+    ends: dict[int, list[float]] = {}
+    for rate, vad in ((16000, silero), (8000, phone)):
+        for audio, size in _callers(rate)[:3]:
+            detector = RecordingDetector(vad.stream(), rate=rate)
+            for frame in _frames(audio, size * rate // RATE or 1):
+                for event in detector.process(frame):
+                    if not isinstance(event, TurnStarted | TurnDiscarded):
+                        ends.setdefault(rate, []).append(event.speech_end_samples / rate)
+    assert len(ends[8000]) == len(ends[16000]) >= 3
+    assert np.max(np.abs(np.array(ends[8000]) - np.array(ends[16000]))) <= 0.1  # three chunks at most
 
 
 class FakeStream:

@@ -310,7 +310,9 @@ async def test_a_full_call(models_dir: object) -> None:
     assert len(metrics) == 1 and metrics[0].voice_to_voice_ms is not None
     assert call.protocol_violations == []
     media = call.events_of("media")
-    assert media and all(len(base64.b64decode(m.data["media"]["payload"])) <= 160 for m in media)
+    frame_bytes = TwilioConnection.output_frame_ms * 8  # mu-law at 8 kHz: a byte per sample
+    sizes = [len(base64.b64decode(m.data["media"]["payload"])) for m in media]
+    assert sizes and max(sizes) == frame_bytes  # fewer, larger messages than 20 ms frames
     marks = [e.data["mark"]["name"] for e in call.events_of("mark")]
     assert [n for n, _ in call.marks_answered] == marks  # every mark answered, in order
 
@@ -324,8 +326,8 @@ async def test_barge_in_clears_twilio_and_keeps_what_was_heard(models_dir: objec
         async with TwilioCaller(server.http_url, auth_token=TOKEN, from_number=FROM) as call:
             await wait_for(lambda: any(n.startswith("end-") for n, _ in call.marks_answered), 10, "greeting")
             await call.play(utterance, lead_silence_s=0.2, tail_silence_s=0.5)
-            start = len(call.events_of("media"))
-            await wait_for(lambda: len(call.events_of("media")) > start + 100, 10, "two seconds of reply")
+            start_s = call.received_audio().duration_s
+            await wait_for(lambda: call.received_audio().duration_s > start_s + 2, 10, "two seconds of reply")
             barge = await call.play(
                 AudioFrame(utterance.samples[:12000], 8000), lead_silence_s=0.0, tail_silence_s=0.6
             )
@@ -378,7 +380,7 @@ async def test_dtmf_reaches_the_agent_and_callers_are_remembered(models_dir: obj
         # the same number calls again, and hangs up in the middle of a longer greeting
         agent.greeting = "Welcome back to the line. " * 10
         async with TwilioCaller(server.http_url, auth_token=TOKEN, from_number=FROM) as again:
-            await wait_for(lambda: len(again.events_of("media")) > 40, 10, "some of the greeting")
+            await wait_for(lambda: again.received_audio().duration_s > 0.8, 10, "some of the greeting")
         await wait_for(lambda: not server.stream.sessions, what="the second call to end")
     assert [e.digit for e in agent.events if isinstance(e, DtmfReceived)] == ["1", "#"]
     started = [e for e in agent.events if isinstance(e, SessionStarted)]

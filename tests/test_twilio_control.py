@@ -319,8 +319,9 @@ async def test_interrupted_text_follows_the_marks_not_the_pacer(models_dir: obje
         ) as call:
             await wait_for(lambda: any(n.startswith("end-") for n, _ in call.marks_answered), 10, "greeting")
             await call.play(utterance, lead_silence_s=0.2, tail_silence_s=0.5)
-            start = len(call.events_of("media"))
-            await wait_for(lambda: len(call.events_of("media")) > start + 150, 10, "three seconds of reply")
+            start_s = call.received_audio().duration_s
+            heard_s = call.received_audio
+            await wait_for(lambda: heard_s().duration_s > start_s + 3, 10, "three seconds of reply")
             await call.play(
                 AudioFrame(utterance.samples[:12000], 8000), lead_silence_s=0.0, tail_silence_s=0.6
             )

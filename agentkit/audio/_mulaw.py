@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["mulaw_decode", "mulaw_encode"]
+__all__ = ["mulaw_decode", "mulaw_encode", "mulaw_to_float"]
 
 _BIAS = 0x84  # 132: the bias in the 16-bit domain (33 in the 14-bit domain)
 _CLIP14 = 8159  # largest 14-bit magnitude that still fits the top segment
@@ -28,11 +28,17 @@ def _build_decode_table() -> npt.NDArray[np.int16]:
 
 
 _DECODE = _build_decode_table()
+_DECODE_FLOAT = _DECODE.astype(np.float32) * np.float32(1.0 / 32768.0)
 
 
 def mulaw_decode(data: bytes | bytearray | memoryview) -> npt.NDArray[np.int16]:
     """Mu-law bytes → signed 16-bit linear samples (a table look-up)."""
     return _DECODE[np.frombuffer(data, dtype=np.uint8)]
+
+
+def mulaw_to_float(data: bytes | bytearray | memoryview) -> npt.NDArray[np.float32]:
+    """Mu-law bytes → float32 samples in [-1, 1) (one table look-up: the decoded value / 32768)."""
+    return _DECODE_FLOAT[np.frombuffer(data, dtype=np.uint8)]
 
 
 def mulaw_encode(pcm16: npt.NDArray[np.int16]) -> bytes:

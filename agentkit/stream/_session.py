@@ -4,8 +4,9 @@ Audio in: the transport hands over encoded payloads; decoding and resampling to 
 run on the audio worker thread, then the handler receives a frame.
 
 Audio out: the handler's output is resampled to the transport's rate and queued; the pacer sends it
-in 20 ms frames in real time, keeping at most `max_lead_ms` ahead of what the caller has heard, so
-barge-in can still take back everything else. Events skip the queue (control beats data).
+in frames of `FRAME_MS` (or the transport's `OutputFraming.output_frame_ms`) in real time, keeping
+at most `max_lead_ms` ahead of what the caller has heard, so barge-in can still take back everything
+else. Events skip the queue (control beats data).
 
 Pausing (a suspected interruption) stops the output at once but keeps the reply:
 
@@ -37,7 +38,7 @@ import numpy as np
 
 from agentkit._executor import run_audio_job
 from agentkit._tasks import TaskSet
-from agentkit.audio import AudioFrame, Samples, StreamingResampler, mulaw_decode, pcm16_to_float
+from agentkit.audio import AudioFrame, Samples, StreamingResampler, mulaw_to_float, pcm16_to_float
 from agentkit.clock import Clock, MonotonicClock
 from agentkit.exceptions import AudioFormatError, ProtocolError, TransportClosedError
 from agentkit.stream._events import (
@@ -120,7 +121,8 @@ class Transport(Protocol):
         ...
 
     async def send_audio(self, payload: bytes) -> None:
-        """Send one encoded frame (at most `FRAME_MS` long) at the session's output rate."""
+        """Send one encoded frame (at most `FRAME_MS` long, or the transport's `output_frame_ms`) at
+        the session's output rate."""
         ...
 
     async def send_event(self, event: Event) -> None: ...
@@ -128,6 +130,16 @@ class Transport(Protocol):
     async def close(self, reason: CloseReason, detail: str | None = None) -> None:
         """End the connection from the server side; `detail` is a short human text for the wire."""
         ...
+
+
+@runtime_checkable
+class OutputFraming(Protocol):
+    """Optional for a transport whose far end buffers and can drop what it has buffered (Twilio's
+    `clear`): the pacer sends it frames of `output_frame_ms` instead of `FRAME_MS`. Fewer, larger
+    messages cost the server less per call (a send, a timer and a wake-up per message); what the
+    caller hears, and what an interruption can take back, stay the same."""
+
+    output_frame_ms: int
 
 
 @runtime_checkable
@@ -181,7 +193,7 @@ class PlayoutReporter(Protocol):
 
 def _decode(payload: bytes, codec: Codec) -> Samples:
     if codec == "mulaw":
-        return mulaw_decode(payload).astype(np.float32) * np.float32(1.0 / 32768.0)
+        return mulaw_to_float(payload)
     return pcm16_to_float(payload)
 
 
@@ -251,6 +263,9 @@ class Session:
         self.output_sample_rate = output_sample_rate
         self._clock: Clock = clock or MonotonicClock()
         self._max_lead_s = max_lead_ms / 1000
+        self._frame_ms = transport.output_frame_ms if isinstance(transport, OutputFraming) else FRAME_MS
+        if not FRAME_MS <= self._frame_ms <= 1000:
+            raise ValueError(f"output_frame_ms must be {FRAME_MS} to 1000 (got {self._frame_ms})")
         self._args: tuple[Any, ...] = ()
         # low-latency filter on the way in: soxr's HQ holds back 21-66 ms, which would delay every
         # end of turn; upsampling needs no anti-alias filter, downsampling gets the LQ one
@@ -264,7 +279,7 @@ class Session:
         self._reply_sent_s = 0.0  # seconds of the current reply sent so far (less what a pause took back)
         self._playing = asyncio.Event()  # clear while the output is paused
         self._playing.set()
-        self._sent: deque[bytes] = deque(maxlen=REPLAY_WINDOW_MS // FRAME_MS)  # this reply's last frames
+        self._sent: deque[bytes] = deque(maxlen=REPLAY_WINDOW_MS // self._frame_ms)  # the reply's last frames
         self._replay: deque[bytes] = deque()  # frames a pause took back, sent first on resume
         self._wire = asyncio.Lock()  # a pause never falls between a frame's bookkeeping and its send
         self._tasks = TaskSet(f"session-{self.id[:8]}")
@@ -343,7 +358,7 @@ class Session:
             unheard_ms = max(0, round(self._reply_sent_s * 1000) - self._heard_ms())
             taken = self._take_back(unheard_ms * self.output_sample_rate // 1000 * width)
             self._reply_sent_s = max(0.0, self._reply_sent_s - len(taken) / width / self.output_sample_rate)
-            step = self.output_sample_rate * FRAME_MS // 1000 * width
+            step = self.output_sample_rate * self._frame_ms // 1000 * width
             head = len(taken) % step  # the short frame goes first: the rest stay whole frames
             frames = [taken[:head]] if head else []
             frames += [taken[i : i + step] for i in range(head, len(taken), step)]
@@ -604,11 +619,12 @@ class Session:
     async def _pace(self) -> None:
         """Send queued audio in real time, `max_lead_ms` ahead of the caller's ear at most.
 
-        Audio goes out in whole `FRAME_MS` frames: the tail of a piece that does not fill a frame waits
-        for the next piece of the same reply when that is already queued, and goes out short otherwise.
+        Audio goes out in whole frames (`FRAME_MS`, or the transport's `output_frame_ms`): the tail of
+        a piece that does not fill a frame waits for the next piece of the same reply when that is
+        already queued, and goes out short otherwise.
         """
         width = self.transport.bytes_per_sample
-        step = self.output_sample_rate * FRAME_MS // 1000 * width
+        step = self.output_sample_rate * self._frame_ms // 1000 * width
         held, held_epoch = b"", -1
         while True:
             item = await self._audio.get()  # only items of the current epoch come out
@@ -652,7 +668,7 @@ class Session:
         """Send `payload` frame by frame in real time, after any audio a pause took back; waits
         while the output is paused. False once the caller is gone."""
         width = self.transport.bytes_per_sample
-        step = self.output_sample_rate * FRAME_MS // 1000 * width
+        step = self.output_sample_rate * self._frame_ms // 1000 * width
         frames = deque(payload[start : start + step] for start in range(0, len(payload), step))
         while True:
             await self._playing.wait()

@@ -40,7 +40,7 @@ import httpx
 import numpy as np
 
 from agentkit._tasks import cancel_and_wait
-from agentkit.audio import float_to_pcm16, mulaw_decode, mulaw_encode
+from agentkit.audio import float_to_pcm16, mulaw_encode, mulaw_to_float
 from agentkit.clock import Clock
 from agentkit.testing._ws_caller import CallRefusedError, ReceivedEvent, WebSocketCaller
 
@@ -336,7 +336,7 @@ class TwilioCaller(WebSocketCaller):
             except (KeyError, TypeError, ValueError):
                 self._violation("media without a base64 payload")
                 return
-            samples = mulaw_decode(mulaw).astype(np.float32) / np.float32(32768.0)
+            samples = mulaw_to_float(mulaw)
             super()._on_audio(float_to_pcm16(samples), t)
         elif kind == "mark":
             name = data.get("mark", {}).get("name")

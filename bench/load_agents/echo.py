@@ -1,4 +1,9 @@
-"""The echo agent of `bench/concurrent_calls.py`: each caller turn comes straight back."""
+"""The echo agent of `bench/concurrent_calls.py`: each caller turn comes straight back.
+
+It takes phone audio as it comes (`input_sample_rate=8000`: no resampling, Silero at 8 kHz), as a
+`ReplyOnPause` written for phone lines would; over the native WebSocket its 16 kHz input is
+resampled down to that.
+"""
 
 from collections.abc import Iterator
 
@@ -11,4 +16,4 @@ def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
 
 
 # no session cap of its own: the benchmark measures where latency breaks, not where a cap refuses
-stream = Stream(ReplyOnPause(echo), concurrency_limit=None)
+stream = Stream(ReplyOnPause(echo, input_sample_rate=8000), concurrency_limit=None)
