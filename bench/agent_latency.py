@@ -1,6 +1,7 @@
 """Voice-to-voice latency per stage of the default local agent, and agentkit's own overhead.
 
     python bench/agent_latency.py [--turns 10] [--json bench/results/agent/summary.json]
+    python bench/agent_latency.py --preemptive-compare [--rounds 2] [--preemptive-after-ms 120] ...
 
 Caller turns are questions spoken by Kokoro (voice `am_michael`, not the agent's), played into a real
 session in real time (20 ms frames on a fixed schedule, then silence), and the agent's per-turn
@@ -14,6 +15,16 @@ metrics are collected. Three runs, one after another in this process:
    overhead = voice-to-voice − (silence setting + STT + LLM first token + TTS first audio)
    is what agentkit itself adds (turn decision granularity, queues, resampling, pacing).
 
+With `--preemptive-compare`, only run (1) is made, `--rounds` times, with `preemptive_generation`
+on for every other turn (the other half in the next round), so that both modes meet the same load:
+the machine's other work moves single figures by hundreds of milliseconds between runs. Each
+round's load average is reported with the figures, which also include
+`heard_v2v_ms`: from the moment the turn's last speech sample reached the agent (the arrival time
+of the input frame that held it) to the reply's first audio sent. The agent's own
+`voice_to_voice_ms` dates the end of speech from the end-of-turn decision (its clock time minus
+the silence counted in samples), which leaves out the time the decision itself took: a Smart Turn
+check blocks the input for its ~70 ms (more when the cores are busy, e.g. with preemptive work).
+
 Reported, not asserted. Needs the model files (AGENTKIT_MODELS_DIR) and the `local` extra.
 """
 
@@ -21,9 +32,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
+import os
 import statistics
 import sys
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +53,8 @@ from agentkit.audio import AudioFrame  # noqa: E402
 from agentkit.providers import KokoroTTS  # noqa: E402
 from agentkit.providers.llm import ChatMessage, LLMChunk  # noqa: E402
 from agentkit.store import TurnMetrics  # noqa: E402
+from agentkit.stream import TurnEnded, TurnStarted  # noqa: E402
+from agentkit.stream._handlers import PlayoutEvent, PlayoutStarted  # noqa: E402
 from agentkit.testing import ScriptedLLM  # noqa: E402
 
 QUESTIONS = [
@@ -94,13 +110,111 @@ def summarise(name: str, metrics: list[TurnMetrics], silence_ms: int) -> dict[st
         if m.voice_to_voice_ms is not None
     ]
     row["overhead_ms"] = {"median": statistics.median(overheads), "p95": percentile(overheads, 95)}
+    row["preemptive_turns"] = sum(m.preemptive for m in metrics)
     return row
 
 
 async def run(name: str, agent: Agent, turns: list[AudioFrame]) -> dict[str, Any]:
     print(f"== {name}: {len(turns)} turns in real time", flush=True)
+    load_before = os.getloadavg()[0]
     result = await talk(agent, turns, realtime=True, on_line=lambda who, text: print(f"   {who:<12}{text}"))
-    return summarise(name, result.metrics, agent.turn_taking.end_of_turn_silence_ms)
+    row = summarise(name, result.metrics, agent.turn_taking.end_of_turn_silence_ms)
+    row["load_avg_1min"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
+    return row
+
+
+def alternating(
+    local: type[Agent], offset: int, on_turns: dict[int, bool], heard: dict[int, float]
+) -> type[Agent]:
+    """`local`, with `preemptive_generation` on for every other turn (on for turn n when n + `offset`
+    is odd; noted in `on_turns`), noting each turn's `heard_v2v_ms` (see the module docstring)."""
+
+    class Alternating(local):  # type: ignore[valid-type,misc]
+        _speech_end_at: float | None = None
+        _index = -1
+
+        async def on_turn_started(self, event: TurnStarted, *, barge_in: bool) -> None:
+            session = self.session
+            on = (session.turns + offset) % 2 == 1
+            session.config = dataclasses.replace(session.config, preemptive_generation=on)
+            on_turns[session.turns] = on
+            await super().on_turn_started(event, barge_in=barge_in)
+
+        async def receive(self, frame: AudioFrame) -> None:
+            arrivals = self.__dict__.setdefault("_arrivals", deque(maxlen=256))
+            arrivals.append((frame.timestamp_samples + frame.num_samples, self.context.clock.now()))
+            await super().receive(frame)
+
+        async def on_turn_ended(self, event: TurnEnded) -> None:
+            end, self._index = event.speech_end_samples, self.session.turns
+            for frame_end, at in self.__dict__.get("_arrivals", ()):
+                if frame_end >= end:  # the frame that held the last speech sample
+                    self._speech_end_at = at - (frame_end - end) / self.input_sample_rate
+                    break
+            await super().on_turn_ended(event)
+
+        def on_playout(self, event: PlayoutEvent) -> None:
+            if isinstance(event, PlayoutStarted) and self._speech_end_at is not None:
+                heard[self._index] = round((event.at_s - self._speech_end_at) * 1000, 1)
+                self._speech_end_at = None
+            super().on_playout(event)
+
+    return Alternating
+
+
+async def compare_preemptive(
+    local: type[Agent], turns: list[AudioFrame], rounds: int, after_ms: int, semantic: bool = True
+) -> list[dict[str, Any]]:
+    """Run `local` `rounds` times with preemptive generation on for every other turn (the other
+    turns in the next round), and summarise the turns of each mode over all rounds."""
+    metrics: dict[bool, list[TurnMetrics]] = {False: [], True: []}
+    heard_ms: dict[bool, list[float | None]] = {False: [], True: []}
+    loads = []
+    for number in range(rounds):
+        on_turns: dict[int, bool] = {}
+        heard: dict[int, float] = {}
+        settings: dict[str, Any] = {} if semantic else {"semantic_turn": None}
+        agent = alternating(local, number % 2, on_turns, heard)(
+            greeting=None, preemptive_after_ms=after_ms, **settings
+        )
+        print(f"== round {number + 1}: {len(turns)} turns in real time", flush=True)
+        load_before = os.getloadavg()[0]
+        result = await talk(
+            agent, turns, realtime=True, on_line=lambda who, text: print(f"   {who:<12}{text}")
+        )
+        loads.append((round(load_before, 2), round(os.getloadavg()[0], 2)))
+        for m in result.metrics:
+            on = on_turns[m.turn_index]
+            metrics[on].append(m)
+            heard_ms[on].append(heard.get(m.turn_index))
+    rows = []
+    for on in (False, True):
+        row = summarise(f"preemptive {'on' if on else 'off'}", metrics[on], 0)
+        del row["overhead_ms"]
+        values = [v for v in heard_ms[on] if v is not None]
+        row["heard_v2v_ms"] = {"median": statistics.median(values), "p95": percentile(values, 95)}
+        row["after_ms"], row["rounds"], row["load_avg_1min"] = after_ms, rounds, loads
+        row["semantic_turn"] = semantic
+        row["per_turn"] = [
+            {
+                **{stage: getattr(m, stage) for stage in ("turn_index", *STAGES, "preemptive")},
+                "heard_v2v_ms": h,
+            }
+            for m, h in zip(metrics[on], heard_ms[on], strict=True)
+        ]
+        rows.append(row)
+    print(f"\n| stage (median / p95 ms; preemptive_after_ms {after_ms}) | off | on |")
+    print("|---|---|---|")
+    for stage in (*STAGES, "heard_v2v_ms"):
+        cells = [
+            "–" if r[stage] is None else f"{r[stage]['median']:.0f} / {r[stage]['p95']:.0f}" for r in rows
+        ]
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+    print(
+        "| turns (preemptive) | " + " | ".join(f"{r['turns']} ({r['preemptive_turns']})" for r in rows) + " |"
+    )
+    print("load average (1 min) before–after each round: " + ", ".join(f"{a:.2f}–{b:.2f}" for a, b in loads))
+    return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
@@ -127,9 +241,20 @@ async def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--turns", type=int, default=10)
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "agent" / "summary.json")
+    parser.add_argument("--preemptive-compare", action="store_true", help="`local`, it on every other turn")
+    parser.add_argument("--rounds", type=int, default=2, help="runs with --preemptive-compare")
+    parser.add_argument("--preemptive-after-ms", type=int, default=Agent.preemptive_after_ms)
+    parser.add_argument("--no-semantic-turn", action="store_true", help="turns end on silence alone")
     args = parser.parse_args(argv)
     local = load_local_agent()
     turns = await synthesise_questions(args.turns)
+    if args.preemptive_compare:
+        semantic = not args.no_semantic_turn
+        rows = await compare_preemptive(local, turns, args.rounds, args.preemptive_after_ms, semantic)
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+        print(f"\nresults: {args.json}")
+        return 0
 
     class NotStreamed(local):  # type: ignore[valid-type,misc]
         async def llm_node(self, history: Sequence[ChatMessage]) -> AsyncIterator[str | LLMChunk]:

@@ -1,7 +1,7 @@
 """False interruptions: sounds played over the agent's reply, and whether they stop it, side by side.
 
     python bench/turn_eval_set.py          # once: the clips, in ~/.cache/agentkit/turn_eval
-    python bench/interruption_eval.py [--real 8]
+    python bench/interruption_eval.py [--real 8] [--setting "pause, then decide"]
 
 An `Agent` (Moonshine tiny STT, a scripted long reply spoken as a tone, the silence rule for turns)
 answers a first turn; half a second into its reply a clip of the evaluation set is played over it,
@@ -10,11 +10,16 @@ then silence. Two settings on the same audio:
 - `immediate`: the rule before issue 14 (`interrupt_min_speech_ms=0`, `interrupt_min_words=0`):
   any speech onset over the reply is a barge-in;
 - `pause, then decide` (the defaults): the reply pauses at the onset, and is flushed only for at
-  least 300 ms of speech with a word that is not a backchannel, else resumed.
+  least 300 ms of speech with words that interrupt (an interruption word such as "wait", or words
+  that are not backchannels: two in a short sound, where one stray word is how Moonshine writes a
+  hum; see agentkit/stream/_interruption.py), else resumed.
 
-Counted per kind of clip: backchannels ("mm-hmm", "yeah", ...), noise bursts and coughs (the set's
-synthetic ones), and real interruptions (the set's first `--real` complete utterances): how many
-stopped the reply for good, and how many paused it and were resumed. Reported, not asserted.
+Counted per kind of clip: backchannels ("mm-hmm", "yeah", ...), noise (the set's synthetic clips:
+shaped-noise coughs, a burst and knocks, which Silero ignores, and voiced coughs, a throat clear, a
+laugh and a sigh, which it hears), and real interruptions (the set's first `--real` complete
+utterances): how many stopped the reply for good, how many paused it and were resumed, and how many
+never paused it. Each clip's decisions (speech, transcript, verdict) are printed and kept in the
+JSON. Reported, not asserted.
 """
 
 from __future__ import annotations
@@ -60,8 +65,9 @@ async def _feed(session: Any, samples: np.ndarray) -> None:
         await session.receive_audio(float_to_pcm16(samples[start : start + FRAME]))
 
 
-async def _over_reply(options: TurnTakingOptions, clip: np.ndarray, first: np.ndarray) -> str:
-    """'stopped' (flushed for good), 'resumed' (paused, then played on) or 'ignored' (never paused)."""
+async def _over_reply(options: TurnTakingOptions, clip: np.ndarray, first: np.ndarray) -> dict[str, Any]:
+    """The outcome, 'stopped' (flushed for good), 'resumed' (paused, then played on) or 'ignored'
+    (never paused), with each decision's speech, transcript and reason (what the gate judged)."""
     events: list[Any] = []
 
     class Listener(Agent):
@@ -91,14 +97,19 @@ async def _over_reply(options: TurnTakingOptions, clip: np.ndarray, first: np.nd
         seen = list(events)  # before the close, which cuts the still-playing reply short itself
     finally:
         await session.close()
+    decisions = [
+        {"speech_ms": e.speech_ms, "text": e.text, "verdict": getattr(e, "reason", "confirmed")}
+        for e in seen
+        if isinstance(e, InterruptionConfirmed | FalseInterruption)
+    ]
     if any(isinstance(e, InterruptionConfirmed | ReplyInterrupted) for e in seen):
-        return "stopped"
+        return {"outcome": "stopped", "decisions": decisions}
     if any(isinstance(e, FalseInterruption) for e in seen):
-        return "resumed"
-    return "ignored"
+        return {"outcome": "resumed", "decisions": decisions}
+    return {"outcome": "ignored", "decisions": decisions}
 
 
-async def main(real: int) -> dict[str, Any]:
+async def main(real: int, settings: list[str]) -> dict[str, Any]:
     labels = {item["id"]: item for item in json.loads((CLIPS / "labels.json").read_text())["items"]}
     kinds = {
         "backchannel": sorted(CLIPS.glob("backchannel-*.wav")),
@@ -107,17 +118,24 @@ async def main(real: int) -> dict[str, Any]:
     }
     first = _load(FIRST_TURN)
     table: dict[str, Any] = {}
-    for name, options in SETTINGS.items():
+    for name in settings:
         for kind, paths in kinds.items():
-            outcomes = [await _over_reply(options, _load(p), first) for p in paths]
-            table[f"{name} | {kind}"] = {o: outcomes.count(o) for o in ("stopped", "resumed", "ignored")}
-            table[f"{name} | {kind}"]["clips"] = len(paths)
-            texts = [
-                labels.get(p.stem, {}).get("text", "")
-                for p, o in zip(paths, outcomes, strict=True)
-                if o == "stopped"
-            ]
-            print(f"{name:20} {kind:18} {table[f'{name} | {kind}']}  stopped by: {texts}", flush=True)
+            results = [await _over_reply(SETTINGS[name], _load(p), first) for p in paths]
+            outcomes = [r["outcome"] for r in results]
+            row: dict[str, Any] = {o: outcomes.count(o) for o in ("stopped", "resumed", "ignored")}
+            row["clips"] = len(paths)
+            row["per_clip"] = {
+                p.stem: {"said": labels.get(p.stem, {}).get("text", ""), **r}
+                for p, r in zip(paths, results, strict=True)
+            }
+            table[f"{name} | {kind}"] = row
+            counts = {k: row[k] for k in ("stopped", "resumed", "ignored", "clips")}
+            print(f"{name:20} {kind:18} {counts}", flush=True)
+            for stem, clip in row["per_clip"].items():
+                heard = "; ".join(
+                    f"{d['verdict']} {d['speech_ms']} ms {d['text']!r}" for d in clip["decisions"]
+                )
+                print(f"    {stem:16} {clip['said']!r:34} {clip['outcome']:8} {heard}", flush=True)
     return table
 
 
@@ -127,8 +145,11 @@ if __name__ == "__main__":
         "--real", type=int, default=8, help="complete utterances played as real interruptions"
     )
     parser.add_argument("--json", type=Path, default=REPO / "bench" / "results" / "interruptions.json")
+    parser.add_argument(
+        "--setting", action="append", choices=list(SETTINGS), help="run only this setting (repeatable)"
+    )
     args = parser.parse_args()
     if not CLIPS.is_dir():
         sys.exit("no evaluation set: run bench/turn_eval_set.py first")
-    result = asyncio.run(main(args.real))
+    result = asyncio.run(main(args.real, args.setting or list(SETTINGS)))
     args.json.write_text(json.dumps(result, indent=1))

@@ -14,8 +14,10 @@ Kinds of item:
   ("My order number is ... four five seven two nine."). Ending the turn in such a pause is a
   false split.
 - `list`: items read with pauses between them ("eggs, ... milk, ... and bread"); same rule.
-- `backchannel` ("Mm-hmm.", "Yeah.", "Right.", "Okay.") and `noise` (synthetic coughs, a noise
-  burst, knocks): for the interruption metrics (should they barge in, should they get a reply).
+- `backchannel` ("Mm-hmm.", "Yeah.", "Right.", "Okay.") and `noise` (synthetic: shaped-noise
+  coughs, a noise burst and knocks, which Silero does not call speech; and voiced coughs, a fit of
+  coughing, a throat clear, a laugh and a sigh, which it does, from `agentkit.testing`): for the
+  interruption metrics (should they barge in, should they get a reply).
 
 How a pause is made, two ways (`style`):
 
@@ -232,7 +234,14 @@ def _espeak_marked(speech: np.ndarray, pauses_s: list[float]) -> list[int]:
 
 
 def _noise(kind: str, rng: np.random.Generator) -> np.ndarray:
-    """Synthetic non-speech: coughs (shaped, low-passed noise), a noise burst, knocks."""
+    """Synthetic non-speech: coughs (shaped, low-passed noise), a noise burst, knocks (which Silero
+    does not call speech), and voiced sounds of a throat (`agentkit.testing._throat_sounds`: coughs,
+    a throat clear, a laugh, a sigh; which it does)."""
+    from agentkit.testing._throat_sounds import THROAT_SOUNDS, throat_sound
+
+    for sound in THROAT_SOUNDS:
+        if kind == sound:
+            return throat_sound(sound, rng)
 
     def burst(duration_s: float, attack_s: float, decay_s: float, peak: float) -> np.ndarray:
         t = np.arange(round(duration_s * RATE)) / RATE

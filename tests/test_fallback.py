@@ -431,6 +431,7 @@ async def test_a_version_1_store_gets_the_provider_columns(tmp_path: Path) -> No
         figures: dict[str, Any] = dict.fromkeys(METRIC_COLUMNS)
         figures |= {"conversation_id": conversation.id, "turn_index": 0, "user_chars": 3, "reply_chars": 6}
         figures |= {"user_audio_s": 0.0, "reply_audio_s": 1.2, "interrupted": False, "created_at": 5.0}
+        figures |= {"preemptive": False}
         figures |= {"llm_provider": "groq/llama-3.3-70b-versatile", "tts_provider": "kokoro/af_heart"}
         fresh = TurnMetrics(**figures)
         await store.add_metrics(fresh)

@@ -652,6 +652,7 @@ async def test_a_version_2_file_is_upgraded_to_keep_call_ids(tmp_path: Path) -> 
         db.executescript(
             """DROP INDEX conversations_by_call;
             ALTER TABLE conversations DROP COLUMN call_id;
+            ALTER TABLE turn_metrics DROP COLUMN preemptive;
             PRAGMA user_version = 2;"""
         )
     db.close()
@@ -663,8 +664,25 @@ async def test_a_version_2_file_is_upgraded_to_keep_call_ids(tmp_path: Path) -> 
     finally:
         await store.aclose()
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     db.close()
+
+
+async def test_a_version_3_file_is_upgraded_to_keep_whether_a_reply_was_preemptive(tmp_path: Path) -> None:
+    path = tmp_path / "v3.db"
+    store = SQLiteStore(path)
+    conversation = await store.start_conversation("local", "websocket")
+    await store.add_metrics(metrics_for(conversation.id, 0))
+    await store.aclose()
+    with sqlite3.connect(path) as db:  # back to version 3: no preemptive column
+        db.executescript("ALTER TABLE turn_metrics DROP COLUMN preemptive; PRAGMA user_version = 3;")
+    db.close()
+    store = SQLiteStore(path)
+    try:
+        await store.add_metrics(metrics_for(conversation.id, 1, preemptive=True))
+        assert [m.preemptive for m in await store.metrics(conversation.id)] == [False, True]
+    finally:
+        await store.aclose()
 
 
 async def test_a_version_1_file_is_upgraded_and_its_open_conversations_are_abandoned(tmp_path: Path) -> None:

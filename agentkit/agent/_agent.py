@@ -39,7 +39,7 @@ from agentkit.audio import AudioFrame, StreamingResampler
 from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers import resolve_llm, resolve_stt, resolve_tts
 from agentkit.providers._fallback import note_answer
-from agentkit.providers.llm import LLM, ChatMessage, LLMChunk
+from agentkit.providers.llm import LLM, ChatMessage, LLMChunk, LocalLLM
 from agentkit.providers.stt import STT, MoonshineSTT
 from agentkit.providers.tts import TTS
 from agentkit.providers.turn import EndOfTurnModel, SmartTurn
@@ -128,6 +128,25 @@ class Agent(TurnTakingHandler):
     """The first piece of each reply goes to the TTS after this many words at most, if its sentence
     (or a clause past 24 characters) has not ended sooner; later pieces are whole sentences. A TTS
     that speaks whole pieces (Kokoro) starts sooner on a short one. None: the first sentence whole."""
+    preemptive_generation: bool | None = None
+    """Begin the reply in the caller's pauses, before the turn is known to be over: once a pause
+    reaches `preemptive_after_ms`, the turn so far is transcribed (`stt_node`), and once the pause
+    has had its first end-of-turn check (at once without `semantic_turn`) the LLM (`llm_node`)
+    starts on the history plus that transcript. Nothing of it is spoken, no tool runs and the
+    history is untouched until the turn ends in that same pause; the turn's reply then goes on
+    from there (no second transcription). If the caller speaks again instead, the work is
+    cancelled and thrown away. The price is that wasted work: a transcription for every pause that
+    was not the end, and an LLM call started for those that outlast the check (CPU with local
+    models, billed calls with cloud ones). None: on when both the STT and the LLM run on this
+    machine (`MoonshineSTT`, `LocalLLM`) and turns end on silence alone (no end-of-turn model in
+    use), where it is a clear win on two cores (~260 ms median, voice to voice); with Smart Turn
+    the gain there was within the noise, so it is off (docs/benchmarks.md, "Preemptive
+    generation")."""
+    preemptive_after_ms: int = 120
+    """Silence after which a pause is worked on (with `preemptive_generation`). Below the semantic
+    end of turn's first check (`turn_taking.semantic_check_after_ms`, 200), so the work is under
+    way when a finished sentence is recognised; at least `turn_taking.trailing_ms` plus a VAD
+    chunk passes before the turn's audio is complete."""
     store: ConversationStore | None = None
     """Where conversations, messages and metrics are kept; `agentkit run` sets one."""
     name: str = ""
@@ -165,6 +184,8 @@ class Agent(TurnTakingHandler):
         partial_transcripts: bool | _Unset = UNSET,
         partial_interval_ms: int | _Unset = UNSET,
         first_piece_words: int | _Unset | None = UNSET,
+        preemptive_generation: bool | _Unset | None = UNSET,
+        preemptive_after_ms: int | _Unset = UNSET,
         store: ConversationStore | _Unset | None = UNSET,
         name: str | _Unset = UNSET,
         tools: Sequence[Callable[..., Any] | Tool] | _Unset = UNSET,
@@ -195,6 +216,8 @@ class Agent(TurnTakingHandler):
             "partial_transcripts": partial_transcripts,
             "partial_interval_ms": partial_interval_ms,
             "first_piece_words": first_piece_words,
+            "preemptive_generation": preemptive_generation,
+            "preemptive_after_ms": preemptive_after_ms,
             "store": store,
             "name": name,
             "tools": tools,
@@ -209,6 +232,8 @@ class Agent(TurnTakingHandler):
                 setattr(self, key, value)
         if self.first_piece_words is not None and self.first_piece_words < 1:
             raise ConfigError("first_piece_words must be at least 1 (or None)", value=self.first_piece_words)
+        if self.preemptive_after_ms <= 0:
+            raise ConfigError("preemptive_after_ms must be positive", value=self.preemptive_after_ms)
         self.stt_provider: STT = resolve_stt(self.stt)
         self.interruption_stt_provider: STT | None = (
             resolve_stt(self.interruption_stt)
@@ -240,6 +265,17 @@ class Agent(TurnTakingHandler):
                 f"{self.agent_name} declares tools, but {self.llm_provider.name} cannot call tools: "
                 "use a cloud LLM such as anthropic/claude-haiku-4-5 or groq/llama-3.3-70b-versatile"
             )
+
+    @property
+    def preemptive(self) -> bool:
+        """`preemptive_generation`, resolved: whether this agent begins replies in pauses. For None,
+        whether an end-of-turn model is in use is known once turn-taking has started (an optional
+        Smart Turn without its file is not); before that, `semantic_turn` is taken as declared."""
+        if self.preemptive_generation is not None:
+            return self.preemptive_generation
+        local = isinstance(self.stt_provider, MoonshineSTT) and isinstance(self.llm_provider, LocalLLM)
+        started = self._detector is not None
+        return local and (self.semantic is None if started else self.semantic_turn is None)
 
     @property
     def agent_name(self) -> str:
@@ -375,6 +411,8 @@ class Agent(TurnTakingHandler):
             tool_filler=self.tool_filler,
             tool_filler_after_s=self.tool_filler_after_s,
             event_sinks=tuple(self.event_sinks),
+            preemptive_generation=self.preemptive,
+            preemptive_after_ms=self.preemptive_after_ms,
         )
 
     async def start_up(self) -> None:
@@ -441,6 +479,11 @@ class Agent(TurnTakingHandler):
     async def after_audio(self, detector: TurnDetector) -> None:
         if self.partial_transcripts and detector.state is not TurnState.SILENT:
             await self.session.partial_user_transcript(detector)
+        # with `preemptive_generation` (the session's config); its LLM call waits for the pause's
+        # first end-of-turn check: both at once would slow the check (docs/benchmarks.md)
+        semantic = self.semantic
+        check_ms = semantic.options.semantic_check_after_ms if semantic is not None else 0
+        await self.session.preempt(detector, llm_after_ms=check_ms)
 
     def on_playout(self, event: PlayoutEvent) -> None:
         if self._session is not None:

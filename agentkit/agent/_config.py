@@ -45,6 +45,10 @@ class AgentConfig:
     tool_filler_after_s: float = 1.0
     event_sinks: Sequence[Callable[[AgentEvent], None]] = ()
     """`Agent.event_sinks`: called with every event of the session (kept across handoffs)."""
+    preemptive_generation: bool = False
+    """Transcribe and start the LLM in the caller's pauses (`Agent.preemptive_generation`, resolved)."""
+    preemptive_after_ms: int = 120
+    """...once a pause has lasted this long."""
 
 
 class AgentHooks(Protocol):

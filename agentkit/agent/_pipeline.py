@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from agentkit._aio import closing, next_within
 from agentkit.agent._sentences import SentenceSplitter
+from agentkit.agent._tracing import ReplyTrace, provider_call
 from agentkit.audio import AudioFrame
 from agentkit.clock import Clock
 from agentkit.exceptions import ProviderError
@@ -137,6 +138,8 @@ async def speak(
     max_sentence_chars: int = 160,
     first_piece_words: int | None = FIRST_PIECE_WORDS,
     on_sentence: Callable[[str], Awaitable[None]] | None = None,
+    trace: ReplyTrace | None = None,
+    text_from_llm: bool = False,
 ) -> None:
     """Speak a streamed text through `synthesize` (the agent's `tts_node`), passing each frame to
     `out` as it comes.
@@ -146,6 +149,9 @@ async def speak(
     text stream and any synthesis in progress at once. `on_sentence(text_so_far)` is awaited as each
     sentence goes to the TTS (for partial transcripts). The first piece ends after
     `first_piece_words` words at most (None: at its sentence's end or first clause).
+
+    With a `trace` (the reply's spans), each sentence's synthesis is an `agentkit.tts` span, and
+    reading `text` an `agentkit.llm` one when it is an LLM's (`text_from_llm`).
     """
     sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=_SENTENCES_AHEAD)
     failure: list[BaseException] = []
@@ -159,8 +165,9 @@ async def speak(
         )
         timings.llm_started_at = clock.now()
         written = False
+        llm_trace = trace if text_from_llm else None
         try:
-            async with closing(text) as stream:
+            async with provider_call(llm_trace, "llm") as call, closing(text) as stream:
                 timeout_s, what = timeouts.llm_first_token_s, "llm first token"
                 while True:
                     try:
@@ -170,6 +177,9 @@ async def speak(
                     delta = item.text if isinstance(item, LLMChunk) else str(item)
                     if isinstance(item, LLMChunk) and item.usage is not None:
                         timings.usage = item.usage
+                        call.usage(item.usage)
+                    if delta:
+                        call.first_output()
                     if delta and timings.llm_first_text_at is None:
                         timings.llm_first_text_at = clock.now()
                         timeout_s, what = timeouts.llm_stall_s, "llm next token"
@@ -202,6 +212,7 @@ async def speak(
                 clock=clock,
                 timeouts=timeouts,
                 first_heard=first_heard,
+                trace=trace,
             )
             first_heard.set()
 
@@ -224,8 +235,9 @@ async def _synthesise(
     clock: Clock,
     timeouts: StageTimeouts,
     first_heard: asyncio.Event,
+    trace: ReplyTrace | None,
 ) -> None:
-    async with closing(synthesize(sentence)) as frames:
+    async with provider_call(trace, "tts") as call, closing(synthesize(sentence)) as frames:
         timeout_s, what = timeouts.tts_first_audio_s, "tts first audio"
         while True:
             try:
@@ -235,6 +247,7 @@ async def _synthesise(
             assert isinstance(frame, AudioFrame)
             if frame.num_samples == 0:
                 continue
+            call.first_output()
             if timings.tts_first_audio_at is None:
                 timings.tts_first_audio_at = clock.now()
             first_heard.set()  # not only with the timings: an apology reuses a failed reply's

@@ -12,12 +12,16 @@ import asyncio
 import time
 from collections.abc import Generator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from agentkit.agent._pipeline import ReplyTimings, SpokenReply
 from agentkit.agent._tool_runs import ToolStep
+from agentkit.agent._tracing import ReplyTrace
 from agentkit.audio import AudioFrame
 from agentkit.store import TurnMetrics
+
+if TYPE_CHECKING:
+    from agentkit.agent._preemptive import Speculation
 
 __all__ = ["CallAction", "Reply", "ReplyHandle", "ReplyOutcome"]
 
@@ -77,7 +81,16 @@ class Reply:
     """Its transcript, metrics and events have gone out."""
     turn_metrics: TurnMetrics | None = None
     """Set when a reply to a caller turn is settled."""
+    trace: ReplyTrace | None = None
+    """Its OpenTelemetry span, parent of its calls' (None: not traced; see `agentkit.agent._tracing`)."""
     task: asyncio.Task[None] | None = None
+    speculation: Speculation | None = None
+    """Work begun in the caller's pause for the turn it answers (`_preemptive.py`), if any."""
+    preemptive: bool = False
+    """Its first LLM call is that work's (started before the turn ended)."""
+    llm_ttft_ms: float | None = None
+    """For a preemptive reply, that call's own time to first text (the timings' start is the
+    reply's)."""
 
     @property
     def finished(self) -> bool:
@@ -118,7 +131,11 @@ class Reply:
             turn_index=self.index,
             end_of_turn_ms=_ms_between(self.speech_end_at, self.decided_at),
             stt_ms=self.stt_ms,
-            llm_ttft_ms=_ms_between(t.llm_started_at, t.llm_first_text_at),
+            llm_ttft_ms=(
+                self.llm_ttft_ms
+                if self.llm_ttft_ms is not None
+                else _ms_between(t.llm_started_at, t.llm_first_text_at)
+            ),
             tts_ttfa_ms=_ms_between(t.tts_started_at, t.tts_first_audio_at),
             voice_to_voice_ms=_ms_between(self.speech_end_at, self.playout_started_at),
             input_tokens=usage.input_tokens if usage else None,
@@ -132,6 +149,7 @@ class Reply:
             stt_provider=t.providers.get("stt"),
             llm_provider=t.providers.get("llm"),
             tts_provider=t.providers.get("tts"),
+            preemptive=self.preemptive,
         )
 
 

@@ -33,10 +33,12 @@ from agentkit.agent import _events as ev
 from agentkit.agent._config import AgentConfig, AgentHooks
 from agentkit.agent._event_log import EventLog
 from agentkit.agent._pipeline import speak
+from agentkit.agent._preemptive import Preemption, Speculation
 from agentkit.agent._recorder import Recorder
 from agentkit.agent._reply import CallAction, Reply, ReplyHandle, ReplyOutcome
 from agentkit.agent._tool_runs import ToolRun, ToolRunner, ToolStep, arguments_json, reply_messages
 from agentkit.agent._tools import result_text
+from agentkit.agent._tracing import ReplyTrace, provider_call
 from agentkit.audio import AudioFrame
 from agentkit.exceptions import ProviderError
 from agentkit.providers._fallback import recording_answers
@@ -113,6 +115,7 @@ class AgentSession:
         self._user_speaking = False
         self._partial: asyncio.Task[None] | None = None
         self._partial_at = 0  # media position of the last partial transcript's audio
+        self._preemption = Preemption(self._tasks, sample_rate=config.input_sample_rate)
         self.turns = 0
         self._turn_base = 0  # turns of the conversation before this session (a reconnected call)
         """Caller turns that got a reply."""
@@ -263,6 +266,7 @@ class AgentSession:
 
     # -- turn-taking (called by the agent) -------------------------------------------------------
     async def caller_started(self, event: TurnStarted, *, barge_in: bool) -> None:
+        self._preemption.drop()
         self._user_turn += 1
         self._user_speaking = True
         await self._notify(ev.UserTurnStarted(self._ms(event.onset_samples), barge_in))
@@ -283,6 +287,7 @@ class AgentSession:
         """A burst too short to be a turn ended: no partial transcript of it stays current."""
         self._user_speaking = False
         self._cancel_partial()
+        self._preemption.drop()
 
     async def caller_finished(self, event: TurnEnded) -> None:
         self._user_speaking = False
@@ -295,7 +300,10 @@ class AgentSession:
         reply = Reply(
             index=self._turn_base + self.turns, audio=audio, speech_end_at=now - lag_s, decided_at=now
         )
+        speculation = self._preemption.take(event, usable=audio is event.audio)  # not with a carry
         self._start(reply, self._take_turn(reply, audio), f"reply-{reply.index}")
+        if speculation is not None:
+            speculation.adopt(reply)
 
     async def user_text(self, text: str, *, interrupt: bool) -> None:
         """The caller typed `text`: a turn like a spoken one minus the STT (`on_transcript` →
@@ -335,6 +343,36 @@ class AgentSession:
             else:
                 self._forget(reply)
 
+    async def preempt(self, detector: TurnDetector, *, llm_after_ms: int = 0) -> None:
+        """After each input frame: with `preemptive_generation`, begin the reply in a pause of
+        `preemptive_after_ms` while no reply is being made (its LLM call once the pause reaches
+        `llm_after_ms`), and drop it once the pause is over."""
+        config = self.config
+        idle = config.preemptive_generation and self._carry is None and not self.replying
+        after_ms = config.preemptive_after_ms if idle else None
+        await self._preemption.after_audio(
+            detector, after_ms=after_ms, llm_after_ms=llm_after_ms, begin=self._speculation
+        )
+
+    def _speculation(self, audio: AudioFrame, speech_end_samples: int) -> Speculation:
+        hooks = self._hooks
+
+        def start_llm(history: list[ChatMessage]) -> AsyncIterator[str | LLMChunk]:
+            if self._speaking is None:  # as the reply's first LLM step will offer them
+                self._offer_tools = self.config.max_tool_steps > 0
+            return hooks.llm_node(history)
+
+        return Speculation(
+            audio,
+            speech_end_samples,
+            owner=hooks,
+            history=self._history,
+            transcribe=hooks.stt_node,
+            start_llm=start_llm,
+            clock=self._context.clock,
+            first_piece_words=self.config.first_piece_words,
+        )
+
     async def partial_user_transcript(self, detector: TurnDetector) -> None:
         """Transcribe the turn so far every `partial_interval_ms` while the caller talks (one at a time)."""
         rate = self.config.input_sample_rate
@@ -368,6 +406,17 @@ class AgentSession:
 
     # -- replies ---------------------------------------------------------------------------------
     def _start(self, reply: Reply, coro: Coroutine[Any, Any, None], name: str) -> None:
+        ctx = self._context
+        reply.trace = ReplyTrace.start(
+            turn_index=reply.index,
+            kind=name,
+            session_id=ctx.session_id,
+            conversation_id=self.conversation_id,
+            channel=ctx.channel,
+            agent=self.config.name,
+            clock=ctx.clock,
+            providers=reply.timings.providers,
+        )
         self._replies.append(reply)
         reply.task = self._tasks.spawn(self._on_floor(reply, coro), name)
 
@@ -386,6 +435,8 @@ class AgentSession:
     def _forget(self, reply: Reply) -> None:
         reply.drop()
         self._settled(reply)
+        if reply.trace is not None and reply.outcome is not None:
+            reply.trace.end(interrupted=reply.outcome.interrupted, metrics=None)
 
     def _settled(self, reply: Reply) -> None:
         if reply in self._replies:
@@ -452,7 +503,11 @@ class AgentSession:
             self._offer_tools = number < self.config.max_tool_steps
             step = ToolStep(first_sentence=len(reply.spoken.segments))
             history = [*self._history, *self._step_messages(reply)]
-            await self._speak(reply, self._take_calls(self._hooks.llm_node(history), reply, step))
+            preempted = reply.speculation if number == 0 else None
+            stream = await preempted.take_llm(history, self._hooks, reply) if preempted else None
+            if stream is None:
+                stream = self._hooks.llm_node(history)
+            await self._speak(reply, self._take_calls(stream, reply, step), llm=True)
             if not step.runs:
                 return
             await self._await_tools(reply, step)
@@ -473,7 +528,7 @@ class AgentSession:
                     if not step.runs:
                         reply.steps.append(step)
                     tools = self._hooks.agent_tools() if self._offer_tools else {}
-                    step.runs.append(await self._tools.start(item.tool_call, tools, reply.index))
+                    step.runs.append(await self._tools.start(item.tool_call, tools, reply.index, reply.trace))
                     if item.text or item.usage is not None:
                         yield LLMChunk(item.text, item.usage)
                     continue
@@ -544,9 +599,14 @@ class AgentSession:
         await self._end_reply(reply)
 
     async def _transcribe(self, reply: Reply | None, audio: AudioFrame) -> str:
+        if reply is not None and reply.speculation is not None:  # transcribed in the pause already
+            text = await reply.speculation.transcript(reply)
+            if text is not None:
+                return text
         clock = self._context.clock
         started = clock.now()
-        text = await self._hooks.stt_node(audio)
+        with provider_call(reply.trace if reply is not None else None, "stt"):
+            text = await self._hooks.stt_node(audio)
         if reply is not None:
             reply.stt_ms = round((clock.now() - started) * 1000, 1)
         return text
@@ -565,7 +625,8 @@ class AgentSession:
             self._partial.cancel()
         self._partial = None
 
-    async def _speak(self, reply: Reply, text: AsyncIterator[str | LLMChunk]) -> None:
+    async def _speak(self, reply: Reply, text: AsyncIterator[str | LLMChunk], *, llm: bool = False) -> None:
+        """Speak `text`: the LLM's (`llm`, traced as an LLM request) or fixed words."""
         await speak(
             text,
             self._hooks.tts_node,
@@ -576,6 +637,8 @@ class AgentSession:
             timeouts=self.config.timeouts,
             first_piece_words=self.config.first_piece_words,
             on_sentence=self._partial_reply if self.config.partial_transcripts else None,
+            trace=reply.trace,
+            text_from_llm=llm,
         )
 
     async def _partial_reply(self, text_so_far: str) -> None:
@@ -612,6 +675,8 @@ class AgentSession:
         if reply.index >= 0 and reply.user_text is not None:
             reply.turn_metrics = reply.metrics(self.conversation_id or "", outcome)
             self._recorder.metrics(reply.turn_metrics)
+        if reply.trace is not None:
+            reply.trace.end(interrupted=outcome.interrupted, metrics=reply.turn_metrics)
         return outcome
 
     def _record_steps(self, reply: Reply, heard_ms: int | None, interrupted: bool) -> None:

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from agentkit._tasks import TaskSet
 from agentkit.agent._tools import Tool, ToolError
+from agentkit.agent._tracing import ReplyTrace, tool_call
 from agentkit.clock import Clock
 from agentkit.providers.llm import ChatMessage, ToolCall, ToolResult
 
@@ -93,32 +94,38 @@ class ToolRunner:
         self._notify_started = notify_started
         self._notify_finished = notify_finished
 
-    async def start(self, call: ToolCall, tools: Mapping[str, Tool], turn_index: int) -> ToolRun:
-        """Begin running `call` (at once; the reply awaits `run.task` when it needs the result)."""
+    async def start(
+        self, call: ToolCall, tools: Mapping[str, Tool], turn_index: int, trace: ReplyTrace | None = None
+    ) -> ToolRun:
+        """Begin running `call` (at once; the reply awaits `run.task` when it needs the result).
+        With the reply's `trace`, the call is an `agentkit.tool` span under it."""
         run = ToolRun(call, tools.get(call.name), turn_index, self._clock.now())
         await self._notify_started(run)
-        run.task = self._tasks.spawn(self._execute(run), f"tool-{call.name}")
+        run.task = self._tasks.spawn(self._execute(run, trace), f"tool-{call.name}")
         return run
 
-    async def _execute(self, run: ToolRun) -> ToolResult:
+    async def _execute(self, run: ToolRun, trace: ReplyTrace | None) -> ToolResult:
         call, tool = run.call, run.tool
         wall_start = time.perf_counter()
         timeout_s = (tool.timeout_s if tool is not None else None) or self._default_timeout_s
-        try:
-            if tool is None:
-                raise ToolError(f"there is no tool named {call.name!r}")
-            async with asyncio.timeout(timeout_s):
-                content = await self._interpret(await tool.run(call.arguments, self._session))
-            result = ToolResult(call.id, call.name, content)
-        except ToolError as exc:
-            result = ToolResult(call.id, call.name, str(exc), is_error=True)
-        except TimeoutError:
-            logger.warning("tool %s timed out after %.1f s", call.name, timeout_s)
-            result = ToolResult(call.id, call.name, f"timed out after {timeout_s:g} s", is_error=True)
-        except asyncio.CancelledError:
-            run.cancelled = True
-            await self._settle(run, ToolResult(call.id, call.name, CANCELLED, is_error=True), wall_start)
-            raise
+        with tool_call(trace, call.name, call.id) as span:
+            try:
+                if tool is None:
+                    raise ToolError(f"there is no tool named {call.name!r}")
+                async with asyncio.timeout(timeout_s):
+                    content = await self._interpret(await tool.run(call.arguments, self._session))
+                result = ToolResult(call.id, call.name, content)
+            except ToolError as exc:
+                span.failed(exc)
+                result = ToolResult(call.id, call.name, str(exc), is_error=True)
+            except TimeoutError as exc:
+                span.failed(exc)
+                logger.warning("tool %s timed out after %.1f s", call.name, timeout_s)
+                result = ToolResult(call.id, call.name, f"timed out after {timeout_s:g} s", is_error=True)
+            except asyncio.CancelledError:
+                run.cancelled = True
+                await self._settle(run, ToolResult(call.id, call.name, CANCELLED, is_error=True), wall_start)
+                raise
         await self._settle(run, result, wall_start)
         return result
 

@@ -130,6 +130,10 @@ class TurnMetrics(_Record):
     """Name of the LLM provider that answered (the last one, for a reply of several LLM calls)."""
     tts_provider: str | None = None
     """Name of the TTS provider that spoke the reply (the last one, if it changed between sentences)."""
+    preemptive: bool = False
+    """The reply was started in the caller's pause, before the turn was known to be over
+    (`Agent.preemptive_generation`): its transcript and first LLM call came from that work, so
+    `stt_ms` and `llm_ttft_ms` partly or wholly precede the end of turn."""
 
     def __post_init__(self) -> None:
         if self.turn_index < 0:
@@ -144,8 +148,9 @@ class TurnMetrics(_Record):
         """The inverse of `to_dict()`; unknown keys are ignored, missing ones raise `TypeError`."""
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        if "interrupted" in values:
-            values["interrupted"] = bool(values["interrupted"])
+        for flag in ("interrupted", "preemptive"):
+            if flag in values:
+                values[flag] = bool(values[flag])
         return cls(**values)
 
 

@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
-"""The `PRAGMA user_version` this code writes and reads (version 1 and 2 files are upgraded in place)."""
+SCHEMA_VERSION = 4
+"""The `PRAGMA user_version` this code writes and reads (version 1 to 3 files are upgraded in place)."""
 
 _OWNERSHIP = (  # schema v2: who serves each open conversation, whether it is alive; tool calls
     "CREATE INDEX conversations_open ON conversations (owner) WHERE ended_at IS NULL",
@@ -118,6 +118,7 @@ _SCHEMA = (
         stt_provider TEXT,
         llm_provider TEXT,
         tts_provider TEXT,
+        preemptive INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (conversation_id, turn_index)
     ) WITHOUT ROWID""",
     *_OWNERSHIP,
@@ -132,6 +133,7 @@ _UPGRADE_1_TO_2 = (
     *_OWNERSHIP,
 )
 _UPGRADE_2_TO_3 = ("ALTER TABLE conversations ADD COLUMN call_id TEXT", *_CALLS)
+_UPGRADE_3_TO_4 = ("ALTER TABLE turn_metrics ADD COLUMN preemptive INTEGER NOT NULL DEFAULT 0",)
 _CONVERSATION_COLUMNS = "id, agent, channel, caller, started_at, ended_at, end_reason, call_id"
 _INSERT_TOOL_CALL = (
     f"INSERT INTO tool_calls (conversation_id, seq, {', '.join(TOOL_CALL_COLUMNS[1:])}) "
@@ -256,8 +258,9 @@ class SQLiteStore:
                 raise self._unusable(
                     f"its schema version {version} is newer than this agentkit's {SCHEMA_VERSION}"
                 )
-            if version in (1, 2):  # conversations left open by v1 have no owner: abandoned
-                upgrades = (*_UPGRADE_1_TO_2, *_UPGRADE_2_TO_3) if version == 1 else _UPGRADE_2_TO_3
+            if version in (1, 2, 3):  # conversations left open by v1 have no owner: abandoned
+                steps = (_UPGRADE_1_TO_2, _UPGRADE_2_TO_3, _UPGRADE_3_TO_4)[version - 1 :]
+                upgrades = [statement for step in steps for statement in step]
                 for statement in upgrades:
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -27,6 +27,8 @@ with each chunk and its probability, then `check_partial` once the input is used
 A semantic end of turn (an end-of-turn model asked in pauses, `_semantic_turn.py`) needs no model
 here: the detector exposes the pause (`silence_samples`), the end of the turn's audio
 (`recent_audio`) and `end_turn()`, which ends the turn in a pause as enough silence would have.
+Work begun in a pause (preemptive generation) takes `pause_audio()`: what the turn will hold if it
+ends in that pause.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ import numpy as np
 
 from agentkit.audio import AudioFrame, Samples
 from agentkit.providers.vad import VADStream
-from agentkit.stream._interruption import BACKCHANNELS
+from agentkit.stream._interruption import BACKCHANNELS, INTERRUPTION_WORDS
 
 __all__ = [
     "TurnDetector",
@@ -108,10 +110,23 @@ class TurnTakingOptions:
     words it must hold that are not `backchannels`; 0: speech alone decides."""
     interrupt_decision_ms: int = 700
     """...caller audio after the onset by which a paused reply is flushed or resumed, on what was
-    heard so far (sooner when the sound ends or holds the words)."""
+    heard so far (sooner when the sound ends or holds the words; later only for a short sound still
+    going on, see `backchannel_max_speech_ms`)."""
     backchannels: tuple[str, ...] = BACKCHANNELS
     """...words and phrases that acknowledge rather than interrupt ("mm-hmm", "right", "I see"),
-    compared in lower case without punctuation."""
+    compared in lower case without punctuation, runs of a letter as one ("yeahh"), a word that sounds
+    the same as one ("ride" for "right"); any hum ("hm", "mhm", "uh-huh") is one too."""
+    interruption_words: tuple[str, ...] = INTERRUPTION_WORDS
+    """...words and phrases that interrupt on their own however short the sound ("stop", "wait",
+    "sorry", "hold"), compared as `backchannels` are."""
+    backchannel_max_speech_ms: int = 1000
+    """...speech in a sound short enough that a transcript of at most `backchannel_max_words` other
+    words (neither `backchannels` nor `interruption_words`) is taken for a backchannel: a speech
+    model writes a hum as stray words ("Amen, hm." for "mm-hmm"). While such a sound is still going
+    on at `interrupt_decision_ms`, and its words so far settle nothing, the reply stays paused until
+    it ends or holds this much speech, rather than judging a word cut in half. 0: neither."""
+    backchannel_max_words: int = 1
+    """...see `backchannel_max_speech_ms`; 0: only backchannels make a backchannel."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.silence_threshold <= self.speech_threshold < 1.0:
@@ -138,6 +153,8 @@ class TurnTakingOptions:
             raise ValueError(
                 "need interrupt_min_words >= 0 and 0 <= interrupt_min_speech_ms <= interrupt_decision_ms"
             )
+        if self.backchannel_max_speech_ms < 0 or self.backchannel_max_words < 0:
+            raise ValueError("backchannel_max_speech_ms and backchannel_max_words must not be negative")
 
 
 class TurnState(enum.Enum):
@@ -295,6 +312,18 @@ class TurnDetector:
         if self._state is not TurnState.PAUSED:
             return None
         return self._finish(cut=False, decided=self.position_samples)
+
+    def pause_audio(self) -> AudioFrame | None:
+        """In a pause, a copy of the audio the `TurnEnded` will hold if the turn ends in this pause
+        (the same samples, `trailing_ms` included), for work begun before the turn is known to be
+        over (an `Agent`'s preemptive generation). None unless PAUSED, and until the pause's whole
+        chunks cover `trailing_ms`."""
+        if self._state is not TurnState.PAUSED or not self._turn:
+            return None
+        keep = self._speech_end + self._trailing_samples - self._turn_start
+        if len(self._turn) * self._chunk < keep:
+            return None
+        return AudioFrame(np.concatenate(self._turn)[:keep], self._rate, self._turn_start)
 
     def reset(self) -> None:
         """Drop any turn in progress and return to SILENT (the VAD keeps its recurrent state)."""

@@ -266,7 +266,8 @@ class TurnTakingHandler(AsyncStreamHandler):
     async def _judge_interruption(self, detector: TurnDetector, gate: InterruptionGate) -> None:
         """After a frame, while a sound over a reply is being judged: act on the gate's step."""
         at, speech_ms = detector.position_samples, detector.speech_ms
-        action = gate.step(position_samples=at, speech_ms=speech_ms)
+        speaking = detector.state is TurnState.SPEAKING
+        action = gate.step(position_samples=at, speech_ms=speech_ms, speaking=speaking)
         if action is None:
             return
         if action == "suspect":  # a dismissed sound went on into more speech
@@ -285,7 +286,9 @@ class TurnTakingHandler(AsyncStreamHandler):
             samples = detector.turn_so_far()
             if samples is not None:
                 text = await self._interruption_words(AudioFrame(samples, self.turn_vad.sample_rate))
-        verdict = gate.judge(speech_ms, text, partial=detector.state is TurnState.SPEAKING)
+        verdict = gate.judge_so_far(speech_ms, text) if speaking else gate.judge(speech_ms, text)
+        if verdict is None:  # a short sound still going on, its words settle nothing: wait for its end
+            return
         if verdict == "confirmed":
             await self._confirm(gate, at, speech_ms, text)
         else:

@@ -131,7 +131,7 @@ class WebSocketConnection(abc.ABC):
                         self.stream.refused.note("message_too_large", "a message over ws_max_size")
                     break
                 text, data = message.get("text"), message.get("bytes")
-                size = len(text.encode()) if text is not None else len(data or b"")
+                size = _wire_size(text) if text is not None else len(data or b"")
                 if size > self.stream.max_message_bytes:
                     detail = f"a message of {size} bytes (limit {self.stream.max_message_bytes})"
                     self.stream.refused.note("message_too_large", detail)
@@ -242,3 +242,8 @@ class WebSocketConnection(abc.ABC):
         with contextlib.suppress(Exception):
             await self.send_event(Stopped(reason="client_stop"))
         await self.close("normal", "stopped")
+
+
+def _wire_size(text: str) -> int:
+    """Bytes of a text message on the wire; ASCII text (every media message) needs no encoding."""
+    return len(text) if text.isascii() else len(text.encode())
