@@ -340,3 +340,38 @@ def test_preemptive_generation_is_on_for_local_models_on_silence_alone_unless_se
     assert chosen.preemptive
     with pytest.raises(ConfigError, match="preemptive_after_ms"):
         Agent(stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS(), preemptive_after_ms=0)
+
+
+class SlowTurnModel(ScriptedTurnModel):
+    """Says "finished", after `delay_s` of work (a loaded machine, a slow model)."""
+
+    def __init__(self, delay_s: float) -> None:
+        super().__init__(0.99)
+        self.delay_s = delay_s
+
+    async def probability(self, samples: Samples) -> float:
+        await asyncio.sleep(self.delay_s)
+        return await super().probability(samples)
+
+
+@pytest.mark.parametrize("preemptive", [False, True])
+async def test_the_end_of_turn_counts_the_time_its_decision_took(preemptive: bool) -> None:
+    """The audio goes in at once, so its end of speech arrived just before the 200 ms pause that
+    asks the model; the model then takes 0.4 s. The turn's figures count from the arrival of the end
+    of speech, so they hold those 0.4 s (dated back from the decision, they would say about 0.2 s)."""
+    stt, llm = ScriptedSTT("What time is it?"), ScriptedLLM("It is three o'clock.")
+    agent = Listening(
+        stt=stt, llm=llm, tts=ToneTTS(ms_per_char=5), semantic_turn=SlowTurnModel(0.4),
+        preemptive_generation=preemptive,
+    )  # fmt: skip
+    session, transport, _ = await start(agent)
+    try:
+        await feed(session, silence(0.3))
+        await feed(session, speech(1.0))
+        await feed(session, silence(0.3))
+        metrics = await transport.wait_for("metrics")
+    finally:
+        await session.close()
+    figures = metrics.event.metrics  # type: ignore[union-attr]
+    assert figures["end_of_turn_ms"] >= 400
+    assert figures["voice_to_voice_ms"] >= figures["end_of_turn_ms"]

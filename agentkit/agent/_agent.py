@@ -454,7 +454,7 @@ class Agent(TurnTakingHandler):
         await self.session.caller_started(event, barge_in=barge_in)
 
     async def on_turn_ended(self, event: TurnEnded) -> None:
-        await self.session.caller_finished(event)
+        await self.session.caller_finished(event, speech_end_at=self.arrival_time(event.speech_end_samples))
 
     async def on_turn_discarded(self, event: object) -> None:
         self.session.caller_discarded()

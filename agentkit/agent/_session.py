@@ -289,16 +289,17 @@ class AgentSession:
         self._cancel_partial()
         self._preemption.drop()
 
-    async def caller_finished(self, event: TurnEnded) -> None:
+    async def caller_finished(self, event: TurnEnded, *, speech_end_at: float) -> None:
+        """The caller's turn ended; their speech ended at clock time `speech_end_at`
+        (`TurnTakingHandler.arrival_time`), which the turn's latencies count from."""
         self._user_speaking = False
         self._cancel_partial()
         now = self._context.clock.now()
-        lag_s = (event.decided_samples - event.speech_end_samples) / self.config.input_sample_rate
         audio = event.audio
         if self._carry is not None:
             audio, self._carry = AudioFrame.concat([self._carry, event.audio]), None
         reply = Reply(
-            index=self._turn_base + self.turns, audio=audio, speech_end_at=now - lag_s, decided_at=now
+            index=self._turn_base + self.turns, audio=audio, speech_end_at=speech_end_at, decided_at=now
         )
         speculation = self._preemption.take(event, usable=audio is event.audio)  # not with a carry
         self._start(reply, self._take_turn(reply, audio), f"reply-{reply.index}")

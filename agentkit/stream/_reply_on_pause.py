@@ -53,7 +53,8 @@ class ReplyOnPause(TurnTakingHandler):
 
     `input_sample_rate`: the rate `fn` and the VAD get the caller's audio at; None: the VAD's own
     (16 kHz for Silero). `8000` suits a phone line: Twilio's 8 kHz audio then arrives as it is, with
-    no resampling, and Silero runs at 8 kHz (about 40 % less CPU per call); audio from other
+    no resampling, and Silero runs at 8 kHz (10-20 % less CPU per call, but turns ended about 20 ms
+    later on the concurrent-calls benchmark's recording: docs/benchmarks.md); audio from other
     transports is resampled down to it. A `vad` that cannot run at that rate is a `ValueError`.
     """
 

@@ -96,6 +96,7 @@ class TurnTakingHandler(AsyncStreamHandler):
     _outbox: Outbox[Any] | None = None
     _gate: InterruptionGate | None = None
     _paused_heard_ms = 0
+    _arrival: tuple[float, int] = (0.0, 0)  # (clock time, media position) of the latest frame's end
 
     # -- what a subclass provides ---------------------------------------------------------------
     @property
@@ -186,8 +187,18 @@ class TurnTakingHandler(AsyncStreamHandler):
         words = self.transcribes_interruptions
         self._gate = InterruptionGate(self.turn_options, sample_rate=vad.sample_rate, words=words)
 
+    def arrival_time(self, position_samples: int) -> float:
+        """Clock time at which the caller's audio at media position `position_samples` arrived, dated
+        back from the latest frame's arrival: what a turn's latencies count from. (Dating it back
+        from the moment a decision is made instead would leave out the time the decision took: a
+        busy VAD batch, an end-of-turn model's check.)"""
+        arrived_at, end_samples = self._arrival
+        return arrived_at - (end_samples - position_samples) / self.turn_vad.sample_rate
+
     async def receive(self, frame: AudioFrame) -> None:
         detector = self.detector
+        arrived_at = self.context.clock.now()
+        self._arrival = (arrived_at, detector.position_samples + frame.num_samples)
         # with the other sessions' waiting input: one audio-thread job, one VAD call per chunk round
         for event in await turn_batcher().process(self.turn_vad, detector, frame.samples):
             await self._on_turn_event(event)
