@@ -643,6 +643,36 @@ async def test_a_claimed_conversation_belongs_to_its_new_owner(
         await b.aclose()
 
 
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+async def test_the_worker_a_call_left_cannot_end_it_where_it_went_on(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Worker A's Twilio stream dropped and the call reconnected to worker B, which claimed its
+    conversation; when A's half-open session finally closes, its end (`if_owner`) changes nothing.
+    B's own end does; an end without `if_owner` (the API's, an operator's) still ends it anywhere."""
+    clock = ManualClock()
+    a, b = two_owners(kind, tmp_path, request, clock)
+    try:
+        call = await a.start_conversation("claude", "twilio", call_id="CA9")
+        await b.claim_conversation(call.id)
+        clock.t += 5.0
+        late = await a.end_conversation(call.id, reason="dropped", if_owner=True)
+        assert late.ended_at is None and (await b.get_conversation(call.id)).ended_at is None  # type: ignore[union-attr]
+        ended = await b.end_conversation(call.id, reason="hang_up", if_owner=True)
+        assert (ended.end_reason, ended.ended_at) == ("hang_up", clock.t)
+        other = await a.start_conversation("claude", "twilio", call_id="CA10")
+        assert (await b.end_conversation(other.id, reason="api")).end_reason == "api"
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_a_memory_store_ends_only_its_own_conversations_if_owner() -> None:
+    store = MemoryStore(wall_clock=StepClock())
+    mine = await store.start_conversation("claude", "twilio")
+    assert (await store.end_conversation(mine.id, reason="hang_up", if_owner=True)).end_reason == "hang_up"
+
+
 async def test_a_version_2_file_is_upgraded_to_keep_call_ids(tmp_path: Path) -> None:
     path = tmp_path / "v2.db"
     store = SQLiteStore(path)

@@ -14,6 +14,7 @@ and returns its messages after the caller's earlier ones; `resumed` says so.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -168,7 +169,11 @@ class Recorder:
         try:
             async with asyncio.timeout(timeout_s):
                 if not writer.done():  # waiting for room here: the end must not be dropped
-                    await self._writes.put(lambda: store.end_conversation(conversation_id, reason=reason))
+                    # if_owner: a call that reconnected to another worker goes on there, not ended here
+                    end = functools.partial(
+                        store.end_conversation, conversation_id, reason=reason, if_owner=True
+                    )
+                    await self._writes.put(end)
                     await self._writes.put(None)  # the writer's stop sign
                 await asyncio.wait({writer})
         except TimeoutError:

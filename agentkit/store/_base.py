@@ -77,9 +77,13 @@ class ConversationStore(Protocol):
         unknown id."""
         ...
 
-    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
+    async def end_conversation(
+        self, conversation_id: str, *, reason: str = "ended", if_owner: bool = False
+    ) -> Conversation:
         """Mark the conversation ended now, for `reason`, and return it; ending it again keeps the
-        first end time and reason."""
+        first end time and reason. `if_owner`: only while this store owns it; one another store has
+        claimed since (the call reconnected to another worker) is returned unchanged, so the worker
+        the call left cannot end it there."""
         ...
 
     @property

@@ -78,8 +78,12 @@ class MemoryStore:
         self._metrics[cid] = {}
         return conversation
 
-    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
+    async def end_conversation(
+        self, conversation_id: str, *, reason: str = "ended", if_owner: bool = False
+    ) -> Conversation:
         conversation = self._existing(conversation_id)
+        if if_owner and self._owners.get(conversation_id) != self._owner:
+            return conversation
         if conversation.ended_at is None:
             conversation = dataclasses.replace(conversation, ended_at=self._now(), end_reason=reason)
             self._conversations[conversation_id] = conversation

@@ -53,10 +53,13 @@ __all__ = ["RedisStore"]
 DEFAULT_PREFIX = "agentkit:"
 _TIMEOUT_S = 5.0
 
-# KEYS: conversation hash, the open set. ARGV: id, end time, reason. Returns the hash's fields (first
-# end kept), or nil.
+# KEYS: conversation hash, the open set. ARGV: id, end time, reason, owner ('' for any). Returns the
+# hash's fields (first end kept; unchanged when another owner holds it), or nil.
 _END = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'owner') ~= ARGV[4] then
+    return redis.call('HGETALL', KEYS[1])
+end
 if redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[2]) == 1 then
     redis.call('HSET', KEYS[1], 'end_reason', ARGV[3])
 end
@@ -204,11 +207,13 @@ class RedisStore:
             raise ValueError(f"a conversation with id {cid!r} already exists")
         return conversation
 
-    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
+    async def end_conversation(
+        self, conversation_id: str, *, reason: str = "ended", if_owner: bool = False
+    ) -> Conversation:
         self._check_open()
         flat = await self._end(
             keys=[self._key("conv", conversation_id), self._key("open")],
-            args=[conversation_id, repr(self._now()), reason],
+            args=[conversation_id, repr(self._now()), reason, self._owner if if_owner else ""],
         )
         if flat is None:
             raise KeyError(f"no conversation with id {conversation_id!r}")

@@ -338,14 +338,17 @@ class SQLiteStore:
         await self._run(self._write, insert)
         return conversation
 
-    async def end_conversation(self, conversation_id: str, *, reason: str = "ended") -> Conversation:
+    async def end_conversation(
+        self, conversation_id: str, *, reason: str = "ended", if_owner: bool = False
+    ) -> Conversation:
         now = self._now()
+        sql = "UPDATE conversations SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL"
+        params: tuple[object, ...] = (now, reason, conversation_id)
+        if if_owner:
+            sql, params = f"{sql} AND owner = ?", (*params, self._owner)
 
         def update(conn: sqlite3.Connection) -> Conversation:
-            conn.execute(
-                "UPDATE conversations SET ended_at = ?, end_reason = ? WHERE id = ? AND ended_at IS NULL",
-                (now, reason, conversation_id),
-            )
+            conn.execute(sql, params)
             row = conn.execute("SELECT * FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
             if row is None:
                 raise KeyError(f"no conversation with id {conversation_id!r}")
