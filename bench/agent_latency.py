@@ -21,9 +21,10 @@ the machine's other work moves single figures by hundreds of milliseconds betwee
 round's load average is reported with the figures, which also include
 `heard_v2v_ms`: from the moment the turn's last speech sample reached the agent (the arrival time
 of the input frame that held it) to the reply's first audio sent. The agent's own
-`voice_to_voice_ms` dates the end of speech from the end-of-turn decision (its clock time minus
-the silence counted in samples), which leaves out the time the decision itself took: a Smart Turn
-check blocks the input for its ~70 ms (more when the cores are busy, e.g. with preemptive work).
+`voice_to_voice_ms` now counts from the same moment (`TurnTakingHandler.arrival_time`), so the two
+agree to within a frame; before that change it dated the end of speech back from the end-of-turn
+decision, which left out the time the decision itself took (a Smart Turn check blocks the input
+for its ~70 ms, more when the cores are busy), and the JSON of earlier runs shows that gap.
 
 Reported, not asserted. Needs the model files (AGENTKIT_MODELS_DIR) and the `local` extra.
 """

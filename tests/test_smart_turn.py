@@ -121,6 +121,20 @@ def test_complete_question_scores_high_and_a_cut_one_low(
     assert cut < 0.2
 
 
+def test_one_and_two_threads_score_alike_on_sessions_of_their_own(
+    smart_turn: SmartTurn, voices: dict[str, Samples]
+) -> None:
+    clips = [_with_silence(voices["question"], CHECK_AFTER_MS), _with_silence(voices["cut"], CHECK_AFTER_MS)]
+    single = SmartTurn(smart_turn.model_path, threads=1)
+    assert single.load() and smart_turn.load()
+    assert single._session is not smart_turn._session  # one shared session per thread count
+    assert single._session.get_session_options().intra_op_num_threads == 1
+    assert smart_turn._session.get_session_options().intra_op_num_threads == smart_turn.threads == 2
+    assert np.allclose(single.predict(clips), smart_turn.predict(clips), atol=1e-4)
+    with pytest.raises(ValueError, match="threads"):
+        SmartTurn(threads=0)
+
+
 async def test_checks_arriving_together_share_one_run_with_the_same_results(
     smart_turn: SmartTurn, voices: dict[str, Samples]
 ) -> None:
