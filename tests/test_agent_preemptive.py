@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import EnergyVAD
 
 from agentkit import Agent, Stream, tool
 from agentkit.agent import ReplyInterrupted, ToolCallStarted, TurnMetricsReady, UserTurnEnded, split_sentences
@@ -27,25 +28,6 @@ from agentkit.testing import RecordingTransport, ScriptedLLM, ScriptedSTT, ToneT
 RATE = 16000
 FRAME = 320  # 20 ms
 PAUSE_S = 0.3  # past `preemptive_after_ms` (150), short of the end of turn (600)
-
-
-class EnergyVAD:
-    """Any chunk with sound is speech: the caller is a tone, silence is digital silence."""
-
-    sample_rate = RATE
-    chunk_samples = 512
-
-    def stream(self) -> EnergyVAD:
-        return self
-
-    def probability(self, chunk: Samples) -> float:
-        return 1.0 if float(np.sqrt(np.mean(chunk * chunk))) > 0.01 else 0.0
-
-    def reset(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
 
 
 class Preemptive(Agent):

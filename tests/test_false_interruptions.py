@@ -131,6 +131,23 @@ def of_type(events: list[Any], kind: type) -> list[Any]:
     return [e for e in events if isinstance(e, kind)]
 
 
+async def reply_heard_over(
+    clip: AudioFrame,
+) -> tuple[RecordingTransport, Listener, list[ChatMessage], ScriptedLLM]:
+    """`clip` spoken over a reply that is then left to play out: the transport, the agent, its
+    history and its LLM afterwards."""
+    llm = ScriptedLLM(REPLY, "Never said.")
+    agent = listener(llm, ToneTTS(ms_per_char=40))
+    session, transport = await talk_over_reply(agent, with_silence(clip))
+    try:
+        await transport.wait_for("response_done", timeout_s=15)
+        await transport.wait_for("metrics", timeout_s=5)
+        history = session.handler.session.history  # type: ignore[union-attr]
+    finally:
+        await session.close()
+    return transport, agent, history, llm
+
+
 def test_backchannel_words_are_told_from_real_ones() -> None:
     options = TurnTakingOptions()
     assert judge_words("Yeah, I see.", options.backchannels, 1) == "backchannel"
@@ -262,16 +279,7 @@ async def test_a_backchannel_pauses_the_reply_which_then_plays_to_its_end(
 
 
 async def test_a_short_burst_pauses_the_reply_and_it_resumes(voice: dict[str, AudioFrame]) -> None:
-    tts = ToneTTS(ms_per_char=40)
-    llm = ScriptedLLM(REPLY, "Never said.")
-    agent = listener(llm, tts)
-    session, transport = await talk_over_reply(agent, with_silence(voice["burst"]))
-    try:
-        await transport.wait_for("response_done", timeout_s=15)
-        await transport.wait_for("metrics", timeout_s=5)
-        history = session.handler.session.history  # type: ignore[union-attr]
-    finally:
-        await session.close()
+    transport, agent, history, llm = await reply_heard_over(voice["burst"])
     assert [e.event.type for e in transport.events if e.event.type.startswith("playback_")] == [
         "playback_paused",
         "playback_resumed",
@@ -287,16 +295,7 @@ async def test_a_short_burst_pauses_the_reply_and_it_resumes(voice: dict[str, Au
 async def test_a_mm_hmm_the_model_writes_as_other_words_lets_the_reply_resume(
     voice: dict[str, AudioFrame],
 ) -> None:
-    tts = ToneTTS(ms_per_char=40)
-    llm = ScriptedLLM(REPLY, "Never said.")
-    agent = listener(llm, tts)
-    session, transport = await talk_over_reply(agent, with_silence(voice["mm-hmm"]))
-    try:
-        await transport.wait_for("response_done", timeout_s=15)
-        await transport.wait_for("metrics", timeout_s=5)
-        history = session.handler.session.history  # type: ignore[union-attr]
-    finally:
-        await session.close()
+    transport, agent, history, llm = await reply_heard_over(voice["mm-hmm"])
     [resumed] = transport.events_of("playback_resumed")
     assert resumed.event.reason == "backchannel"  # type: ignore[union-attr]
     assert transport.events_of("interrupted") == []
@@ -307,16 +306,7 @@ async def test_a_mm_hmm_the_model_writes_as_other_words_lets_the_reply_resume(
 
 
 async def test_a_voiced_cough_pauses_the_reply_and_it_resumes(voice: dict[str, AudioFrame]) -> None:
-    tts = ToneTTS(ms_per_char=40)
-    llm = ScriptedLLM(REPLY, "Never said.")
-    agent = listener(llm, tts)
-    session, transport = await talk_over_reply(agent, with_silence(voice["cough"]))
-    try:
-        await transport.wait_for("response_done", timeout_s=15)
-        await transport.wait_for("metrics", timeout_s=5)
-        history = session.handler.session.history  # type: ignore[union-attr]
-    finally:
-        await session.close()
+    transport, agent, history, llm = await reply_heard_over(voice["cough"])
     # Silero calls the cough speech (the reply pauses), too little of it to be a turn: it resumes
     assert [e.event.type for e in transport.events if e.event.type.startswith("playback_")] == [
         "playback_paused",

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import EnergyVAD
 
 from agentkit import Agent, ReplyOnPause, Stream
 from agentkit.agent._agent import DEFAULT_SEMANTIC_TURN
@@ -130,25 +131,6 @@ async def test_a_sentence_paused_where_it_is_unfinished_stays_one_turn(speech: d
     assert len(await _pauses(_reply_on_pause(), audio)) == 2  # silence alone splits it
 
 
-class _EnergyVAD:
-    """A VAD that calls any chunk with sound speech: synthetic tones and digital silence only."""
-
-    sample_rate = RATE
-    chunk_samples = 512
-
-    def stream(self) -> _EnergyVAD:
-        return self
-
-    def probability(self, chunk: Samples) -> float:
-        return 1.0 if float(np.sqrt(np.mean(chunk * chunk))) > 0.01 else 0.0
-
-    def reset(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-
 class _Scripted:
     """An end-of-turn model that answers from a script (its last answer over and over after that),
     and notes how many times it was asked."""
@@ -199,7 +181,7 @@ async def test_an_unsure_model_ends_the_turn_at_the_shorter_silence(
 ) -> None:
     """Scripted answers at the checks of 200, 500, 800, 1100 and 1400 ms of silence."""
     model = _Scripted(*answers)
-    stream = _reply_on_pause(semantic_turn=model, vad=_EnergyVAD(), options=options)
+    stream = _reply_on_pause(semantic_turn=model, vad=EnergyVAD(), options=options)
     (pause,) = await _pauses(stream, _tone_then_silence())
     assert 1500 <= pause.speech_end_ms <= 1500 + 8  # the tone's end, to the detector's 8 ms block
     assert waited_ms <= _waited_ms(pause) <= waited_ms + 20  # within the frame it was reached in
