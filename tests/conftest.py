@@ -8,8 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agentkit.agent import split_sentences
+from agentkit.agent._pipeline import SpokenReply
 from agentkit.audio import AudioFrame, StreamingResampler, read_wav
 from agentkit.providers.vad import SileroVAD
+from agentkit.testing import ToneTTS
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -73,3 +76,14 @@ class EnergyVAD:
 
     async def aclose(self) -> None:
         pass
+
+
+def heard_text(reply: str, heard_ms: int, tts: ToneTTS, **split: int | None) -> str:
+    """The words of `reply` a caller heard in its first `heard_ms`, with the reply cut into pieces
+    as the pipeline cuts it (`split`: `split_sentences`' settings) and each piece as long as `tts`
+    says."""
+    spoken = SpokenReply()
+    for sentence in split_sentences(reply, **split):
+        spoken.begin(sentence)
+        spoken.add_audio(tts.duration_s(sentence) * 1000)
+    return spoken.heard_text(heard_ms)

@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import speech
+from conftest import heard_text, speech
 
 from agentkit import Stream
 from agentkit.agent import Agent, ReplyInterrupted, SessionStarted, TurnMetricsReady, split_sentences
-from agentkit.agent._pipeline import SpokenReply, StageTimeouts
+from agentkit.agent._pipeline import StageTimeouts
 from agentkit.audio import float_to_pcm16
 from agentkit.exceptions import ConfigError, ProviderError
 from agentkit.providers.llm import ChatMessage
@@ -148,12 +148,8 @@ async def test_barge_in_keeps_only_the_heard_words(models_dir: object) -> None:
         await session.close()
     heard_ms = interrupted.event.heard_ms  # type: ignore[union-attr]
     assert 2000 < heard_ms < 3500
-    spoken = SpokenReply()
     # pieces as the pipeline cuts them: the first one ends after `first_piece_words` words
-    for sentence in split_sentences(reply, first_clause_chars=24, first_piece_words=agent.first_piece_words):
-        spoken.begin(sentence)
-        spoken.add_audio(tts.duration_s(sentence) * 1000)
-    heard = spoken.heard_text(heard_ms)
+    heard = heard_text(reply, heard_ms, tts, first_clause_chars=24, first_piece_words=agent.first_piece_words)
     assert heard and reply.startswith(heard) and len(heard) < len(reply) / 2
     assert history[1] == ChatMessage("assistant", heard, interrupted=True)
     assert llm.calls[1].messages[1] == ChatMessage("assistant", heard, interrupted=True)

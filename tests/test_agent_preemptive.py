@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import EnergyVAD
+from conftest import EnergyVAD, heard_text
 
 from agentkit import Agent, Stream, tool
-from agentkit.agent import ReplyInterrupted, ToolCallStarted, TurnMetricsReady, UserTurnEnded, split_sentences
-from agentkit.agent._pipeline import SpokenReply
+from agentkit.agent import ReplyInterrupted, ToolCallStarted, TurnMetricsReady, UserTurnEnded
 from agentkit.audio import Samples, float_to_pcm16
 from agentkit.exceptions import ConfigError
 from agentkit.providers import LocalLLM, MoonshineSTT
@@ -290,11 +289,7 @@ async def test_barge_in_on_an_adopted_reply_keeps_only_the_heard_words() -> None
     finally:
         await session.close()
     heard_ms = interrupted.event.heard_ms  # type: ignore[union-attr]
-    spoken = SpokenReply()
-    for sentence in split_sentences(reply, first_clause_chars=24, first_piece_words=agent.first_piece_words):
-        spoken.begin(sentence)
-        spoken.add_audio(tts.duration_s(sentence) * 1000)
-    heard = spoken.heard_text(heard_ms)
+    heard = heard_text(reply, heard_ms, tts, first_clause_chars=24, first_piece_words=agent.first_piece_words)
     assert heard and reply.startswith(heard) and len(heard) < len(reply) / 2
     assert history[:2] == [
         ChatMessage("user", "Tell me a story."),

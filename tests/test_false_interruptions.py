@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from _server import live_server, wait_for
-from conftest import speech
+from conftest import heard_text, speech
 
 from agentkit import Agent, Stream, TurnTakingOptions
 from agentkit.agent import (
@@ -25,7 +25,6 @@ from agentkit.agent import (
     ReplyInterrupted,
     split_sentences,
 )
-from agentkit.agent._pipeline import SpokenReply
 from agentkit.audio import AudioFrame, StreamingResampler, float_to_pcm16
 from agentkit.providers import KokoroTTS, MoonshineSTT
 from agentkit.providers.llm import ChatMessage
@@ -336,11 +335,7 @@ async def test_real_words_flush_the_reply_and_keep_what_was_heard(voice: dict[st
     heard_ms = interrupted.event.heard_ms  # type: ignore[union-attr]
     assert heard_ms == paused.event.heard_ms > 0  # type: ignore[union-attr]
     assert [a for a in transport.audio if paused.t < a.t < interrupted.t] == []
-    spoken = SpokenReply()
-    for sentence in split_sentences(REPLY):
-        spoken.begin(sentence)
-        spoken.add_audio(tts.duration_s(sentence) * 1000)
-    heard = spoken.heard_text(heard_ms)
+    heard = heard_text(REPLY, heard_ms, tts)
     assert heard and REPLY.startswith(heard) and heard != REPLY
     assert history[1] == ChatMessage("assistant", heard, interrupted=True)
     assert llm.calls[1].messages[-1].role == "user" and "question" in llm.calls[1].messages[-1].text.lower()
