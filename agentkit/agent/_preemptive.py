@@ -46,6 +46,7 @@ from agentkit._aio import closing
 from agentkit._executor import run_audio_job
 from agentkit._tasks import TaskSet, cancel_and_wait
 from agentkit.agent._pipeline import _FIRST_CLAUSE_CHARS
+from agentkit.agent._reply import ms_between
 from agentkit.agent._sentences import SentenceSplitter
 from agentkit.audio import AudioFrame
 from agentkit.clock import Clock
@@ -135,9 +136,7 @@ class Speculation:
     @property
     def llm_ttft_ms(self) -> float | None:
         """Its LLM call's own time to first text (None until the text comes)."""
-        if self.llm_started_at is None or self.llm_first_text_at is None:
-            return None
-        return round((self.llm_first_text_at - self.llm_started_at) * 1000, 1)
+        return ms_between(self.llm_started_at, self.llm_first_text_at)
 
     async def run(self) -> None:
         try:
@@ -284,6 +283,8 @@ class Preemption:
         new pause, the turn gone), or when `after_ms` is None (off, or not now: a reply is being
         made); start one, with `begin(audio, speech_end_samples)`, in a pause of `after_ms`, and
         let its LLM call start in a pause of `llm_after_ms`."""
+        if after_ms is None and self._current is None:  # off, or not now, and nothing to drop
+            return
         pause = detector.speech_end_samples if detector.state is TurnState.PAUSED else None
         current = self._current
         if current is not None and (after_ms is None or pause != current.speech_end_samples):

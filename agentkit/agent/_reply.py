@@ -23,7 +23,7 @@ from agentkit.store import TurnMetrics
 if TYPE_CHECKING:
     from agentkit.agent._preemptive import Speculation
 
-__all__ = ["CallAction", "Reply", "ReplyHandle", "ReplyOutcome"]
+__all__ = ["CallAction", "Reply", "ReplyHandle", "ReplyOutcome", "ms_between"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,15 +129,15 @@ class Reply:
         return TurnMetrics(
             conversation_id=conversation_id,
             turn_index=self.index,
-            end_of_turn_ms=_ms_between(self.speech_end_at, self.decided_at),
+            end_of_turn_ms=ms_between(self.speech_end_at, self.decided_at),
             stt_ms=self.stt_ms,
             llm_ttft_ms=(
                 self.llm_ttft_ms
                 if self.llm_ttft_ms is not None
-                else _ms_between(t.llm_started_at, t.llm_first_text_at)
+                else ms_between(t.llm_started_at, t.llm_first_text_at)
             ),
-            tts_ttfa_ms=_ms_between(t.tts_started_at, t.tts_first_audio_at),
-            voice_to_voice_ms=_ms_between(self.speech_end_at, self.playout_started_at),
+            tts_ttfa_ms=ms_between(t.tts_started_at, t.tts_first_audio_at),
+            voice_to_voice_ms=ms_between(self.speech_end_at, self.playout_started_at),
             input_tokens=usage.input_tokens if usage else None,
             output_tokens=usage.output_tokens if usage else None,
             user_chars=len(self.user_text or ""),
@@ -191,5 +191,6 @@ class ReplyHandle:
         return self.wait().__await__()
 
 
-def _ms_between(start: float | None, end: float | None) -> float | None:
+def ms_between(start: float | None, end: float | None) -> float | None:
+    """Milliseconds from `start` to `end` (clock readings), to 0.1 ms; None if either is missing."""
     return None if start is None or end is None else round((end - start) * 1000, 1)

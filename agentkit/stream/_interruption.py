@@ -335,10 +335,8 @@ class InterruptionGate:
     def judge(self, speech_ms: int, text: str | None) -> Verdict:
         """The decision on a sound that has ended (or paused): `speech_ms` of speech and its
         transcript (None: none in time, so speech alone decides)."""
-        if speech_ms < self.options.interrupt_min_speech_ms:
-            return "too_short"
-        if text is None or not self.words:
-            return "confirmed"
+        if text is None or not self.words or speech_ms < self.options.interrupt_min_speech_ms:
+            return self._by_speech(speech_ms)
         return self._judge_words(text, speech_ms, partial=False)
 
     def judge_so_far(self, speech_ms: int, text: str | None) -> Verdict | None:
@@ -346,10 +344,8 @@ class InterruptionGate:
         sound whose words settle nothing yet, so the reply stays paused and `step` asks for a
         decision again when the sound ends, or once it holds more than `backchannel_max_speech_ms`
         of speech (then every word heard so far counts, the last one too)."""
-        if speech_ms < self.options.interrupt_min_speech_ms:
-            return "too_short"
-        if text is None or not self.words:
-            return "confirmed"
+        if text is None or not self.words or speech_ms < self.options.interrupt_min_speech_ms:
+            return self._by_speech(speech_ms)
         if self._until_end and speech_ms > self.options.backchannel_max_speech_ms:
             return self._judge_words(text, speech_ms, partial=False)  # it went on: all words count
         verdict = self._judge_words(text, speech_ms, partial=True)
@@ -357,6 +353,10 @@ class InterruptionGate:
             self._until_end = True
             return None
         return verdict
+
+    def _by_speech(self, speech_ms: int) -> Verdict:
+        """The decision on speech alone (no words to weigh, or too little speech to have any)."""
+        return "too_short" if speech_ms < self.options.interrupt_min_speech_ms else "confirmed"
 
     def _judge_words(self, text: str, speech_ms: int, *, partial: bool) -> Verdict:
         opts = self.options

@@ -39,7 +39,7 @@ class SileroVAD:
         self._model_path = Path(model_path) if model_path is not None else None
         self._session: Any = None
         self.sample_rate = sample_rate
-        self.chunk_samples, self._context = _SIZES[sample_rate]
+        self.chunk_samples = _SIZES[sample_rate][0]
         self._siblings: dict[int, SileroVAD] = {sample_rate: self}
         self._siblings_lock = threading.Lock()
 
