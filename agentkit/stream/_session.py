@@ -263,9 +263,11 @@ class Session:
         self.output_sample_rate = output_sample_rate
         self._clock: Clock = clock or MonotonicClock()
         self._max_lead_s = max_lead_ms / 1000
-        self._frame_ms = transport.output_frame_ms if isinstance(transport, OutputFraming) else FRAME_MS
-        if not FRAME_MS <= self._frame_ms <= 1000:
-            raise ValueError(f"output_frame_ms must be {FRAME_MS} to 1000 (got {self._frame_ms})")
+        frame_ms = transport.output_frame_ms if isinstance(transport, OutputFraming) else FRAME_MS
+        if not FRAME_MS <= frame_ms <= 1000:
+            raise ValueError(f"output_frame_ms must be {FRAME_MS} to 1000 (got {frame_ms})")
+        self._frame_bytes = output_sample_rate * frame_ms // 1000 * transport.bytes_per_sample
+        """One output frame on the wire: the pacer sends reply audio in pieces of this size."""
         self._args: tuple[Any, ...] = ()
         # low-latency filter on the way in: soxr's HQ holds back 21-66 ms, which would delay every
         # end of turn; upsampling needs no anti-alias filter, downsampling gets the LQ one
@@ -279,7 +281,7 @@ class Session:
         self._reply_sent_s = 0.0  # seconds of the current reply sent so far (less what a pause took back)
         self._playing = asyncio.Event()  # clear while the output is paused
         self._playing.set()
-        self._sent: deque[bytes] = deque(maxlen=REPLAY_WINDOW_MS // self._frame_ms)  # the reply's last frames
+        self._sent: deque[bytes] = deque(maxlen=REPLAY_WINDOW_MS // frame_ms)  # the reply's last frames
         self._replay: deque[bytes] = deque()  # frames a pause took back, sent first on resume
         self._wire = asyncio.Lock()  # a pause never falls between a frame's bookkeeping and its send
         self._tasks = TaskSet(f"session-{self.id[:8]}")
@@ -358,7 +360,7 @@ class Session:
             unheard_ms = max(0, round(self._reply_sent_s * 1000) - self._heard_ms())
             taken = self._take_back(unheard_ms * self.output_sample_rate // 1000 * width)
             self._reply_sent_s = max(0.0, self._reply_sent_s - len(taken) / width / self.output_sample_rate)
-            step = self.output_sample_rate * self._frame_ms // 1000 * width
+            step = self._frame_bytes
             head = len(taken) % step  # the short frame goes first: the rest stay whole frames
             frames = [taken[:head]] if head else []
             frames += [taken[i : i + step] for i in range(head, len(taken), step)]
@@ -623,8 +625,7 @@ class Session:
         a piece that does not fill a frame waits for the next piece of the same reply when that is
         already queued, and goes out short otherwise.
         """
-        width = self.transport.bytes_per_sample
-        step = self.output_sample_rate * self._frame_ms // 1000 * width
+        step = self._frame_bytes
         held, held_epoch = b"", -1
         while True:
             item = await self._audio.get()  # only items of the current epoch come out
@@ -667,8 +668,7 @@ class Session:
     async def _send_paced(self, payload: bytes, epoch: int) -> bool:
         """Send `payload` frame by frame in real time, after any audio a pause took back; waits
         while the output is paused. False once the caller is gone."""
-        width = self.transport.bytes_per_sample
-        step = self.output_sample_rate * self._frame_ms // 1000 * width
+        width, step = self.transport.bytes_per_sample, self._frame_bytes
         frames = deque(payload[start : start + step] for start in range(0, len(payload), step))
         while True:
             await self._playing.wait()
