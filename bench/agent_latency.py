@@ -2,6 +2,7 @@
 
     python bench/agent_latency.py [--turns 10] [--json bench/results/agent/summary.json]
     python bench/agent_latency.py --preemptive-compare [--rounds 2] [--preemptive-after-ms 120] ...
+    python bench/agent_latency.py --compare first_piece_words=3 [--rounds 2] ...
 
 Caller turns are questions spoken by Kokoro (voice `am_michael`, not the agent's), played into a real
 session in real time (20 ms frames on a fixed schedule, then silence), and the agent's per-turn
@@ -16,7 +17,9 @@ metrics are collected. Three runs, one after another in this process:
    is what agentkit itself adds (turn decision granularity, queues, resampling, pacing).
 
 With `--preemptive-compare`, only run (1) is made, `--rounds` times, with `preemptive_generation`
-on for every other turn (the other half in the next round), so that both modes meet the same load:
+on for every other turn (the other half in the next round), so that both modes meet the same load
+(`--compare FIELD=VALUE` does the same for any field of the session's config, e.g.
+`first_piece_words=3`, against the agent as built):
 the machine's other work moves single figures by hundreds of milliseconds between runs. Each
 round's load average is reported with the figures, which also include
 `heard_v2v_ms`: from the moment the turn's last speech sample reached the agent (the arrival time
@@ -125,19 +128,27 @@ async def run(name: str, agent: Agent, turns: list[AudioFrame]) -> dict[str, Any
 
 
 def alternating(
-    local: type[Agent], offset: int, on_turns: dict[int, bool], heard: dict[int, float]
+    local: type[Agent],
+    offset: int,
+    on_turns: dict[int, bool],
+    heard: dict[int, float],
+    change: dict[str, Any],
 ) -> type[Agent]:
-    """`local`, with `preemptive_generation` on for every other turn (on for turn n when n + `offset`
-    is odd; noted in `on_turns`), noting each turn's `heard_v2v_ms` (see the module docstring)."""
+    """`local`, with the session settings in `change` for every other turn (for turn n when n +
+    `offset` is odd; noted in `on_turns`) and as built for the others, noting each turn's
+    `heard_v2v_ms` (see the module docstring)."""
 
     class Alternating(local):  # type: ignore[valid-type,misc]
         _speech_end_at: float | None = None
         _index = -1
+        _built: Any = None
 
         async def on_turn_started(self, event: TurnStarted, *, barge_in: bool) -> None:
             session = self.session
+            if self._built is None:
+                self._built = session.config
             on = (session.turns + offset) % 2 == 1
-            session.config = dataclasses.replace(session.config, preemptive_generation=on)
+            session.config = dataclasses.replace(self._built, **change) if on else self._built
             on_turns[session.turns] = on
             await super().on_turn_started(event, barge_in=barge_in)
 
@@ -163,11 +174,20 @@ def alternating(
     return Alternating
 
 
-async def compare_preemptive(
-    local: type[Agent], turns: list[AudioFrame], rounds: int, after_ms: int, semantic: bool = True
+async def compare(
+    local: type[Agent],
+    turns: list[AudioFrame],
+    rounds: int,
+    after_ms: int,
+    *,
+    semantic: bool = True,
+    change: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run `local` `rounds` times with preemptive generation on for every other turn (the other
-    turns in the next round), and summarise the turns of each mode over all rounds."""
+    """Run `local` `rounds` times with the session settings in `change` (default: preemptive
+    generation on) for every other turn (the other turns in the next round), and summarise the
+    turns of each mode over all rounds."""
+    change = {"preemptive_generation": True} if change is None else change
+    label = ", ".join(f"{key}={value}" for key, value in change.items())
     metrics: dict[bool, list[TurnMetrics]] = {False: [], True: []}
     heard_ms: dict[bool, list[float | None]] = {False: [], True: []}
     loads = []
@@ -175,7 +195,7 @@ async def compare_preemptive(
         on_turns: dict[int, bool] = {}
         heard: dict[int, float] = {}
         settings: dict[str, Any] = {} if semantic else {"semantic_turn": None}
-        agent = alternating(local, number % 2, on_turns, heard)(
+        agent = alternating(local, number % 2, on_turns, heard, change)(
             greeting=None, preemptive_after_ms=after_ms, **settings
         )
         print(f"== round {number + 1}: {len(turns)} turns in real time", flush=True)
@@ -190,7 +210,7 @@ async def compare_preemptive(
             heard_ms[on].append(heard.get(m.turn_index))
     rows = []
     for on in (False, True):
-        row = summarise(f"preemptive {'on' if on else 'off'}", metrics[on], 0)
+        row = summarise(label if on else "as built", metrics[on], 0)
         del row["overhead_ms"]
         values = [v for v in heard_ms[on] if v is not None]
         row["heard_v2v_ms"] = {"median": statistics.median(values), "p95": percentile(values, 95)}
@@ -204,7 +224,7 @@ async def compare_preemptive(
             for m, h in zip(metrics[on], heard_ms[on], strict=True)
         ]
         rows.append(row)
-    print(f"\n| stage (median / p95 ms; preemptive_after_ms {after_ms}) | off | on |")
+    print(f"\n| stage (median / p95 ms; preemptive_after_ms {after_ms}) | as built | {label} |")
     print("|---|---|---|")
     for stage in (*STAGES, "heard_v2v_ms"):
         cells = [
@@ -246,12 +266,22 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="runs with --preemptive-compare")
     parser.add_argument("--preemptive-after-ms", type=int, default=Agent.preemptive_after_ms)
     parser.add_argument("--no-semantic-turn", action="store_true", help="turns end on silence alone")
+    parser.add_argument(
+        "--compare",
+        metavar="FIELD=VALUE",
+        action="append",
+        help="like --preemptive-compare, with this session setting (JSON value) on every other turn",
+    )
     args = parser.parse_args(argv)
     local = load_local_agent()
     turns = await synthesise_questions(args.turns)
-    if args.preemptive_compare:
+    if args.preemptive_compare or args.compare:
         semantic = not args.no_semantic_turn
-        rows = await compare_preemptive(local, turns, args.rounds, args.preemptive_after_ms, semantic)
+        pairs = (item.split("=", 1) for item in args.compare or ())
+        change = {field: json.loads(value) for field, value in pairs} or None
+        rows = await compare(
+            local, turns, args.rounds, args.preemptive_after_ms, semantic=semantic, change=change
+        )
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
         print(f"\nresults: {args.json}")

@@ -219,8 +219,11 @@ def _load_engine(model: Path, voices: Path, *, threads: int) -> Any:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    # Idle intra-op threads would busy-wait between calls, taking the core the audio thread needs.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Intra-op threads spin between the model's many small operators (about 4 % faster per piece,
+    # measured paired), and stop at the end of each run: left spinning, they would burn ~40 ms of
+    # CPU after every piece, taking the core the LLM and the audio need.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     # phonemizer warns "words count mismatch" on most replies with punctuation (espeak splits words
     # differently; the audio is fine), through its own "phonemizer" logger, which its import set to
     # WARNING. Raising that one third-party logger's level is all we touch of logging configuration.

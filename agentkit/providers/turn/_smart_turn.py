@@ -218,7 +218,9 @@ def _shared_session(path: Path, threads: int) -> Any:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")  # idle between checks
+        # spinning within a check, stopped at its end: idle between checks
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         SmartTurn._sessions[path, threads] = session
     return session
