@@ -23,7 +23,7 @@ from typing import ParamSpec, TypeVar
 
 from agentkit.config import load_settings
 
-__all__ = ["model_executor", "run_audio_job", "run_model_job"]
+__all__ = ["audio_thread_ids", "model_executor", "run_audio_job", "run_model_job"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -31,13 +31,27 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
 _model_executor: ThreadPoolExecutor | None = None
+_audio_threads: list[tuple[int, int]] = []
+"""(thread ident, native id) of each audio worker thread started so far."""
+
+
+def _note_audio_thread() -> None:
+    _audio_threads.append((threading.get_ident(), threading.get_native_id()))
+
+
+def audio_thread_ids() -> list[tuple[int, int]]:
+    """(thread ident, native id) of the audio worker thread, once it has started (the load monitor
+    counts its CPU with the event loop's: every frame passes through both)."""
+    return list(_audio_threads)
 
 
 def audio_executor() -> ThreadPoolExecutor:
     global _executor
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agentkit-audio")
+            _executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="agentkit-audio", initializer=_note_audio_thread
+            )
         return _executor
 
 

@@ -124,6 +124,10 @@ class AgentkitSettings(BaseSettings):
     max_cpu_cores: float | None = Field(default=None, gt=0)
     """Smoothed CPU use of the process (in cores) above which new calls are refused the same way;
     None: CPU use is measured but never refuses a call."""
+    max_media_busy: float = Field(default=1.0, ge=0)
+    """Smoothed demand of the event loop and audio threads (their CPU time plus their wait for a
+    core, in cores) above which new calls are refused the same way: the signal that rises with the
+    calls carried, before any lag (see `agentkit.stream.LoadMonitor`); 0: it never refuses a call."""
     forwarded_allow_ips: str | None = None
     """Comma-separated addresses of the reverse proxies in front (or `*` when nothing else can reach
     the server): their `X-Forwarded-For`/`X-Forwarded-Proto` are believed, so per-address caps count

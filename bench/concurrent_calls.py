@@ -121,6 +121,7 @@ class Call:
     latencies_s: list[float] = field(default_factory=list)
     missed: int = 0
     error: str | None = None
+    refused: bool = False  # the webhook said busy (TwiML without a stream that hangs up)
 
 
 def _send_now(ws: Any, message: str | bytes) -> None:
@@ -257,6 +258,7 @@ class Load:
 
                 answer = parse_twiml(response.status_code, response.text)
                 if answer.stream_url is None:
+                    call.refused = answer.hangs_up
                     raise RuntimeError(f"webhook answered {response.status_code} without a stream")
                 url = answer.stream_url
                 first, extra = self._twilio_start(call, answer.parameters)
@@ -267,12 +269,17 @@ class Load:
         except Exception as exc:
             call.error = f"connect failed: {type(exc).__name__}: {str(exc)[:80]}"
             call.phase = "done"
+            self._note_connected()
             return
         call.phase = "lead"
         self.active.append(call)
+        self._note_connected()
+        await self._receive(call)
+
+    def _note_connected(self) -> None:
+        """The server's window opens once no call is still connecting (refused ones included)."""
         if self.all_connected_t is None and not any(c.phase == "connecting" for c in self.calls):
             self.all_connected_t = time.perf_counter()
-        await self._receive(call)
 
     def _twilio_start(self, call: Call, parameters: dict[str, str]) -> tuple[str, list[str]]:
         connected = json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
@@ -359,12 +366,12 @@ class Load:
     async def _sample_server(self, t0: float) -> dict[str, Any]:
         """Server CPU (cores) over the window in which every call is connected (from the last call
         placed to the first one hanging up), and its peak resident memory."""
-        samples: list[tuple[float, float]] = []
+        samples: list[tuple[float, float, dict[tuple[int, int], tuple[float, float]]]] = []
         rss_peak = 0
         try:
             while True:
-                cpu, rss = tree_usage(self.opts.server_pid)
-                samples.append((time.perf_counter(), cpu))
+                cpu, rss, mains = tree_threads(self.opts.server_pid)
+                samples.append((time.perf_counter(), cpu, mains))
                 rss_peak = max(rss_peak, rss)
                 await asyncio.sleep(0.5)
         except asyncio.CancelledError:
@@ -373,9 +380,22 @@ class Load:
         start, end = self.all_connected_t, self.first_done_t
         inside = [s for s in samples if start is not None and end is not None and start <= s[0] <= end]
         if len(inside) >= 2 and inside[-1][0] - inside[0][0] >= 2.0:
-            (ta, ca), (tb, cb) = inside[0], inside[-1]
+            (ta, ca, ma), (tb, cb, mb) = inside[0], inside[-1]
             result["cpu_cores"] = (cb - ca) / (tb - ta)
             result["window_s"] = tb - ta
+            # the busiest worker's event loop (its main thread), and its loop and audio thread
+            # together (taken as its two busiest threads), in cores over the window
+            # (the load monitor's `media_busy` is the second figure's demand: CPU + run-queue wait)
+            keys = mb.keys() & ma.keys()
+            used = {key: (mb[key][0] - ma[key][0]) / (tb - ta) for key in keys}
+            demand = {key: (mb[key][1] - ma[key][1]) / (tb - ta) for key in keys}
+            result["loop_busy_max"] = max(used[key] for key in used if key[0] == key[1])
+            by_process: dict[int, list[tuple[float, float]]] = {}
+            for key in keys:
+                by_process.setdefault(key[0], []).append((used[key], demand[key]))
+            top_two = [sorted(threads)[-2:] for threads in by_process.values()]
+            result["two_threads_busy_max"] = max(sum(c for c, _ in top) for top in top_two)
+            result["two_threads_demand_max"] = max(sum(d for _, d in top) for top in top_two)
         return result
 
     def _summary(self, server: dict[str, Any], generator_cpu_s: float, wall_s: float) -> dict[str, Any]:
@@ -391,9 +411,13 @@ class Load:
             "p95_s": float(np.percentile(latencies, 95)) if latencies else None,
             "failures": len(errors) + missed,
             "failed_calls": len(errors),
+            "refused_calls": sum(c.refused for c in self.calls),
             "missed_turns": missed,
             "errors": sorted(set(errors))[:5],
             "server_cores": cores,
+            "loop_busy_max": server.get("loop_busy_max"),
+            "two_threads_busy_max": server.get("two_threads_busy_max"),
+            "two_threads_demand_max": server.get("two_threads_demand_max"),
             "server_core_per_call": cores / n if cores is not None else None,
             "server_rss_mb": server.get("rss_peak_bytes", 0) / 1e6,
             "generator_cores": generator_cpu_s / wall_s,
@@ -411,21 +435,43 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cpu_s(stat_path: str) -> float:
+    with open(stat_path) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _demand_s(task_dir: str) -> float:
+    """A thread's time on a CPU plus its time waiting for one (schedstat), in seconds."""
+    with open(f"{task_dir}/schedstat") as f:
+        on_cpu_ns, waiting_ns, _ = f.read().split()
+    return (int(on_cpu_ns) + int(waiting_ns)) / 1e9
+
+
 def tree_usage(pid: int) -> tuple[float, int]:
     """CPU seconds (user + system) and resident bytes of `pid` and all its descendants."""
-    tick = os.sysconf("SC_CLK_TCK")
+    cpu, rss, _ = tree_threads(pid)
+    return cpu, rss
+
+
+def tree_threads(pid: int) -> tuple[float, int, dict[tuple[int, int], tuple[float, float]]]:
+    """`tree_usage`, and the CPU seconds and demand (CPU + waiting for a core) seconds of every
+    thread, by (process, thread id); a worker's event loop is its main thread (thread id = pid)."""
     page = os.sysconf("SC_PAGE_SIZE")
     cpu, rss, todo = 0.0, 0, [pid]
+    threads: dict[tuple[int, int], tuple[float, float]] = {}
     while todo:
         p = todo.pop()
         with contextlib.suppress(OSError):
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            cpu += (int(fields[11]) + int(fields[12])) / tick
+            cpu += _cpu_s(f"/proc/{p}/stat")
+            for tid in os.listdir(f"/proc/{p}/task"):
+                with contextlib.suppress(OSError):
+                    task = f"/proc/{p}/task/{tid}"
+                    threads[p, int(tid)] = (_cpu_s(f"{task}/stat"), _demand_s(task))
             with open(f"/proc/{p}/statm") as f:
                 rss += int(f.read().split()[1]) * page
             todo += _children(p)
-    return cpu, rss
+    return cpu, rss, threads
 
 
 @contextlib.contextmanager
@@ -574,13 +620,18 @@ def main(argv: list[str] | None = None) -> int:
             f"== {opts.target} over {opts.transport}, workers={opts.workers}, {opts.turns} turns per call",
             flush=True,
         )
-        print("calls | median | p95 | failures | server cores | core/call | RSS MB | generator cores")
+        print(
+            "calls | median | p95 | failures (refused) | server cores | busiest loop (+ audio; demand) "
+            "| core/call | RSS MB | generator cores"
+        )
         for n in counts:
             r = step(opts, n, audio)
             results[n] = r
             print(
                 f"{n:5d} | {fmt(r['median_s'], 1000, 0, ' ms')} | {fmt(r['p95_s'], 1000, 0, ' ms')} | "
-                f"{r['failures']} | {fmt(r['server_cores'], 1, 2)} | "
+                f"{r['failures']} ({r['refused_calls']}) | {fmt(r['server_cores'], 1, 2)} | "
+                f"{fmt(r['loop_busy_max'], 1, 2)} ({fmt(r['two_threads_busy_max'], 1, 2)}; "
+                f"{fmt(r['two_threads_demand_max'], 1, 2)}) | "
                 f"{fmt(r['server_core_per_call'], 1, 4)} | "
                 f"{r['server_rss_mb']:.0f} | {r['generator_cores']:.2f}"
                 + (f" | fakes {r['fakes_cores']:.2f} cores" if "fakes_cores" in r else "")

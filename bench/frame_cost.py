@@ -105,7 +105,7 @@ def frames(audio: Samples, rate: int) -> Iterator[Samples]:
 
 
 def say_nothing(audio: AudioFrame) -> Iterator[AudioFrame]:
-    return iter(())
+    yield from ()
 
 
 # -- 1. inbound ---------------------------------------------------------------------------------------

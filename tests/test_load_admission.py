@@ -1,7 +1,8 @@
-"""Load-aware admission: the `LoadMonitor` on virtual time (lag, hysteresis, CPU), then a real server
-whose monitor is driven overloaded: every transport turns new callers away with its own "busy", the
-open call goes on, `/readyz` says 503 while `/healthz` stays 200, and once the load eases callers are
-admitted again. One test blocks the real event loop with CPU work instead of a virtual clock."""
+"""Load-aware admission: the `LoadMonitor` on virtual time (lag, hysteresis, CPU, media threads),
+then a real server whose monitor is driven overloaded: every transport turns new callers away with
+its own "busy", the open call goes on, `/readyz` says 503 while `/healthz` stays 200, and once the
+load eases callers are admitted again. One test blocks the real event loop with CPU work instead of
+a virtual clock; one measures the media threads' real time."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 from _server import Silent, live_server, offer_sdp, wait_for
 
 from agentkit import Stream
+from agentkit._executor import run_audio_job, run_model_job
 from agentkit.exceptions import BusyError, CapacityError, ConfigError
 from agentkit.server._probes import Probes
 from agentkit.stream import LoadMonitor
+from agentkit.stream._load import media_threads_time
 from agentkit.testing import CallRefusedError, RecordingTransport, TwilioCaller, WebSocketCaller, loopback_ice
 from agentkit.transports._twilio_webhook import CallTokens, token_secret
 
@@ -75,7 +78,7 @@ async def probe(clock: ManualClock, monitor: LoadMonitor, *, late_s: float = 0.0
 
 async def test_lag_is_how_late_each_probing_sleep_wakes_averaged_over_recent_probes() -> None:
     clock, cpu = ManualClock(), CpuMeter()
-    monitor = LoadMonitor(clock=clock, cpu_time=cpu)
+    monitor = LoadMonitor(clock=clock, cpu_time=cpu, media_time=CpuMeter())
     monitor.start()
     try:
         await probe(clock, monitor)  # on time: no lag
@@ -94,6 +97,8 @@ async def test_lag_is_how_late_each_probing_sleep_wakes_averaged_over_recent_pro
         assert monitor.figures() == {
             "lag_ms": round(expected, 1),
             "cpu_cores": 0.0,
+            "media_busy": 0.0,
+            "sessions_smoothed": 0.0,
             "overloaded": True,
             "cause": "loop_lag",
         }
@@ -140,7 +145,9 @@ def test_hysteresis_recovers_only_at_half_the_threshold_and_does_not_flap() -> N
 
 async def test_cpu_is_process_time_over_wall_time_in_cores() -> None:
     clock, cpu = ManualClock(), CpuMeter()
-    monitor = LoadMonitor(max_loop_lag_ms=None, max_cpu_cores=0.4, clock=clock, cpu_time=cpu)
+    monitor = LoadMonitor(
+        max_loop_lag_ms=None, max_cpu_cores=0.4, clock=clock, cpu_time=cpu, media_time=CpuMeter()
+    )
     monitor.start()
     try:
         await probe(clock, monitor)  # idle
@@ -161,8 +168,82 @@ async def test_cpu_is_process_time_over_wall_time_in_cores() -> None:
         await monitor.aclose()
 
 
+async def test_the_media_threads_demand_refuses_as_load_grows_before_any_lag() -> None:
+    """120 ms of media-thread time (run or waiting to run) per 100 ms probe, no lag at all:
+    overloaded at the 18th probe (1.2 x (1 - 0.9^18) = 1.02 > 1.0, each probe weighing 1/10),
+    cause `media_threads`; it recovers below 1.0 x 0.9."""
+    clock, media = ManualClock(), CpuMeter()
+    monitor = LoadMonitor(clock=clock, cpu_time=CpuMeter(), media_time=media)
+    monitor.start()
+    try:
+        await probe(clock, monitor)  # idle
+        busy = []
+        while not monitor.overloaded:
+            media.used_s += 0.12
+            await probe(clock, monitor)
+            busy.append(monitor.media_busy)
+            assert len(busy) <= 18
+        assert len(busy) == 18 and busy == sorted(busy) and busy[-1] == pytest.approx(1.2 * (1 - 0.9**18))
+        assert (monitor.cause, monitor.lag_ms) == ("media_threads", 0.0)
+        assert monitor.figures()["media_busy"] == round(busy[-1], 2)
+        for _ in range(60):  # 0.95: between the thresholds, still refused
+            media.used_s += 0.095
+            await probe(clock, monitor)
+            assert monitor.overloaded
+        while monitor.overloaded:  # calls ended: 0.8, under 0.9
+            media.used_s += 0.08
+            await probe(clock, monitor)
+        assert monitor.media_busy < 0.9 and monitor.episodes == 1
+    finally:
+        await monitor.aclose()
+
+
+def test_a_burst_of_callers_is_judged_by_the_demand_projected_onto_the_sessions_open_now() -> None:
+    """The smoothed demand trails the sessions it reflects: 40 sessions steady at 0.4 of a core, then
+    60 more callers within the smoothing window. Each new caller is judged by 0.01 per session."""
+    monitor = LoadMonitor(smoothing_samples=1, media_smoothing_samples=1)
+    monitor.observe(lag_s=0.0, elapsed_s=0.1, cpu_s=0.0, media_s=0.04, sessions=40)
+    assert (monitor.media_busy, monitor.sessions_smoothed) == (pytest.approx(0.4), 40)
+    assert not monitor.overloaded
+    assert monitor.projected_media_busy(30) == pytest.approx(0.4)  # never scaled down
+    assert monitor.projected_media_busy(80) == pytest.approx(0.8)
+    assert next(n for n in range(40, 200) if monitor.refuses(n)) == 100  # 101 x 0.01 > 1.0
+    stream = Stream(Silent())
+    stream.load = monitor  # counts this host's sessions from now on
+    assert monitor.count_sessions is not None and monitor.count_sessions() == 0
+    assert stream.admission() is None
+    fresh = LoadMonitor()  # nothing reflected yet: no projection
+    assert not fresh.refuses(500) and fresh.projected_media_busy(500) == 0.0
+
+
+async def test_media_threads_time_is_the_loops_and_the_audio_threads_not_the_models() -> None:
+    def burn(seconds: float) -> None:
+        end = time.thread_time() + seconds
+        while time.thread_time() < end:
+            pass
+
+    await run_audio_job(burn, 0.001)  # the audio thread has started
+    for where, counts in (("loop", True), ("audio", True), ("model", False)):
+        before = media_threads_time()
+        if where == "loop":
+            burn(0.2)
+        else:
+            await (run_audio_job if where == "audio" else run_model_job)(burn, 0.2)
+        used = media_threads_time() - before
+        assert (used >= 0.19) == counts, (where, used)
+        if not counts:
+            assert used < 0.1, (where, used)
+
+
 def test_bad_thresholds_are_refused() -> None:
-    for options in ({"max_loop_lag_ms": 0}, {"max_cpu_cores": -1.0}, {"smoothing_samples": 0}):
+    bad = (
+        {"max_loop_lag_ms": 0},
+        {"max_cpu_cores": -1.0},
+        {"max_media_busy": 0},
+        {"smoothing_samples": 0},
+        {"media_smoothing_samples": 0},
+    )
+    for options in bad:
         with pytest.raises(ConfigError):
             LoadMonitor(**options)  # type: ignore[arg-type]
 
@@ -171,7 +252,7 @@ async def test_cpu_bound_work_on_the_real_loop_overloads_it_until_it_ends() -> N
     """The real clock and CPU: a task that burns 250 ms of CPU at a time, yielding in between, until
     the monitor says overloaded (a probe due during a burn wakes 150 ms late or more: over the 100 ms
     threshold here; at most 10 s). Then the loop idles and it recovers."""
-    monitor = LoadMonitor(max_loop_lag_ms=100, smoothing_samples=4)
+    monitor = LoadMonitor(max_loop_lag_ms=100, max_media_busy=None, smoothing_samples=4)
     monitor.start()
     burnt_s = 0.0
     try:
@@ -263,8 +344,9 @@ async def test_an_overloaded_server_turns_new_callers_away_on_every_transport(
             assert phone.status_code == 200 and phone.stream_url is None
             assert "<Say>" in phone.text and "try again" in phone.text and "<Hangup />" in phone.text
 
-            async with early:  # its webhook was answered before the stall: the stream is refused
-                assert await early.wait_closed() == 1013
+            async with early:  # its webhook admitted it before the stall: the caller is on the line
+                await wait_for(lambda: len(stream.sessions) == 2, what="the early call's session")
+            await wait_for(lambda: len(stream.sessions) == 1, what="the early call's hang-up")
 
             not_ready = await http.get("/readyz")
             assert not_ready.status_code == 503 and not_ready.headers["retry-after"] == "5"
@@ -272,7 +354,7 @@ async def test_an_overloaded_server_turns_new_callers_away_on_every_transport(
             assert (body["ready"], body["reason"]) == (False, "busy")
             assert body["load"]["overloaded"] is True and body["load"]["lag_ms"] > 150
             health = await http.get("/healthz")
-            assert health.status_code == 200 and health.json()["refused"]["busy"] == 4
+            assert health.status_code == 200 and health.json()["refused"]["busy"] == 3
 
             assert await ongoing.ping() >= 0  # the open call was never cut off
             assert list(stream.sessions) == [ongoing.session_id]
@@ -284,7 +366,7 @@ async def test_an_overloaded_server_turns_new_callers_away_on_every_transport(
                 assert admitted.session_id in stream.sessions
             again = await TwilioCaller(server.http_url, auth_token=TOKEN).post_webhook()
             assert again.stream_url is not None
-            assert (await http.get("/healthz")).json()["refused"]["busy"] == 4
+            assert (await http.get("/healthz")).json()["refused"]["busy"] == 3
     assert not monitor.running  # and its shutdown stopped it
 
 

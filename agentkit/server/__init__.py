@@ -72,9 +72,10 @@ def create_app(
     WebRTC (see `agentkit.transports.webrtc`; None: no STUN/TURN, host candidates only).
     `public_url` / `validate_twilio_signatures`: for the Twilio webhook and media stream under
     `/telephone` (see `agentkit.transports.twilio`; default `AGENTKIT_PUBLIC_URL`, checks on).
-    `load_monitor`: measures the process's load (default: one with `AGENTKIT_MAX_LOOP_LAG_MS` and
-    `AGENTKIT_MAX_CPU_CORES`); it becomes `stream.load`, so new calls are refused (`busy`) while it
-    says the process is overloaded, and the app runs it from start-up to shutdown.
+    `load_monitor`: measures the process's load (default: one with `AGENTKIT_MAX_LOOP_LAG_MS`,
+    `AGENTKIT_MAX_CPU_CORES` and `AGENTKIT_MAX_MEDIA_BUSY`); it becomes `stream.load`, so new calls
+    are refused (`busy`) while it says the process is overloaded, and the app runs it from start-up
+    to shutdown.
     The app closes every open session and WebRTC peer connection on shutdown.
     """
     settings = load_settings()
@@ -84,7 +85,9 @@ def create_app(
         stream,
         load_monitor
         or LoadMonitor(
-            max_loop_lag_ms=settings.max_loop_lag_ms or None, max_cpu_cores=settings.max_cpu_cores
+            max_loop_lag_ms=settings.max_loop_lag_ms or None,
+            max_cpu_cores=settings.max_cpu_cores,
+            max_media_busy=settings.max_media_busy or None,
         ),
         input_sample_rate=fastrtc_input_sample_rate,
         output_sample_rate=fastrtc_output_sample_rate,

@@ -15,9 +15,10 @@ Series:
 - `agentkit_provider_errors_total{provider,stage,kind}` counter: failed provider calls that cost a
   turn its stage (from `ProviderFailed`; `kind` is `timeout`, `http_<status>`, `error` or
   `internal`);
-- `agentkit_event_loop_lag_seconds`, `agentkit_process_cpu_cores`, `agentkit_overloaded` gauges:
-  the process's `LoadMonitor` (the signal load-aware admission and `/readyz` act on; with several
-  workers, the worst worker's lag, the workers' CPU summed, 1 if any worker is overloaded);
+- `agentkit_event_loop_lag_seconds`, `agentkit_process_cpu_cores`, `agentkit_media_threads_busy`,
+  `agentkit_overloaded` gauges: the process's `LoadMonitor` (the signals load-aware admission and
+  `/readyz` act on; with several workers, the worst worker's lag and media threads' demand, the
+  workers' CPU summed, 1 if any worker is overloaded);
 - `agentkit_vad_batches_total` / `agentkit_vad_batch_sessions_total` counters: batched VAD runs and
   the session chunks they carried (their ratio is the mean batch size), and
   `agentkit_vad_batch_sessions_max` gauge: the largest batch so far;
@@ -132,6 +133,12 @@ class ServerMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
+        self._media = Gauge(
+            "agentkit_media_threads_busy",
+            "Smoothed demand of the event loop and audio threads, in cores (the busiest worker's).",
+            registry=registry,
+            multiprocess_mode="livemax",
+        )
         self._overloaded = Gauge(
             "agentkit_overloaded",
             "1 while new sessions are refused for load (any worker).",
@@ -182,6 +189,7 @@ class ServerMetrics:
         if load is not None:
             self._lag.set(load.lag_ms / 1000)
             self._cpu.set(load.cpu_cores)
+            self._media.set(load.media_busy)
             self._overloaded.set(1 if load.overloaded else 0)
         try:
             vad = vad_batch_stats()  # the serving loop's batcher

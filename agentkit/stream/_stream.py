@@ -96,15 +96,26 @@ class SessionHost:
         self.no_audio_timeout_s = no_audio_timeout_s
         self.refused = Refusals()
         """How often callers were refused or cut off, by reason (shown by `/healthz`)."""
-        self.load: LoadMonitor | None = None
-        """Measures the process's load; while it says overloaded, new sessions are refused (`busy`).
-        None: load is not considered. Whoever runs the event loop sets it and runs it (`create_app`)."""
+        self._load: LoadMonitor | None = None
         self._sessions: dict[str, Session] = {}
         self._shutdown_steps: list[Callable[[], Awaitable[None]]] = []
         self._dropped_by_closed: Counter[str] = Counter()
         self._closing = False
         self._remote = RemoteSessions(bus or LocalSessionBus(), self._sessions)
         self._owns_bus = False
+
+    @property
+    def load(self) -> LoadMonitor | None:
+        """Measures the process's load; while it refuses (`LoadMonitor.refuses`), new sessions are
+        refused (`busy`). None: load is not considered. Whoever runs the event loop sets it and runs
+        it (`create_app`); setting it lets it count this host's sessions."""
+        return self._load
+
+    @load.setter
+    def load(self, monitor: LoadMonitor | None) -> None:
+        if monitor is not None:
+            monitor.count_sessions = lambda: len(self._sessions)
+        self._load = monitor
 
     @property
     def bus(self) -> SessionBus:
@@ -132,7 +143,7 @@ class SessionHost:
             return "shutting_down"
         if self.concurrency_limit is not None and len(self._sessions) >= self.concurrency_limit:
             return "over_capacity"
-        if self.load is not None and self.load.overloaded:
+        if self._load is not None and self._load.refuses(len(self._sessions)):
             return "busy"
         return None
 
@@ -154,7 +165,11 @@ class SessionHost:
             raise CapacityError("the server is at capacity; try again later", limit=self.concurrency_limit)
         if admission == "busy":
             assert self.load is not None
-            detail = f"event-loop lag {self.load.lag_ms:.0f} ms, CPU {self.load.cpu_cores:.2f} cores"
+            load, open_now = self.load, len(self._sessions)
+            detail = (
+                f"event-loop lag {load.lag_ms:.0f} ms, CPU {load.cpu_cores:.2f} cores, media threads "
+                f"{load.media_busy:.2f} ({load.projected_media_busy(open_now + 1):.2f} with one more call)"
+            )
             self.refused.note("busy", detail)
             raise BusyError("the server is busy; try again later", limit=self.concurrency_limit)
 

@@ -252,6 +252,7 @@ class TwilioConnection(WebSocketConnection):
             await self.close_with_code(CLOSE_POLICY, "no valid streamSid")
             return
         grant = self._tokens.redeem(params.get(TOKEN_PARAMETER))
+        admitted = grant is not None  # by the webhook that issued the token
         if grant is None and not self._require_token:
             grant = CallGrant(caller=None, called=None, call_sid=None, expires_at_s=0.0)
         if grant is None:
@@ -281,7 +282,11 @@ class TwilioConnection(WebSocketConnection):
             session_id=None,
             caller=grant.caller,
             call_info=grant.call_info(),
-            resuming=grant.resuming,  # a call in progress reconnecting: not turned away for load
+            # Not turned away for load: the webhook that issued this single-use token admitted the
+            # call moments ago (and a reconnecting call is one in progress). With several workers
+            # the stream may land on a busier one than the webhook did; refusing it now would drop
+            # a caller already on the line. The hard `concurrency_limit` still applies.
+            resuming=admitted or grant.resuming,
         )
 
     async def _on_media(self, message: dict[str, Any]) -> None:
