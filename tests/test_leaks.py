@@ -29,6 +29,8 @@ def _env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     # every call comes from 127.0.0.1, several at a time: the per-address caps would refuse some
     monkeypatch.setenv("AGENTKIT_MAX_SESSIONS_PER_ADDRESS", "0")
     monkeypatch.setenv("AGENTKIT_MAX_PENDING_OFFERS_PER_ADDRESS", "0")
+    # the callers run on the server's own event loop, so its load figures count them too
+    monkeypatch.setenv("AGENTKIT_MAX_MEDIA_BUSY", "0")
     monkeypatch.delenv("AGENTKIT_PUBLIC_URL", raising=False)
     monkeypatch.delenv("AGENTKIT_TWILIO_VALIDATE", raising=False)
     with loopback_ice():

@@ -199,15 +199,22 @@ async def test_the_media_threads_demand_refuses_as_load_grows_before_any_lag() -
 
 
 def test_a_burst_of_callers_is_judged_by_the_demand_projected_onto_the_sessions_open_now() -> None:
-    """The smoothed demand trails the sessions it reflects: 40 sessions steady at 0.4 of a core, then
-    60 more callers within the smoothing window. Each new caller is judged by 0.01 per session."""
+    """The smoothed demand trails the sessions it reflects: 80 sessions steady at 0.6 of a core, then
+    more callers within the smoothing window. Each new caller is judged by 0.0075 per session, up to
+    1.5 times the figure; below half the threshold nothing is projected."""
     monitor = LoadMonitor(smoothing_samples=1, media_smoothing_samples=1)
-    monitor.observe(lag_s=0.0, elapsed_s=0.1, cpu_s=0.0, media_s=0.04, sessions=40)
-    assert (monitor.media_busy, monitor.sessions_smoothed) == (pytest.approx(0.4), 40)
+    monitor.observe(lag_s=0.0, elapsed_s=0.1, cpu_s=0.0, media_s=0.06, sessions=80)
+    assert (monitor.media_busy, monitor.sessions_smoothed) == (pytest.approx(0.6), 80)
     assert not monitor.overloaded
-    assert monitor.projected_media_busy(30) == pytest.approx(0.4)  # never scaled down
-    assert monitor.projected_media_busy(80) == pytest.approx(0.8)
-    assert next(n for n in range(40, 200) if monitor.refuses(n)) == 100  # 101 x 0.01 > 1.0
+    assert monitor.projected_media_busy(60) == pytest.approx(0.6)  # never scaled down
+    assert monitor.projected_media_busy(100) == pytest.approx(0.75)
+    assert monitor.projected_media_busy(400) == pytest.approx(0.9)  # at most 1.5 x
+    assert not any(monitor.refuses(n) for n in range(0, 1000))  # 0.9: under 1.0
+    monitor.observe(lag_s=0.0, elapsed_s=0.1, cpu_s=0.0, media_s=0.08, sessions=80)
+    assert next(n for n in range(80, 200) if monitor.refuses(n)) == 100  # 101 x 0.01 > 1.0
+    quiet = LoadMonitor(smoothing_samples=1, media_smoothing_samples=1)
+    quiet.observe(lag_s=0.0, elapsed_s=0.1, cpu_s=0.0, media_s=0.04, sessions=4)  # 0.4 for 4 calls
+    assert quiet.projected_media_busy(40) == pytest.approx(0.4)  # under half the threshold: as is
     stream = Stream(Silent())
     stream.load = monitor  # counts this host's sessions from now on
     assert monitor.count_sessions is not None and monitor.count_sessions() == 0

@@ -89,6 +89,12 @@ CPU_RECOVERY_FRACTION = 0.8
 MEDIA_RECOVERY_FRACTION = 0.9
 """... and `media_busy` under this fraction of `max_media_busy`."""
 
+PROJECTION_FROM = 0.5
+"""`media_busy` is projected onto the sessions open now (`LoadMonitor.projected_media_busy`) from
+this fraction of `max_media_busy` up..."""
+PROJECTION_MAX = 1.5
+"""... by at most this factor."""
+
 OverloadCause = Literal["loop_lag", "cpu", "media_threads"]
 """What made a monitor overloaded: the event loop's lag, the process's CPU use, or the demand of
 the threads that carry the media (event loop and audio thread)."""
@@ -267,10 +273,18 @@ class LoadMonitor:
     def projected_media_busy(self, sessions: int) -> float:
         """`media_busy` scaled to `sessions` open now: the smoothed figure trails a burst of
         callers by about a second, each of whom adds load from the first frame, so it is scaled by
-        how many more sessions are open now than it reflects (never scaled down)."""
-        if self.sessions_smoothed < 1.0 or sessions <= self.sessions_smoothed:
+        how many more sessions are open now than it reflects. Never scaled down, and only once the
+        figure is half its threshold (below that, the loop's own fixed work would be scaled as if
+        calls made it), by at most `PROJECTION_MAX` (a second's arrivals at a busy server)."""
+        limit = self.max_media_busy
+        if (
+            limit is None
+            or self.media_busy < limit * PROJECTION_FROM
+            or self.sessions_smoothed < 1.0
+            or sessions <= self.sessions_smoothed
+        ):
             return self.media_busy
-        return self.media_busy * sessions / self.sessions_smoothed
+        return self.media_busy * min(sessions / self.sessions_smoothed, PROJECTION_MAX)
 
     def refuses(self, sessions: int) -> bool:
         """A new session should be turned away now, with `sessions` open: overloaded, or the one
