@@ -450,13 +450,15 @@ def _demand_s(task_dir: str) -> float:
 
 def tree_usage(pid: int) -> tuple[float, int]:
     """CPU seconds (user + system) and resident bytes of `pid` and all its descendants."""
-    cpu, rss, _ = tree_threads(pid)
+    cpu, rss, _ = tree_threads(pid, per_thread=False)
     return cpu, rss
 
 
-def tree_threads(pid: int) -> tuple[float, int, dict[tuple[int, int], tuple[float, float]]]:
-    """`tree_usage`, and the CPU seconds and demand (CPU + waiting for a core) seconds of every
-    thread, by (process, thread id); a worker's event loop is its main thread (thread id = pid)."""
+def tree_threads(
+    pid: int, *, per_thread: bool = True
+) -> tuple[float, int, dict[tuple[int, int], tuple[float, float]]]:
+    """`tree_usage`, and (`per_thread`) the CPU seconds and demand (CPU + waiting for a core) seconds
+    of every thread, by (process, thread id); a worker's event loop is its main thread (id = pid)."""
     page = os.sysconf("SC_PAGE_SIZE")
     cpu, rss, todo = 0.0, 0, [pid]
     threads: dict[tuple[int, int], tuple[float, float]] = {}
@@ -464,7 +466,7 @@ def tree_threads(pid: int) -> tuple[float, int, dict[tuple[int, int], tuple[floa
         p = todo.pop()
         with contextlib.suppress(OSError):
             cpu += _cpu_s(f"/proc/{p}/stat")
-            for tid in os.listdir(f"/proc/{p}/task"):
+            for tid in os.listdir(f"/proc/{p}/task") if per_thread else ():
                 with contextlib.suppress(OSError):
                     task = f"/proc/{p}/task/{tid}"
                     threads[p, int(tid)] = (_cpu_s(f"{task}/stat"), _demand_s(task))

@@ -152,9 +152,9 @@ class SessionHost:
         `CapacityError` at the concurrency limit, `BusyError` (`busy`) while overloaded or
         (`shutting_down`) while `aclose()` runs. Endpoints call it before work a refusal would
         waste (a WebRTC offer, a Twilio webhook's media stream). `resuming`: the session carries on
-        a call already in progress (a Twilio stream reconnecting after its server died), which load
-        does not turn away: hanging up on a caller mid-call is worse than a late reply (the hard
-        `concurrency_limit` still applies)."""
+        a call already in progress (a Twilio stream reconnecting after its server died, or one whose
+        webhook admitted the call), which load does not turn away: hanging up on a caller mid-call
+        is worse than a late reply (the hard `concurrency_limit` still applies)."""
         admission = self.admission()
         if resuming and admission == "busy":
             return
