@@ -33,9 +33,9 @@ def _scores(vad: SileroVAD, audio: Samples) -> tuple[list[float], list[tuple[obj
     stream = vad.stream()
 
     class Recording(TurnDetector):
-        def step(self, chunk: Samples, p: float) -> TurnEvent | None:
+        def step(self, chunk: Samples, p: float, levels: Samples | None = None) -> TurnEvent | None:
             probabilities.append(p)
-            return super().step(chunk, p)
+            return super().step(chunk, p, levels)
 
     detector = Recording(
         stream,

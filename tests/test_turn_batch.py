@@ -27,9 +27,9 @@ class RecordingDetector(TurnDetector):
         super().__init__(stream, sample_rate=rate, chunk_samples=CHUNK * rate // RATE, options=OPTIONS)
         self.probabilities: list[float] = []
 
-    def step(self, chunk: Samples, p: float) -> TurnEvent | None:
+    def step(self, chunk: Samples, p: float, levels: Samples | None = None) -> TurnEvent | None:
         self.probabilities.append(p)
-        return super().step(chunk, p)
+        return super().step(chunk, p, levels)
 
 
 def _silence(seconds: float, rate: int = RATE) -> Samples:
@@ -264,7 +264,7 @@ async def test_a_failing_session_does_not_fail_the_others(vad_kind: type[FakeVAD
 
 async def test_a_failing_state_machine_fails_only_its_session() -> None:
     class Broken(TurnDetector):
-        def step(self, chunk: Samples, p: float) -> TurnEvent | None:
+        def step(self, chunk: Samples, p: float, levels: Samples | None = None) -> TurnEvent | None:
             raise ZeroDivisionError("state machine bug")
 
     vad = FakeBatchedVAD()

@@ -376,15 +376,25 @@ class TurnDetector:
         self._speech_db_sum += float(loud.sum())
         self._speech_db_count += int(loud.shape[0])
 
-    def step(self, chunk: Samples, p: float) -> TurnEvent | None:
-        """Advance the state machine by one whole chunk (from `split`) whose VAD probability is `p`."""
+    @property
+    def block_samples(self) -> int:
+        """Samples per level block (a quarter of a chunk): what `step`'s `levels` are measured over."""
+        return self._block
+
+    def step(self, chunk: Samples, p: float, levels: Samples | None = None) -> TurnEvent | None:
+        """Advance the state machine by one whole chunk (from `split`) whose VAD probability is `p`.
+
+        `levels`: the chunk's level in dBFS per `block_samples` block, when the caller measured many
+        chunks at once (the batcher does, in one numpy call per round); measured here otherwise."""
         start = self._position
         self._position += self._chunk
         self.last_probability = p
         opts = self.options
-        levels = _block_db(chunk, self._block)
-        for k, level in enumerate(levels):
-            self._blocks.append((start + (k + 1) * self._block, float(level)))
+        if levels is None:
+            levels = _block_db(chunk, self._block)
+        block = self._block
+        for k, level in enumerate(levels.tolist(), start=1):
+            self._blocks.append((start + k * block, level))
         if p < opts.silence_threshold:
             self._track_noise(levels)
 
@@ -458,8 +468,7 @@ class TurnDetector:
     def _track_noise(self, levels: Samples) -> None:
         """Follow the noise floor: down at once, up slowly (speech must not drag it up)."""
         low, high = _NOISE_FLOOR_RANGE_DB
-        for level in levels:
-            db = float(level)
+        for db in levels.tolist():
             self._noise_db = db if db < self._noise_db else self._noise_db + 0.05 * (db - self._noise_db)
         self._noise_db = min(max(self._noise_db, low), high)
 

@@ -39,10 +39,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from functools import partial
 
+import numpy as np
+
 from agentkit._executor import audio_executor
 from agentkit.audio import Samples
 from agentkit.providers.vad import VAD, VADStream
-from agentkit.stream._turn import TurnDetector, TurnEvent
+from agentkit.stream._turn import TurnDetector, TurnEvent, _block_db
 
 __all__ = ["TurnBatcher", "VADBatchStats", "turn_batcher", "vad_batch_stats"]
 
@@ -200,8 +202,28 @@ def _run_batch(batch: list[_Job]) -> _Counts:
 def _score_and_step(jobs: list[_Job], k: int, counts: _Counts) -> None:
     """Round `k` for the sessions of one VAD model: one call for their k-th chunks, then each steps."""
     chunks = [job.chunks[k] for job in jobs]
+    probabilities = _score(jobs, chunks, counts)
+    if probabilities is None:
+        return
+    counts.chunks += len(chunks)
+    levels = _levels(jobs, chunks)
+    for i, (job, chunk, p) in enumerate(zip(jobs, chunks, probabilities, strict=True)):
+        if p is None:
+            continue
+        try:
+            event = job.detector.step(chunk, p, None if levels is None else levels[i])
+        except Exception as exc:
+            job.error = exc
+        else:
+            if event is not None:
+                job.events.append(event)
+
+
+def _score(jobs: list[_Job], chunks: list[Samples], counts: _Counts) -> list[float | None] | None:
+    """Each chunk's VAD probability: one batched call, or one call per stream when the model has no
+    batched entry point or the batched call failed (then a failing stream's job gets its error and a
+    None). None when the batch scored the wrong number of chunks (every job gets the error)."""
     streams: list[VADStream] = [job.detector.vad_stream for job in jobs]
-    probabilities: list[float | None] | None = None
     batched = getattr(jobs[0].vad, "probabilities", None) if len(jobs) > 1 else None
     if batched is not None:  # a `BatchedVAD`
         counts.vad_calls += 1
@@ -211,29 +233,29 @@ def _score_and_step(jobs: list[_Job], k: int, counts: _Counts) -> None:
         if scores is not None and len(scores) != len(jobs):
             for job in jobs:  # the states moved on, but to what: these sessions cannot go on
                 job.error = ValueError(f"the VAD scored {len(scores)} of {len(jobs)} chunks")
-            return
+            return None
         if scores is not None:
-            probabilities = [float(p) for p in scores]
-    if probabilities is None:
-        probabilities = []
-        for job, stream, chunk in zip(jobs, streams, chunks, strict=True):
-            counts.vad_calls += 1
-            try:
-                probabilities.append(stream.probability(chunk))
-            except Exception as exc:
-                job.error = exc
-                probabilities.append(None)
-    counts.chunks += len(chunks)
-    for job, chunk, p in zip(jobs, chunks, probabilities, strict=True):
-        if p is None:
-            continue
+            return [float(p) for p in scores]
+    probabilities: list[float | None] = []
+    for job, stream, chunk in zip(jobs, streams, chunks, strict=True):
+        counts.vad_calls += 1
         try:
-            event = job.detector.step(chunk, p)
+            probabilities.append(stream.probability(chunk))
         except Exception as exc:
             job.error = exc
-        else:
-            if event is not None:
-                job.events.append(event)
+            probabilities.append(None)
+    return probabilities
+
+
+def _levels(jobs: list[_Job], chunks: list[Samples]) -> Samples | None:
+    """Every chunk's block levels (one row per chunk) in one numpy call, where the detectors share a
+    block size (they do when they share a VAD); None leaves each detector to measure its own."""
+    block = jobs[0].detector.block_samples
+    if len(jobs) == 1 or any(job.detector.block_samples != block for job in jobs):
+        return None
+    if any(chunk.shape[0] != chunks[0].shape[0] for chunk in chunks):
+        return None
+    return _block_db(np.concatenate(chunks), block).reshape(len(chunks), -1)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBatcher] = weakref.WeakKeyDictionary()
