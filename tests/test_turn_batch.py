@@ -112,6 +112,29 @@ async def test_batched_vad_decides_like_each_session_alone(silero: SileroVAD, ra
     assert stats.chunks > stats.vad_calls  # ...and VAD calls
 
 
+async def test_levels_measured_for_a_whole_round_decide_as_each_detector_alone(silero: SileroVAD) -> None:
+    """Plain detectors get their chunk levels from the batcher (one numpy call per round): the same
+    events, at the same samples, as each detector measuring its own."""
+    callers = _callers()
+    alone = []
+    for audio, size in callers:
+        detector = TurnDetector(silero.stream(), sample_rate=RATE, chunk_samples=CHUNK, options=OPTIONS)
+        alone.append([_summary(e) for frame in _frames(audio, size) for e in detector.process(frame)])
+    batcher = TurnBatcher()
+
+    async def call(audio: Samples, size: int) -> list[tuple[object, ...]]:
+        detector = TurnDetector(silero.stream(), sample_rate=RATE, chunk_samples=CHUNK, options=OPTIONS)
+        events = []
+        for frame in _frames(audio, size):
+            events += [_summary(e) for e in await batcher.process(silero, detector, frame)]
+        return events
+
+    together = await asyncio.gather(*(call(audio, size) for audio, size in callers))
+    assert together == alone
+    assert sum(e[0] == "ended" for events in alone for e in events) >= len(callers)
+    assert batcher.stats.chunks > batcher.stats.vad_calls  # rounds of several sessions did happen
+
+
 def test_silero_batch_refuses_foreign_streams_before_changing_any_state(silero: SileroVAD) -> None:
     chunk = 0.1 * np.sin(np.arange(CHUNK, dtype=np.float32) / 5)
     mine, reference = silero.stream(), silero.stream()
@@ -263,8 +286,8 @@ async def test_a_failing_session_does_not_fail_the_others(vad_kind: type[FakeVAD
 
 
 async def test_a_failing_state_machine_fails_only_its_session() -> None:
-    class Broken(TurnDetector):
-        def step(self, chunk: Samples, p: float, levels: Samples | None = None) -> TurnEvent | None:
+    class Broken(TurnDetector):  # an override written before `step` took levels: called without
+        def step(self, chunk: Samples, p: float) -> TurnEvent | None:  # type: ignore[override]
             raise ZeroDivisionError("state machine bug")
 
     vad = FakeBatchedVAD()

@@ -210,8 +210,12 @@ def _score_and_step(jobs: list[_Job], k: int, counts: _Counts) -> None:
     for i, (job, chunk, p) in enumerate(zip(jobs, chunks, probabilities, strict=True)):
         if p is None:
             continue
+        detector = job.detector
         try:
-            event = job.detector.step(chunk, p, None if levels is None else levels[i])
+            if levels is not None and type(detector).step is TurnDetector.step:
+                event = detector.step(chunk, p, levels[i])
+            else:  # a subclass's own `step(chunk, p)` gets the call it was written for
+                event = detector.step(chunk, p)
         except Exception as exc:
             job.error = exc
         else:
