@@ -6,6 +6,7 @@
     python bench/concurrent_calls.py --target cloud --workers 2 --calls 100,150
     python bench/concurrent_calls.py --target fastrtc --calls 1,2,4,8
     python bench/concurrent_calls.py --transport websocket --target echo --calls 200
+    python bench/concurrent_calls.py --workers 2 --calls 200,250 --repeat 2 --against ../before
 
 Each step starts a fresh server (`agentkit run bench/load_agents/<target>.py --workers W`, or FastRTC
 0.0.34's `server_echo.py` from `bench/setup_fastrtc.sh`) on a free 127.0.0.1 port and places N
@@ -28,6 +29,12 @@ The generator stays cheap: payloads are encoded once, one task paces every call'
 A step "holds" when p95 <= the target's silence setting + 50 ms with no failure (FastRTC: its own
 one-call p95 + 50 ms, since its pause detection is not a silence setting); the largest holding N is
 printed with the ratio to FastRTC's.
+
+Side by side with another agentkit tree (`--against DIR`, e.g. a `git worktree` of an older commit):
+each step also runs there, its server importing that tree, back to back with this one, and with
+`--repeat K` the pair runs K times, alternating which goes first. On a shared machine the p95 of
+one N moves by up to 200 ms from run to run, so only such pairs compare two trees fairly. A step
+then holds when every run of this tree holds.
 """
 
 from __future__ import annotations
@@ -489,7 +496,8 @@ def server(opts: argparse.Namespace, log: Path) -> Iterator[tuple[int, int]]:
         agentkit = [str(Path(sys.executable).with_name("agentkit"))]
         if opts.profile is not None:  # the server's event loop under cProfile (one process)
             agentkit = [sys.executable, "-m", "cProfile", "-o", str(opts.profile), "-m", "agentkit.cli"]
-        agent_file = BENCH_DIR / "load_agents" / f"{opts.target}.py"
+        tree: Path = opts.tree or rb.REPO_ROOT
+        agent_file = tree / "bench" / "load_agents" / f"{opts.target}.py"
         argv = [*agentkit, "run", str(agent_file), "--port", str(port)]
         if opts.workers != 1:
             argv += ["--workers", str(opts.workers)]
@@ -502,7 +510,9 @@ def server(opts: argparse.Namespace, log: Path) -> Iterator[tuple[int, int]]:
             AGENTKIT_STORE=f"sqlite:///{opts.tmp}/conversations-{port}.db",
         )
         env.update(opts.fake_env)
-        cwd = rb.REPO_ROOT
+        if opts.tree is not None:  # the other tree's agentkit ahead of the one installed here
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(opts.tree), env.get("PYTHONPATH")]))
+        cwd = tree
     with log.open("wb") as log_file:
         proc = subprocess.Popen(
             argv,
@@ -605,7 +615,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--stop-after-fail", action="store_true", help="stop ramping once a step fails")
     p.add_argument("--json", type=Path, help="also write the results here")
     p.add_argument("--profile", type=Path, help="run the (one-worker) server under cProfile, into this file")
+    p.add_argument("--against", type=Path, help="another agentkit tree to run each step in too, back to back")
+    p.add_argument("--repeat", type=int, default=1, help="runs of each step (of each pair, with --against)")
     opts = p.parse_args(argv)
+    opts.tree = None
+    if opts.against is not None:
+        opts.against = opts.against.resolve()
+        if not (opts.against / "agentkit" / "__init__.py").is_file():
+            p.error(f"--against {opts.against}: not an agentkit tree")
+        if opts.target == "fastrtc":
+            p.error("--against compares two agentkit trees")
+    if opts.repeat < 1:
+        p.error("--repeat must be at least 1")
     if opts.target == "fastrtc" and opts.transport != "twilio":
         p.error("FastRTC is driven over its Twilio endpoint only")
     if opts.target == "fastrtc" and not rb.FASTRTC_PY.exists():
@@ -616,6 +637,7 @@ def main(argv: list[str] | None = None) -> int:
     rb.LOG_DIR.mkdir(parents=True, exist_ok=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
     results: dict[int, dict[str, Any]] = {}
+    runs: list[dict[str, Any]] = []  # every run, of both trees with --against
     with contextlib.ExitStack() as stack:
         opts.tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="agentkit-bench-"))
         print(
@@ -627,29 +649,67 @@ def main(argv: list[str] | None = None) -> int:
             "| core/call | RSS MB | generator cores"
         )
         for n in counts:
-            r = step(opts, n, audio)
-            results[n] = r
-            print(
-                f"{n:5d} | {fmt(r['median_s'], 1000, 0, ' ms')} | {fmt(r['p95_s'], 1000, 0, ' ms')} | "
-                f"{r['failures']} ({r['refused_calls']}) | {fmt(r['server_cores'], 1, 2)} | "
-                f"{fmt(r['loop_busy_max'], 1, 2)} ({fmt(r['two_threads_busy_max'], 1, 2)}; "
-                f"{fmt(r['two_threads_demand_max'], 1, 2)}) | "
-                f"{fmt(r['server_core_per_call'], 1, 4)} | "
-                f"{r['server_rss_mb']:.0f} | {r['generator_cores']:.2f}"
-                + (f" | fakes {r['fakes_cores']:.2f} cores" if "fakes_cores" in r else "")
-                + (f" | errors: {r['errors']}" if r["errors"] else ""),
-                flush=True,
-            )
-            if opts.stop_after_fail and not holds(opts, r, results):
+            for rep in range(opts.repeat):
+                trees: list[Path | None] = [None] if opts.against is None else [None, opts.against]
+                for tree in trees if rep % 2 == 0 else trees[::-1]:
+                    opts.tree = tree
+                    r = step(opts, n, audio)
+                    label = "" if opts.against is None else ("  this | " if tree is None else "against | ")
+                    runs.append(
+                        {"calls": n, "tree": "this" if tree is None else str(tree), "repeat": rep, **r}
+                    )
+                    if tree is None and (n not in results or not holds(opts, r, results)):
+                        results[n] = r  # a step holds only if every run of this tree holds
+                    print(label + _row(n, r), flush=True)
+            if opts.stop_after_fail and not holds(opts, results[n], results):
                 break
+    opts.tree = None
+    if opts.against is not None or opts.repeat > 1:
+        _print_pairs(opts, runs)
     best = max((n for n, r in results.items() if holds(opts, r, results)), default=0)
     bar = bar_s(opts, results)
     print(f"largest N with p95 <= {fmt(bar, 1000, 0, ' ms')} and no failure: {best}")
     out = opts.json or RESULTS / f"{opts.target}_{opts.transport}_w{opts.workers}.json"
     out.write_text(
-        json.dumps({"options": _jsonable(opts), "bar_s": bar, "best": best, "steps": results}, indent=1)
+        json.dumps(
+            {"options": _jsonable(opts), "bar_s": bar, "best": best, "steps": results, "runs": runs}, indent=1
+        )
     )
     return 0
+
+
+def _row(n: int, r: dict[str, Any]) -> str:
+    return (
+        f"{n:5d} | {fmt(r['median_s'], 1000, 0, ' ms')} | {fmt(r['p95_s'], 1000, 0, ' ms')} | "
+        f"{r['failures']} ({r['refused_calls']}) | {fmt(r['server_cores'], 1, 2)} | "
+        f"{fmt(r['loop_busy_max'], 1, 2)} ({fmt(r['two_threads_busy_max'], 1, 2)}; "
+        f"{fmt(r['two_threads_demand_max'], 1, 2)}) | "
+        f"{fmt(r['server_core_per_call'], 1, 4)} | "
+        f"{r['server_rss_mb']:.0f} | {r['generator_cores']:.2f}"
+        + (f" | fakes {r['fakes_cores']:.2f} cores" if "fakes_cores" in r else "")
+        + (f" | errors: {r['errors']}" if r["errors"] else "")
+    )
+
+
+def _print_pairs(opts: argparse.Namespace, runs: list[dict[str, Any]]) -> None:
+    """Per N and tree: every run's p95 and server cores, and their medians (and the ratio of the
+    medians, this tree over the other)."""
+    print("calls | tree | p95 of each run | median p95 | median server cores")
+    for n in dict.fromkeys(run["calls"] for run in runs):
+        medians: dict[str, float] = {}
+        for tree in dict.fromkeys(run["tree"] for run in runs):
+            mine = [run for run in runs if run["calls"] == n and run["tree"] == tree]
+            p95s = [run["p95_s"] for run in mine if run["p95_s"] is not None]
+            if not p95s:
+                continue
+            medians[tree] = statistics.median(p95s)
+            cores = statistics.median(run["server_cores"] for run in mine if run["server_cores"] is not None)
+            each = " / ".join(f"{p * 1000:.0f}" for p in p95s)
+            name = "this" if tree == "this" else "against"
+            print(f"{n:5d} | {name} | {each} ms | {medians[tree] * 1000:.0f} ms | {cores:.2f}")
+        if len(medians) == 2:
+            this, other = medians["this"], next(v for k, v in medians.items() if k != "this")
+            print(f"{n:5d} | p95 this / against: {this / other:.2f}")
 
 
 def bar_s(opts: argparse.Namespace, results: dict[int, dict[str, Any]]) -> float | None:
@@ -665,7 +725,10 @@ def holds(opts: argparse.Namespace, r: dict[str, Any], results: dict[int, dict[s
 
 
 def _jsonable(opts: argparse.Namespace) -> dict[str, Any]:
-    return {k: v for k, v in vars(opts).items() if isinstance(v, str | int | float | bool)}
+    out = {k: v for k, v in vars(opts).items() if isinstance(v, str | int | float | bool)}
+    if opts.against is not None:
+        out["against"] = str(opts.against)
+    return out
 
 
 if __name__ == "__main__":
