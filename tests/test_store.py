@@ -454,6 +454,38 @@ async def test_api_shows_one_conversation_or_404(store: ConversationStore, api: 
 # -- SQLite: the file's guarantees -----------------------------------------------------------------
 
 
+def test_sqlite_workers_starting_together_on_a_new_file_all_open_it(tmp_path: Path) -> None:
+    """Six stores (as six workers would) open one new file at the same moment, 20 times over:
+    every one opens. Switching a new file to WAL fails at once with "database is locked" for a
+    connection that races another doing the same; the store retries it within its busy timeout."""
+    import threading
+
+    for round_ in range(20):
+        path = tmp_path / f"round-{round_}.db"
+        start = threading.Barrier(6)
+        opened: list[SQLiteStore] = []
+        errors: list[BaseException] = []
+
+        def worker(
+            path: Path, start: threading.Barrier, opened: list[SQLiteStore], errors: list[BaseException]
+        ) -> None:
+            start.wait()
+            try:
+                opened.append(SQLiteStore(path))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=worker, args=(path, start, opened, errors)) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and len(opened) == 6
+        for store in opened:
+            asyncio.run(store.aclose())
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 async def test_sqlite_file_survives_reopening_and_has_its_schema(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "er" / "c.db"
     first = SQLiteStore(path)

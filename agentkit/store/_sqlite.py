@@ -176,6 +176,24 @@ def _message(row: sqlite3.Row) -> StoredMessage:
     )
 
 
+def _journal_mode_wal(conn: sqlite3.Connection, busy_timeout_s: float) -> str:
+    """`PRAGMA journal_mode = WAL`, retried while the file is locked. Switching a new file to WAL
+    takes an exclusive lock, and SQLite answers "database is locked" at once, without its busy
+    timeout, when another connection is switching it too: workers starting together on one new
+    file did (about one start in seven with six at once). Once the file is in WAL mode the pragma
+    only reads it."""
+    deadline = time.monotonic() + busy_timeout_s
+    while True:
+        try:
+            mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
+        else:
+            return mode
+
+
 class SQLiteStore:
     """A `ConversationStore` in one SQLite file (see the module docstring for its guarantees).
 
@@ -232,7 +250,7 @@ class SQLiteStore:
             raise self._unusable(str(exc)) from exc
         try:
             conn.row_factory = sqlite3.Row
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _journal_mode_wal(conn, busy_timeout_s)
             if mode != "wal" and target != MEMORY_PATH:
                 logger.warning("conversation store is in journal mode %s, not WAL", mode)
             conn.execute(f"PRAGMA synchronous = {synchronous.upper()}")
