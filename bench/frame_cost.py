@@ -85,6 +85,15 @@ class Unbatched:
     async def process(self, vad: Any, detector: TurnDetector, samples: Samples) -> list[TurnEvent]:
         return await run_audio_job(detector.process, samples)
 
+    async def convert_and_process(
+        self, vad: Any, detector: TurnDetector, convert: Callable[[], Samples]
+    ) -> tuple[list[TurnEvent], int]:
+        def job() -> tuple[list[TurnEvent], int]:
+            samples = convert()
+            return detector.process(samples), samples.shape[0]
+
+        return await run_audio_job(job)
+
 
 @functools.cache
 def speech(rate: int, seconds: float) -> Samples:

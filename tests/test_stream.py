@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -86,6 +87,56 @@ async def test_phone_audio_reaches_an_8_khz_reply_on_pause_as_it_is(models_dir: 
         assert done.event.audio_ms == pytest.approx(heard[0].duration_s * 1000, abs=20)  # type: ignore[union-attr]
     finally:
         await session.close()
+
+
+async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame_by_frame(
+    models_dir: object,
+) -> None:
+    """A turn-taking handler takes small messages undecoded (`receive_converting`: decoded and
+    resampled in its audio-thread job, not on the event loop); a subclass that overrides `receive`
+    gets every frame through it instead. Both hear the same turn, at the same media positions."""
+    turns: dict[str, AudioFrame] = {}
+    frames: list[AudioFrame] = []
+
+    class Watching(ReplyOnPause):
+        async def receive(self, frame: AudioFrame) -> None:
+            frames.append(frame)
+            await super().receive(frame)
+
+        def copy(self) -> Watching:
+            return Watching(self.fn, options=self.options)
+
+    def reply(name: str) -> Any:
+        def fn(audio: AudioFrame) -> Iterator[AudioFrame]:
+            turns[name] = audio
+            yield audio
+
+        return fn
+
+    assert ReplyOnPause(reply("x")).converts_input and not Watching(reply("x")).converts_input
+    audio = np.concatenate(
+        [np.zeros(4000, np.float32), speech("utt2", 8000).samples, np.zeros(4800, np.float32)]
+    )
+    handlers = {
+        "batch": ReplyOnPause(reply("batch"), options=FAST),
+        "frames": Watching(reply("frames"), options=FAST),
+    }
+    for handler in handlers.values():
+        session, transport = open_recorded_session(Stream(handler), input_sample_rate=8000)
+        await session.start()
+        try:
+            await feed(session, audio, frame=160)
+            await transport.wait_for("response_done", timeout_s=10)
+        finally:
+            await session.close()
+    assert len(frames) == -(-audio.shape[0] // 160)  # every message, as a frame at 16 kHz
+    assert all(
+        b.timestamp_samples == a.timestamp_samples + a.num_samples for a, b in itertools.pairwise(frames)
+    )
+    batch, one_by_one = turns["batch"], turns["frames"]
+    assert batch.sample_rate == one_by_one.sample_rate == 16000
+    assert batch.timestamp_samples == one_by_one.timestamp_samples
+    assert np.array_equal(batch.samples, one_by_one.samples)
 
 
 async def test_barge_in_stops_the_reply_and_flushes(models_dir: object) -> None:

@@ -30,7 +30,8 @@ import logging
 import re
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -106,7 +107,10 @@ _CLOSE_TIMEOUT_S = 2.0
 _INLINE_INPUT_MAX_BYTES = 2048
 """Input messages up to this size (a 20 ms frame on every transport, 48 kHz PCM included) are decoded
 and resampled on the event loop: that takes 3-10 us, where a hop to the audio thread costs the loop
-about 30 us (a future, a thread wake-up, a callback). Larger messages go to the audio thread."""
+about 30 us (a future, a thread wake-up, a callback). Larger messages go to the audio thread. A
+turn-taking handler (`converts_input`) takes small messages undecoded instead and converts them in the
+audio-thread job it runs for them anyway: numpy's table look-up and soxr release the GIL even for
+160 samples, and the loop then waits for the audio thread's Python to get it back."""
 _POLL_S = 0.02
 
 
@@ -273,6 +277,12 @@ class Session:
         # end of turn; upsampling needs no anti-alias filter, downsampling gets the LQ one
         quality = "QQ" if handler.input_sample_rate > input_sample_rate else "LQ"
         self._in_resampler = StreamingResampler(input_sample_rate, handler.input_sample_rate, quality=quality)
+        # a turn-taking handler converts small messages in its audio-thread job (`receive_converting`)
+        self._receive_converting: Callable[[Callable[[], Samples]], Awaitable[int]] | None = (
+            getattr(handler, "receive_converting", None)
+            if getattr(handler, "converts_input", False)
+            else None
+        )
         self._out_resampler: StreamingResampler | None = None
         self._in_position = 0
         # on its way to the caller; an interruption flushes it, and its epoch tells the pacer to stop
@@ -498,6 +508,11 @@ class Session:
             raise AudioFormatError("16-bit PCM must have an even number of bytes", num_bytes=len(payload))
         self._last_audio_s = self._clock.now()
         if len(payload) <= _INLINE_INPUT_MAX_BYTES:
+            if self._receive_converting is not None:
+                self._in_position += await self._receive_converting(
+                    partial(self._convert_input, payload, codec)
+                )
+                return
             samples = self._convert_input(payload, codec)
         else:
             samples = await run_audio_job(self._convert_input, payload, codec)

@@ -36,6 +36,7 @@ import asyncio
 import contextlib
 import weakref
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -80,6 +81,7 @@ class _Job:
     detector: TurnDetector
     samples: Samples
     future: asyncio.Future[list[TurnEvent]]
+    convert: Callable[[], Samples] | None = None  # gives `samples`, on the audio thread
     # filled in on the audio thread:
     chunks: list[Samples] = field(default_factory=list)
     events: list[TurnEvent] = field(default_factory=list)
@@ -116,11 +118,29 @@ class TurnBatcher:
     async def process(self, vad: VAD, detector: TurnDetector, samples: Samples) -> list[TurnEvent]:
         """`detector.process(samples)`, run with the other sessions' waiting inputs; `detector`'s VAD
         stream must come from `vad`. Raises what processing this input raised."""
-        future: asyncio.Future[list[TurnEvent]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Job(vad, detector, samples, future))
+        return await self._submit(_Job(vad, detector, samples, self._future()))
+
+    async def convert_and_process(
+        self, vad: VAD, detector: TurnDetector, convert: Callable[[], Samples]
+    ) -> tuple[list[TurnEvent], int]:
+        """`process(vad, detector, convert())`, with `convert` (the session's decoding and
+        resampling of one input message) run in the same audio-thread job: the event loop neither
+        does that work nor gives up the GIL for it (numpy's table look-up and soxr release it even
+        for 160 samples, and getting it back waits for the audio thread's Python). Returns the
+        events and the number of samples `convert` gave."""
+        job = _Job(vad, detector, _NO_SAMPLES, self._future(), convert)
+        events = await self._submit(job)
+        return events, job.samples.shape[0]
+
+    @staticmethod
+    def _future() -> asyncio.Future[list[TurnEvent]]:
+        return asyncio.get_running_loop().create_future()
+
+    async def _submit(self, job: _Job) -> list[TurnEvent]:
+        self._waiting.append(job)
         if self._running is None:
             self._start_batch()
-        return await future
+        return await job.future
 
     def _start_batch(self) -> None:
         batch: list[_Job] = []
@@ -177,6 +197,8 @@ def _run_batch(batch: list[_Job]) -> _Counts:
     counts = _Counts()
     for job in batch:
         try:
+            if job.convert is not None:
+                job.samples = job.convert()
             job.chunks = job.detector.split(job.samples)
         except Exception as exc:
             job.error = exc
@@ -260,6 +282,9 @@ def _levels(jobs: list[_Job], chunks: list[Samples]) -> Samples | None:
     if any(chunk.shape[0] != chunks[0].shape[0] for chunk in chunks):
         return None
     return _block_db(np.concatenate(chunks), block).reshape(len(chunks), -1)
+
+
+_NO_SAMPLES = np.zeros(0, dtype=np.float32)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBatcher] = weakref.WeakKeyDictionary()

@@ -38,9 +38,10 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from agentkit.audio import AudioFrame
+from agentkit.audio import AudioFrame, Samples
 from agentkit.exceptions import ConfigError
 from agentkit.providers.turn import EndOfTurnModel
 from agentkit.providers.vad import VAD
@@ -200,7 +201,28 @@ class TurnTakingHandler(AsyncStreamHandler):
         arrived_at = self.context.clock.now()
         self._arrival = (arrived_at, detector.position_samples + frame.num_samples)
         # with the other sessions' waiting input: one audio-thread job, one VAD call per chunk round
-        for event in await turn_batcher().process(self.turn_vad, detector, frame.samples):
+        await self._after_batch(await turn_batcher().process(self.turn_vad, detector, frame.samples))
+
+    @property
+    def converts_input(self) -> bool:
+        """Whether the session may hand this handler its input undecoded (`receive_converting`):
+        yes, unless a subclass overrides `receive`, which then gets every frame."""
+        return type(self).receive is TurnTakingHandler.receive
+
+    async def receive_converting(self, convert: Callable[[], Samples]) -> int:
+        """`receive(AudioFrame(convert(), ...))`, with `convert` (the session's decoding and
+        resampling of one small input message, at this handler's rate) run in the audio-thread job
+        that scores it rather than on the event loop. Returns the number of samples it gave."""
+        detector = self.detector
+        arrived_at = self.context.clock.now()
+        events, num_samples = await turn_batcher().convert_and_process(self.turn_vad, detector, convert)
+        self._arrival = (arrived_at, detector.position_samples)
+        await self._after_batch(events)
+        return num_samples
+
+    async def _after_batch(self, events: list[TurnEvent]) -> None:
+        detector = self.detector
+        for event in events:
             await self._on_turn_event(event)
         semantic = self._semantic
         if semantic is not None and semantic.due(detector):
