@@ -126,7 +126,7 @@ def test_a_file_of_another_layout_runs_as_published(
             node.input[:] = [name.replace("forward_basis", "basis") for name in node.input]
     onnx.save(model, str(path))
     with pytest.raises(_silero_graph.UnknownLayout, match=r"stft\.forward_basis_buffer"):
-        _silero_graph.rewrite(path, 16000, 512)
+        _silero_graph.rewrite(path, 16000, 512, 64)
     with caplog.at_level(logging.WARNING, logger="agentkit.providers.vad._silero"):
         vad = SileroVAD(path)
         vad.load()

@@ -275,11 +275,10 @@ def _score(jobs: list[_Job], chunks: list[Samples], counts: _Counts) -> list[flo
 
 def _levels(jobs: list[_Job], chunks: list[Samples]) -> Samples | None:
     """Every chunk's block levels (one row per chunk) in one numpy call, where the detectors share a
-    block size (they do when they share a VAD); None leaves each detector to measure its own."""
+    block size (they do when they share a VAD; a chunk is four blocks, so their chunks are the same
+    size too); None leaves each detector to measure its own."""
     block = jobs[0].detector.block_samples
     if len(jobs) == 1 or any(job.detector.block_samples != block for job in jobs):
-        return None
-    if any(chunk.shape[0] != chunks[0].shape[0] for chunk in chunks):
         return None
     return _block_db(np.concatenate(chunks), block).reshape(len(chunks), -1)
 

@@ -161,7 +161,7 @@ def _load(path: Path, sample_rate: int, batched_graph: bool) -> _Model:
         from agentkit.providers.vad._silero_graph import rewrite
 
         chunk, context = _SIZES[sample_rate]
-        candidate = _Model(_session(rewrite(path, sample_rate, chunk)), {}, rewritten=True)
+        candidate = _Model(_session(rewrite(path, sample_rate, chunk, context)), {}, rewritten=True)
         gap = _disagreement(original, candidate, chunk + context)
     except Exception as exc:  # an unknown layout, no `onnx` package, a graph onnxruntime refuses
         logger.warning("Silero VAD: running %s as published, not batched (%s)", path.name, exc)

@@ -25,9 +25,6 @@ import numpy as np
 
 __all__ = ["UnknownLayout", "rewrite"]
 
-_CONTEXT = {16000: 64, 8000: 32}
-"""Samples of the previous chunk before each chunk; the STFT also pads this much on the right."""
-
 _ENCODER_STRIDES = (1, 2, 2, 1)
 _HIDDEN = 128
 
@@ -36,14 +33,16 @@ class UnknownLayout(ValueError):
     """The model file is not a Silero v5/v6 export this rewrite understands."""
 
 
-def rewrite(model_path: str | Path, sample_rate: int, chunk_samples: int) -> bytes:
-    """The serialised batch-friendly graph for `sample_rate` (8000 or 16000)."""
+def rewrite(model_path: str | Path, sample_rate: int, chunk_samples: int, context_samples: int) -> bytes:
+    """The serialised batch-friendly graph for `sample_rate` (8000 or 16000), whose input rows are
+    `context_samples` of the previous chunk then `chunk_samples` new ones (the STFT also pads
+    `context_samples` on the right)."""
     import onnx  # only needed here, once per process and rate
 
     weights = _weights(onnx.load(str(model_path)), sample_rate)
     builder = _Builder()
-    probability, state = builder.silero(weights, chunk_samples, _CONTEXT[sample_rate])
-    return builder.model(probability, state, chunk_samples + _CONTEXT[sample_rate])
+    probability, state = builder.silero(weights, chunk_samples, context_samples)
+    return builder.model(probability, state, chunk_samples + context_samples)
 
 
 def _weights(model: Any, sample_rate: int) -> dict[str, np.ndarray]:
@@ -77,7 +76,7 @@ def _weights(model: Any, sample_rate: int) -> dict[str, np.ndarray]:
 
 
 class _Builder:
-    """Nodes and initializers of one graph; constants are named by content and stored once."""
+    """Nodes and initializers of one graph; each constant gets a name of its own as it is made."""
 
     def __init__(self) -> None:
         self.nodes: list[Any] = []
