@@ -245,6 +245,46 @@ def test_agentkit_run_serves_the_echo_agent(tmp_path: Path) -> None:
     assert "Finished server process" in output
 
 
+FROZEN_APP = """
+import gc
+from fastapi import FastAPI
+
+app = FastAPI()
+
+@app.get("/frozen")
+def frozen() -> dict:
+    return {"objects": gc.get_freeze_count()}
+"""
+
+
+def test_agentkit_run_freezes_what_start_up_loaded(tmp_path: Path) -> None:
+    """The cyclic collector no longer walks the start-up heap (`agentkit._serve.serve`)."""
+    path = _write(tmp_path, "frozen_app.py", FROZEN_APP)
+    port = _free_port()
+    log = tmp_path / "server.log"
+    argv = [sys.executable, "-m", "agentkit.cli", "run", str(path), "--port", str(port)]
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30.0
+        frozen = None
+        while frozen is None:
+            assert server.poll() is None, f"server exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no answer in 30 s:\n{log.read_text()}"
+            try:
+                frozen = httpx.get(f"http://127.0.0.1:{port}/frozen", timeout=2.0).json()["objects"]
+            except httpx.TransportError:
+                time.sleep(0.1)
+    finally:
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    assert frozen > 10_000, log.read_text()  # fastapi, pydantic, agentkit: far more than this
+
+
 # -- errors a newcomer meets: one line that says the fix, exit status 1 ---------------------------
 
 

@@ -314,8 +314,9 @@ class Session:
 
     def dropped_counts(self) -> dict[str, int]:
         """What this session dropped on the way to its caller so far, by kind (for `/metrics`)."""
-        transport = self.transport
-        audio = transport.dropped_frames if isinstance(transport, DropCounter) else 0
+        # not `isinstance(..., DropCounter)`: a runtime protocol check walks the class's members on
+        # every call, and `/metrics` asks every open session once a second
+        audio = getattr(self.transport, "dropped_frames", 0)
         return {"additional_outputs": self.dropped_outputs, "transport_audio": audio}
 
     @property
