@@ -613,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--response-gap-s", type=float, default=0.6, help="reply over after this much quiet")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop-after-fail", action="store_true", help="stop ramping once a step fails")
-    p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--json", type=Path, help="write the results here (nothing is saved without it)")
     p.add_argument("--profile", type=Path, help="run the (one-worker) server under cProfile, into this file")
     p.add_argument("--against", type=Path, help="another agentkit tree to run each step in too, back to back")
     p.add_argument("--repeat", type=int, default=1, help="runs of each step (of each pair, with --against)")
@@ -669,8 +669,10 @@ def main(argv: list[str] | None = None) -> int:
     best = max((n for n, r in results.items() if holds(opts, r, results)), default=0)
     bar = bar_s(opts, results)
     print(f"largest N with p95 <= {fmt(bar, 1000, 0, ' ms')} and no failure: {best}")
-    out = opts.json or RESULTS / f"{opts.target}_{opts.transport}_w{opts.workers}.json"
-    out.write_text(
+    if opts.json is None:  # an exploratory run never overwrites a committed result
+        print(f"(not saved; --json {RESULTS.relative_to(rb.REPO_ROOT)}/<name>.json keeps these figures)")
+        return 0
+    opts.json.write_text(
         json.dumps(
             {"options": _jsonable(opts), "bar_s": bar, "best": best, "steps": results, "runs": runs}, indent=1
         )
