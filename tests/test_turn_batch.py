@@ -353,14 +353,3 @@ async def test_a_second_input_of_one_detector_waits_for_the_next_batch() -> None
     assert detector.position_samples == 2 * CHUNK
     assert batcher.stats.batches == 3  # held job, then a, then b: never both in one batch
 
-
-async def test_inputs_that_arrive_together_start_one_batch() -> None:
-    """With nothing running, inputs submitted in one turn of the event loop (the sockets read in one
-    go) share a batch instead of the first starting alone."""
-    vad = FakeBatchedVAD()
-    batcher = TurnBatcher()
-    detectors = [_detector(vad) for _ in range(5)]
-    await asyncio.gather(*(batcher.process(vad, d, _tone(CHUNK)) for d in detectors))
-    assert batcher.stats.batches == 1 and vad.calls == [5]
-    await batcher.process(vad, detectors[0], _tone(CHUNK))  # alone, later: still runs
-    assert batcher.stats.batches == 2 and vad.calls == [5, 1]

@@ -15,12 +15,10 @@ session C ─► process(...) ────────────────�
                                                           └──────────────────────────────────────────┘
 ```
 
-No tick: a job submitted while nothing runs starts as soon as the event loop has run the callbacks
-already due (`call_soon`), so a lone call waits microseconds, and the other sessions whose audio came
-in the same read of the sockets join it instead of each starting a batch of one; jobs that arrive
-while a batch runs wait for it and then go together, so batches grow with the load by themselves.
-A session's k-th chunk goes in round k because its recurrent VAD state must advance in order;
-sessions with fewer chunks drop out of the later rounds.
+No tick: a job submitted while nothing runs starts at once (a lone call adds no latency); jobs that
+arrive while a batch runs wait for it and then go together, so batches grow with the load by
+themselves. A session's k-th chunk goes in round k because its recurrent VAD state must advance in
+order; sessions with fewer chunks drop out of the later rounds.
 
 The job queue is bounded by the sessions: each session awaits its events before it sends its next
 input (`TurnTakingHandler.receive`), and a second input of a detector already in a batch waits for the
@@ -102,7 +100,6 @@ class TurnBatcher:
     def __init__(self) -> None:
         self._waiting: deque[_Job] = deque()
         self._running: asyncio.Future[_Counts] | None = None
-        self._start_due = False  # a `_start_soon` is scheduled
         self._batches = self._jobs = self._sessions_last = self._sessions_max = 0
         self._vad_calls = self._chunks = self._failed = 0
 
@@ -141,15 +138,9 @@ class TurnBatcher:
 
     async def _submit(self, job: _Job) -> list[TurnEvent]:
         self._waiting.append(job)
-        if self._running is None and not self._start_due:
-            self._start_due = True
-            asyncio.get_running_loop().call_soon(self._start_soon)
-        return await job.future
-
-    def _start_soon(self) -> None:
-        self._start_due = False
         if self._running is None:
             self._start_batch()
+        return await job.future
 
     def _start_batch(self) -> None:
         batch: list[_Job] = []
