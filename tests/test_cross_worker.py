@@ -15,6 +15,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -31,6 +32,8 @@ import pytest
 from _redis_server import redis_server
 from conftest import speech
 from redis.asyncio import Redis
+from websockets.asyncio.client import connect as websockets_connect
+from websockets.typing import Origin
 
 from agentkit import AsyncStreamHandler, AudioFrame
 from agentkit.store import (
@@ -375,7 +378,15 @@ def _free_port() -> int:
 class Worker:
     """One `agentkit run FILE` process on a free loopback port."""
 
-    def __init__(self, label: str, folder: Path, store_url: str) -> None:
+    def __init__(
+        self,
+        label: str,
+        folder: Path,
+        store_url: str,
+        *,
+        public: str = PUBLIC,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.label = label
         self.port = _free_port()
         self.log = folder / f"worker-{label}.log"
@@ -385,10 +396,11 @@ class Worker:
             AGENTKIT_STORE=store_url,
             AGENTKIT_MODELS_DIR=os.environ.get("AGENTKIT_MODELS_DIR", str(REPO.parent / "shared" / "models")),
             AGENTKIT_OFFLINE="1",
-            AGENTKIT_PUBLIC_URL=PUBLIC,  # both answer Twilio with the same URLs, as behind one balancer
+            AGENTKIT_PUBLIC_URL=public,  # both answer Twilio with the same URLs, as behind one balancer
             AGENTKIT_API_TOKEN=API_TOKEN,
             TWILIO_AUTH_TOKEN=TOKEN,
             PYTHONPATH=str(REPO),
+            **(extra_env or {}),
         )
         argv = [
             sys.executable,
@@ -438,12 +450,14 @@ class Worker:
 
 
 @contextlib.contextmanager
-def two_workers(tmp_path: Path, redis_url: str) -> Iterator[tuple[Worker, Worker, str]]:
+def two_workers(
+    tmp_path: Path, redis_url: str, *, public: str = PUBLIC, env: dict[str, str] | None = None
+) -> Iterator[tuple[Worker, Worker, str]]:
     (tmp_path / "probe.py").write_text(textwrap.dedent(AGENT_FILE))
     store_url = f"{redis_url}?prefix=xw-{uuid.uuid4().hex[:8]}:"
     workers: list[Worker] = []
     try:
-        workers = [Worker(label, tmp_path, store_url) for label in ("A", "B")]
+        workers = [Worker(label, tmp_path, store_url, public=public, extra_env=env) for label in ("A", "B")]
         for worker in workers:
             worker.wait_ready()
         yield workers[0], workers[1], store_url
@@ -587,3 +601,148 @@ async def test_a_webrtc_cancel_landing_on_another_worker_reaches_the_holder(redi
         await eventually(lambda: transport.close_reason == "hang_up", "the hang-up")
         assert session.stop_reason == "client_cancel"
         await session.close("client_stop")
+
+
+# -- the reverse-proxy recipe, run: deploy/nginx.conf in front of the two servers -------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (what the recipe's Let's Encrypt files would be)."""
+    cert, key = folder / "fullchain.pem", folder / "privkey.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def _nginx_conf(folder: Path, port: int, upstreams: list[int], cert: Path, key: Path) -> Path:
+    """`deploy/nginx.conf` with only what a test must change: the servers' and its own addresses,
+    the certificate's files, and where a non-installed nginx keeps its logs and temporary files."""
+    conf = (REPO / "deploy" / "nginx.conf").read_text()
+    temp = "".join(
+        f"    {kind}_temp_path {folder / kind};\n"
+        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    swaps = {
+        "server agentkit-a:8000 ": f"server 127.0.0.1:{upstreams[0]} ",
+        "server agentkit-b:8000 ": f"server 127.0.0.1:{upstreams[1]} ",
+        "listen 443 ssl;": f"listen 127.0.0.1:{port} ssl;",
+        "/etc/nginx/certs/fullchain.pem": str(cert),
+        "/etc/nginx/certs/privkey.pem": str(key),
+        "\nhttp {\n": f"\nhttp {{\n    access_log {folder / 'access.log'};\n{temp}",
+    }  # fmt: skip
+    for old, new in swaps.items():
+        assert conf.count(old) == 1, f"deploy/nginx.conf no longer has {old!r} once: update this test"
+        conf = conf.replace(old, new)
+    path = folder / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+@contextlib.contextmanager
+def nginx(folder: Path, port: int, upstreams: list[int]) -> Iterator[Path]:
+    """Debian's nginx (installed by .ci/run) serving the recipe on 127.0.0.1:`port`; yields the
+    certificate to trust."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
+    if binary is None:
+        pytest.fail("nginx is not installed (apt install nginx; .ci/run does)")
+    folder.mkdir()
+    cert, key = _self_signed(folder)
+    conf = _nginx_conf(folder, port, upstreams, cert, key)
+    main = f"daemon off; pid {folder / 'nginx.pid'}; error_log {folder / 'error.log'};"
+    if os.geteuid() == 0:
+        main += " user root;"  # its workers write temporary files in a folder only root may enter
+    with (folder / "stderr.log").open("wb") as err:
+        process = subprocess.Popen(
+            [binary, "-p", str(folder), "-c", str(conf), "-g", main], stdout=subprocess.DEVNULL, stderr=err
+        )
+    try:
+        deadline = time.monotonic() + 15.0
+        while True:
+            assert process.poll() is None, (
+                f"nginx exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
+            assert time.monotonic() < deadline, "nginx did not come up in 15 s"
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                time.sleep(0.05)
+        yield cert
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+async def test_the_proxy_recipe_carries_calls_over_tls_to_either_server(
+    tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe's nginx terminates TLS, upgrades the media WebSockets, keeps Host (with its port)
+    for same-origin checks, sticks one client address to one server and hides /metrics."""
+    port = _free_port()
+    public = f"https://127.0.0.1:{port}"
+    with two_workers(
+        tmp_path, redis_url, public=public, env={"AGENTKIT_FORWARDED_ALLOW_IPS": "127.0.0.1"}
+    ) as (
+        a,
+        b,
+        _,
+    ):
+        with nginx(tmp_path / "nginx", port, [a.port, b.port]) as cert:
+            monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # httpx and websockets trust it
+            async with httpx.AsyncClient(base_url=public, timeout=10.0) as http:
+                assert (await http.get("/healthz")).status_code == 200
+                assert (await http.get("/readyz")).status_code == 200
+                assert (await http.get("/metrics")).status_code == 404  # scraped per server, not here
+                page = await http.get("/")
+                assert page.status_code == 200 and "Talk to the agent" in page.text
+
+            # a phone call: webhook and media stream both through the proxy, over TLS
+            direct = httpx.AsyncClient(headers={"Authorization": f"Bearer {API_TOKEN}"}, timeout=10.0)
+            try:
+                call = TwilioCaller(public, auth_token=TOKEN, from_number=FROM)
+                async with call:
+                    assert call.answer is not None
+                    assert call.answer.stream_url == f"wss://127.0.0.1:{port}/telephone/media"
+                    await eventually(lambda: call.marks_answered, "the greeting", 20)
+                    await greeted_and_turn(call, 2)
+                    held = [(await direct.get(f"{w.http_url}/probe/sessions")).json()["ids"] for w in (a, b)]
+                    assert sorted(len(ids) for ids in held) == [0, 1]  # one server holds the call
+                    await call.stop()
+
+                # the talk page's own origin (a port other than 443: Host must keep it) opens sessions;
+                # the browser is at 127.0.0.2, the servers name it (not the proxy), and each of its
+                # sessions reaches the same server (WebRTC needs that)
+                holders = []
+                for _ in range(3):
+                    async with websockets_connect(
+                        f"wss://127.0.0.1:{port}/ws",
+                        origin=Origin(public),
+                        open_timeout=10,
+                        local_addr=("127.0.0.2", 0),
+                    ) as ws:
+                        await ws.send(json.dumps({"type": "start", "sample_rate": 16000}))
+                        started = json.loads(await asyncio.wait_for(ws.recv(), WAIT_S))
+                        assert started["type"] == "started", started
+                        holders += [
+                            w.label
+                            for w in (a, b)
+                            if started["session_id"]
+                            in (await direct.get(f"{w.http_url}/probe/sessions")).json()["ids"]
+                        ]
+                        await ws.send(json.dumps({"type": "stop"}))
+                assert len(holders) == 3 and len(set(holders)) == 1, holders
+            finally:
+                await direct.aclose()
+        seen = a.output() + b.output()
+        assert "127.0.0.2:" in seen and '"WebSocket /ws" [accepted]' in seen, seen
+        log = (tmp_path / "nginx" / "error.log").read_text()
+        assert "[emerg]" not in log and "[crit]" not in log, log
