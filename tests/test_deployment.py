@@ -91,6 +91,10 @@ def test_the_compose_file_shares_one_redis_and_checks_readiness() -> None:
         service = compose["services"][name]
         assert service["environment"]["AGENTKIT_STORE"].startswith("redis://redis:")
         assert "/readyz" in " ".join(service["healthcheck"]["test"])
+        # behind the proxy the per-address caps must count the browsers, not nginx, and nothing
+        # but the proxy may reach the servers for that to be safe
+        assert service["environment"]["AGENTKIT_FORWARDED_ALLOW_IPS"]
+        assert "ports" not in service
 
 
 @pytest.fixture
