@@ -103,9 +103,6 @@ async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame
             frames.append(frame)
             await super().receive(frame)
 
-        def copy(self) -> Watching:
-            return Watching(self.fn, options=self.options)
-
     def reply(name: str) -> Any:
         def fn(audio: AudioFrame) -> Iterator[AudioFrame]:
             turns[name] = audio
@@ -137,6 +134,31 @@ async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame
     assert batch.sample_rate == one_by_one.sample_rate == 16000
     assert batch.timestamp_samples == one_by_one.timestamp_samples
     assert np.array_equal(batch.samples, one_by_one.samples)
+
+
+def test_a_subclass_keeps_its_class_in_every_session_or_is_told_to_override_copy() -> None:
+    """`copy()` makes each session's handler of the subclass's own class (the test above relies on
+    it: `Watching` does not override `copy`), with state of its own."""
+
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        yield audio
+
+    class Quiet(ReplyOnPause):
+        async def on_turn_ended(self, event: Any) -> None:
+            pass
+
+    handler = Quiet(echo, options=FAST, can_interrupt=False, output_sample_rate=16000)
+    copy = handler.copy()
+    assert type(copy) is Quiet and copy is not handler and copy._tasks is not handler._tasks
+    assert (copy.options, copy.can_interrupt, copy.output_sample_rate) == (FAST, False, 16000)
+
+    class Named(ReplyOnPause):
+        def __init__(self, name: str) -> None:
+            super().__init__(echo)
+            self.name = name
+
+    with pytest.raises(TypeError, match=r"Named.copy\(\).*override copy\(\)"):
+        Named("ann").copy()
 
 
 async def test_barge_in_stops_the_reply_and_flushes(models_dir: object) -> None:

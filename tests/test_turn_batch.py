@@ -352,4 +352,3 @@ async def test_a_second_input_of_one_detector_waits_for_the_next_batch() -> None
     await asyncio.gather(first, a, b)
     assert detector.position_samples == 2 * CHUNK
     assert batcher.stats.batches == 3  # held job, then a, then b: never both in one batch
-

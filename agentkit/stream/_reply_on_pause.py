@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeAlias
+from typing import Any, Self, TypeAlias
 
 from agentkit._tasks import TaskSet, cancel_and_wait
 from agentkit.audio import AudioFrame
@@ -86,16 +86,30 @@ class ReplyOnPause(TurnTakingHandler):
         self._reply: asyncio.Task[None] | None = None
         self._replies = 0
 
-    def copy(self) -> ReplyOnPause:
-        return ReplyOnPause(
-            self.fn,
-            options=self.options,
-            can_interrupt=self.can_interrupt,
-            vad=self.vad,
-            output_sample_rate=self.output_sample_rate,
-            max_queued_outputs=self.max_queued_outputs,
-            semantic_turn=self.semantic_turn,
-        )  # self.vad is already at input_sample_rate
+    def copy(self) -> Self:
+        """A fresh handler for one more session, of this handler's own class: a subclass that only
+        overrides methods (or whose `__init__` takes `ReplyOnPause`'s arguments) keeps its overrides
+        in every session. One whose `__init__` takes other arguments overrides `copy` too; without
+        it the session cannot start, with a `TypeError` that says so (FastRTC instead gave every
+        session a plain `ReplyOnPause`, silently dropping the overrides)."""
+        cls = type(self)
+        try:
+            return cls(
+                self.fn,
+                options=self.options,
+                can_interrupt=self.can_interrupt,
+                vad=self.vad,  # already at input_sample_rate
+                output_sample_rate=self.output_sample_rate,
+                max_queued_outputs=self.max_queued_outputs,
+                semantic_turn=self.semantic_turn,
+            )
+        except TypeError as exc:
+            if cls is ReplyOnPause:
+                raise
+            raise TypeError(
+                f"{cls.__name__}.copy(): its __init__ does not take ReplyOnPause's arguments ({exc}); "
+                f"override copy() to make the handler each session gets"
+            ) from exc
 
     async def shutdown(self) -> None:
         await self.stop_reply()

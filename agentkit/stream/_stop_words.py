@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from typing import Self
 
 from agentkit._executor import run_audio_job
 from agentkit.audio import AudioFrame, StreamingResampler
@@ -65,8 +66,8 @@ class ReplyOnStopWords(ReplyOnPause):
         self._options = options
         self._armed_until: int | None = None  # input sample position until which a turn is addressed to us
 
-    def copy(self) -> ReplyOnStopWords:
-        return ReplyOnStopWords(
+    def copy(self) -> Self:
+        return type(self)(
             self.fn,
             stop_words=self.stop_words,
             stt=self.stt,
