@@ -16,6 +16,7 @@ from agentkit.audio import float_to_pcm16
 from agentkit.exceptions import CapacityError, ConfigError
 from agentkit.stream import TurnTakingOptions
 from agentkit.stream._handlers import EmitType
+from agentkit.stream._turn_batch import vad_batch_stats
 from agentkit.testing import open_recorded_session
 
 FAST = TurnTakingOptions(end_of_turn_silence_ms=300)
@@ -93,9 +94,12 @@ async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame
     models_dir: object,
 ) -> None:
     """A turn-taking handler takes small messages undecoded (`receive_converting`: decoded and
-    resampled in its audio-thread job, not on the event loop); a subclass that overrides `receive`
-    gets every frame through it instead. Both hear the same turn, at the same media positions."""
+    resampled in its audio-thread job, not on the event loop), and holds one that could decide
+    nothing for the next (`input_can_wait`: no VAD chunk completed, no pause in progress); a subclass
+    that overrides `receive` gets every frame through it instead. Both hear the same turn, at the
+    same media positions."""
     turns: dict[str, AudioFrame] = {}
+    jobs: dict[str, int] = {}
     frames: list[AudioFrame] = []
 
     class Watching(ReplyOnPause):
@@ -118,15 +122,20 @@ async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame
         "batch": ReplyOnPause(reply("batch"), options=FAST),
         "frames": Watching(reply("frames"), options=FAST),
     }
-    for handler in handlers.values():
+    for name, handler in handlers.items():
         session, transport = open_recorded_session(Stream(handler), input_sample_rate=8000)
         await session.start()
+        before = vad_batch_stats().jobs
         try:
             await feed(session, audio, frame=160)
             await transport.wait_for("response_done", timeout_s=10)
         finally:
+            jobs[name] = vad_batch_stats().jobs - before
             await session.close()
-    assert len(frames) == -(-audio.shape[0] // 160)  # every message, as a frame at 16 kHz
+    messages = -(-audio.shape[0] // 160)
+    assert len(frames) == jobs["frames"] == messages  # every message, as a frame at 16 kHz
+    # 320 samples a message, 512 a chunk: outside the pause three messages in eight wait for the next
+    assert 0.6 * messages < jobs["batch"] < 0.7 * messages
     assert all(
         b.timestamp_samples == a.timestamp_samples + a.num_samples for a, b in itertools.pairwise(frames)
     )

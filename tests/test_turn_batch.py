@@ -12,7 +12,7 @@ from conftest import speech
 
 from agentkit.audio import Samples
 from agentkit.providers.vad import SileroVAD, VADStream
-from agentkit.stream import TurnDetector, TurnDiscarded, TurnEvent, TurnStarted, TurnTakingOptions
+from agentkit.stream import TurnDetector, TurnDiscarded, TurnEvent, TurnStarted, TurnState, TurnTakingOptions
 from agentkit.stream._turn_batch import TurnBatcher
 
 RATE = 16000
@@ -352,3 +352,18 @@ async def test_a_second_input_of_one_detector_waits_for_the_next_batch() -> None
     await asyncio.gather(first, a, b)
     assert detector.position_samples == 2 * CHUNK
     assert batcher.stats.batches == 3  # held job, then a, then b: never both in one batch
+
+
+def test_a_detector_says_which_input_could_move_it() -> None:
+    """`TurnDetector.decides_on` (what lets a session hold a small message for the next): outside a
+    pause only input that completes a chunk could change anything; in a pause any input could (the
+    partial-chunk check ends turns between chunks)."""
+    detector = _detector(FakeVAD())
+    assert not detector.decides_on(CHUNK - 1) and detector.decides_on(CHUNK)
+    detector.process(np.zeros(200, dtype=np.float32))
+    assert not detector.decides_on(CHUNK - 201) and detector.decides_on(CHUNK - 200)
+    events = detector.process(_tone(CHUNK * 12 - 200))  # speech, ending on a chunk boundary
+    assert any(isinstance(e, TurnStarted) for e in events) and detector.state is TurnState.SPEAKING
+    assert not detector.decides_on(CHUNK - 1) and detector.decides_on(CHUNK)
+    detector.process(np.zeros(CHUNK * 3, dtype=np.float32))  # a pause, shorter than the turn's end
+    assert detector.state is TurnState.PAUSED and detector.decides_on(1)

@@ -283,6 +283,17 @@ class Session:
             if getattr(handler, "converts_input", False)
             else None
         )
+        # ...and may let a message that could decide nothing wait for the next (`input_can_wait`), where
+        # the samples a message gives are known before it is converted: the same rate, or an upsampling
+        # by a whole factor (soxr's QQ gives exactly that many after its first call, a few fewer then)
+        rate_in, rate_out = input_sample_rate, handler.input_sample_rate
+        self._held_per_sample = rate_out // rate_in if rate_out % rate_in == 0 else 0
+        self._input_can_wait: Callable[[int], bool] | None = (
+            getattr(handler, "input_can_wait", None) if self._held_per_sample else None
+        )
+        self._held: list[bytes] = []  # small messages held back, undecoded, all of `_held_codec`
+        self._held_codec: Codec = "pcm_s16le"
+        self._held_samples = 0  # what they give at the handler's rate
         self._out_resampler: StreamingResampler | None = None
         self._in_position = 0
         # on its way to the caller; an interruption flushes it, and its epoch tells the pacer to stop
@@ -510,9 +521,7 @@ class Session:
         self._last_audio_s = self._clock.now()
         if len(payload) <= _INLINE_INPUT_MAX_BYTES:
             if self._receive_converting is not None:
-                self._in_position += await self._receive_converting(
-                    partial(self._convert_input, payload, codec)
-                )
+                await self._receive_small(self._receive_converting, payload, codec)
                 return
             samples = self._convert_input(payload, codec)
         else:
@@ -554,6 +563,23 @@ class Session:
             await self.handler.on_text(text)
         except Exception:
             logger.exception("session %s: handler on_text failed", self.id)
+
+    async def _receive_small(
+        self, receive: Callable[[Callable[[], Samples]], Awaitable[int]], payload: bytes, codec: Codec
+    ) -> None:
+        """Hand a small message to the turn-taking handler undecoded, or hold it for the next one
+        when the handler says it could decide nothing yet (at most the rest of one VAD chunk)."""
+        if self._held and codec != self._held_codec:  # a change of codec: what is held goes alone
+            held, self._held, self._held_samples = self._held, [], 0
+            self._in_position += await receive(partial(self._convert_input, b"".join(held), self._held_codec))
+        self._held.append(payload)
+        self._held_codec = codec
+        self._held_samples += len(payload) // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
+        if self._input_can_wait is not None and self._input_can_wait(self._held_samples):
+            return
+        held, self._held, self._held_samples = self._held, [], 0
+        joined = held[0] if len(held) == 1 else b"".join(held)
+        self._in_position += await receive(partial(self._convert_input, joined, codec))
 
     def _convert_input(self, payload: bytes, codec: Codec) -> Samples:
         return self._in_resampler.process(_decode(payload, codec))

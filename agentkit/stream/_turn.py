@@ -276,6 +276,12 @@ class TurnDetector:
         """Media-clock position up to which audio has been analysed."""
         return self._position + self._pending_len
 
+    def decides_on(self, num_samples: int) -> bool:
+        """Whether `num_samples` more audio could move the state machine: they complete a chunk (the
+        VAD scores it and `step` runs), or a pause is in progress (`check_partial` looks at partial
+        chunks). When not, they only wait in the partial chunk, and may as well wait elsewhere."""
+        return self._state is TurnState.PAUSED or self._pending_len + num_samples >= self._chunk
+
     def turn_so_far(self) -> Samples | None:
         """A copy of the audio of the turn in progress (pre-roll included), or None between turns."""
         if self._state is TurnState.SILENT or not self._turn:

@@ -122,8 +122,10 @@ class TurnTakingHandler(AsyncStreamHandler):
         del event
 
     async def after_audio(self, detector: TurnDetector) -> None:
-        """Called after each input frame's turn events (e.g. for partial transcripts); not while a
-        sound over a reply is being judged (see `on_interruption`)."""
+        """Called after each input's turn events (e.g. for partial transcripts); not while a sound
+        over a reply is being judged (see `on_interruption`). An input is one message of the caller's
+        audio, or two or three small ones that completed no VAD chunk outside a pause
+        (`input_can_wait`)."""
         del detector
 
     @property
@@ -219,6 +221,17 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._arrival = (arrived_at, detector.position_samples)
         await self._after_batch(events)
         return num_samples
+
+    def input_can_wait(self, num_samples: int) -> bool:
+        """Whether `num_samples` more input (at this handler's rate) may wait for the caller's next
+        message before it is scored: it would complete no VAD chunk, no pause is in progress and no
+        sound over a reply is being judged, so scoring it now could decide nothing. The session then
+        holds the message and hands both over together (one job, one decode, one wake-up instead of
+        two); `after_audio` runs after each input the detector took."""
+        gate = self._gate
+        if gate is not None and gate.state is not InterruptionState.IDLE:
+            return False
+        return not self.detector.decides_on(num_samples)
 
     async def _after_batch(self, events: list[TurnEvent]) -> None:
         detector = self.detector
