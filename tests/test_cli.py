@@ -276,12 +276,7 @@ def test_agentkit_run_freezes_what_start_up_loaded(tmp_path: Path) -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _interrupt(server)
     assert frozen > 10_000, log.read_text()  # fastapi, pydantic, agentkit: far more than this
 
 
@@ -447,6 +442,16 @@ def test_agentkit_run_writes_nothing_in_the_current_folder(tmp_path: Path) -> No
     assert "TWILIO_AUTH_TOKEN" not in output  # said only when a Twilio request comes
 
 
+def _interrupt(server: subprocess.Popen[bytes]) -> None:
+    """Ctrl+C, and a kill if that has not ended the server in 15 s."""
+    server.send_signal(signal.SIGINT)
+    try:
+        server.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
 def _wait_healthy(server: subprocess.Popen[bytes], log: Path, port: int, *, timeout_s: float) -> None:
     """Until the server at `port` answers /healthz with 200 (failing if it exits or takes too long)."""
     deadline = time.monotonic() + timeout_s
@@ -486,12 +491,7 @@ def test_run_with_reload_reports_a_failed_startup_in_one_line(tmp_path: Path) ->
         time.sleep(0.5)  # anything uvicorn would add after it
         text = log.read_text()
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        _interrupt(server)
     assert "agentkit: error: ANTHROPIC_API_KEY is not set" in text
     assert "Traceback" not in text and text.count("agentkit: error:") == 1
 
