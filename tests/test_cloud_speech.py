@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agentkit import Agent, Stream
 from agentkit.audio import AudioFrame
 from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers.stt import GroqSTT
 from agentkit.providers.tts import ElevenLabsTTS
 from agentkit.providers.tts._elevenlabs import PcmFramer
-from agentkit.testing import tone
+from agentkit.store import MemoryStore
+from agentkit.testing import ScriptedLLM, ScriptedSTT, open_recorded_session, tone
 from agentkit.testing.fakes import FakeElevenLabs, FakeGroq, Reply
 from tests._cloud import KEY, isolate_cloud_env
 
@@ -172,6 +174,39 @@ async def test_other_sample_rates_ask_for_their_pcm_format(eleven: FakeElevenLab
     assert np.max(np.abs(received.samples - voice.samples)) <= LSB
 
 
+async def test_an_agent_asks_elevenlabs_for_its_calls_output_rate(
+    eleven: FakeElevenLabs, models_dir: object
+) -> None:
+    """`at_sample_rate`: a phone call (8 kHz out) gets `pcm_8000` from ElevenLabs and plays it as it
+    came, a browser call its own rate; the configured provider and its client serve both."""
+    tts = ElevenLabsTTS(voice_id="voice-1", api_key=KEY, base_url=eleven.base_url)
+    assert tts.at_sample_rate(24000) is tts and tts.at_sample_rate(11025) is None
+    phone = tts.at_sample_rate(8000)
+    assert phone is not None and (phone.sample_rate, phone.output_format) == (8000, "pcm_8000")
+    assert tts.sample_rate == 24000  # unchanged
+    agent = Agent(
+        stt=ScriptedSTT("Hello."), llm=ScriptedLLM("Hi."), tts=tts, greeting="Welcome.", store=MemoryStore()
+    )
+    played: dict[int, np.ndarray] = {}
+    for rate in (8000, 16000):
+        session, transport = open_recorded_session(Stream(agent), output_sample_rate=rate)
+        await session.start()
+        try:
+            await transport.wait_for("response_done", timeout_s=10)  # the greeting
+        finally:
+            await session.close()
+        played[rate] = np.concatenate([sent.samples for sent in transport.audio])
+    await agent.aclose()
+    assert [r.query["output_format"] for r in eleven.requests] == ["pcm_8000", "pcm_16000"]
+    assert [a.sample_rate for a in eleven.sent_audio] == [8000, 16000]
+    for rate, sent in zip((8000, 16000), eleven.sent_audio, strict=True):
+        # played as it came, not resampled: the same samples, as long as ElevenLabs sent
+        assert played[rate].shape == sent.samples.shape
+        assert np.max(np.abs(played[rate] - sent.samples)) <= 2 * LSB
+    # as much audio either way: the rate changed, not the speech
+    assert eleven.sent_audio[0].duration_s == pytest.approx(eleven.sent_audio[1].duration_s, abs=0.01)
+
+
 async def test_blank_text_sends_nothing(eleven: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
     assert [frame async for frame in tts.synthesize("  \n")] == []
     assert eleven.requests == []
@@ -233,7 +268,7 @@ async def test_tts_missing_key_names_the_variable() -> None:
 
 def test_tts_refuses_unsupported_sample_rates() -> None:
     with pytest.raises(ValueError, match="sample_rate"):
-        ElevenLabsTTS(sample_rate=8000)
+        ElevenLabsTTS(sample_rate=11025)
     with pytest.raises(ValueError, match="voice_id"):
         ElevenLabsTTS(voice_id="")
 

@@ -250,6 +250,7 @@ class Agent(TurnTakingHandler):
         self.input_sample_rate = self.vad_provider.sample_rate
         self.output_sample_rate = self.tts_provider.sample_rate
         self._session: AgentSession | None = None
+        self._tts_at_call_rate: TTS | None = None  # `_call_tts`, chosen once per call
         self.event_sinks: list[Callable[[AgentEvent], None]] = []
         """Plain callables given every event of every call (`on_event` sees them too), e.g. the
         server's `/metrics`. Its per-call copies share this list; a sink must be quick and not block."""
@@ -323,7 +324,20 @@ class Agent(TurnTakingHandler):
         replace or wrap it, e.g. fix a pronunciation: `return super().tts_node(text.replace("SQL",
         "sequel"))` (the history keeps the words as written)."""
         note_answer("tts", self.tts_provider)
-        return self.tts_provider.synthesize(text)
+        return self._call_tts().synthesize(text)
+
+    def _call_tts(self) -> TTS:
+        """The TTS provider at this call's output rate where it offers that rate (`at_sample_rate`),
+        else the provider as configured (the session resamples what it gives)."""
+        tts = self._tts_at_call_rate
+        if tts is None:
+            tts = self.tts_provider
+            at_rate: Callable[[int], TTS | None] | None = getattr(tts, "at_sample_rate", None)
+            context = self._context
+            if at_rate is not None and context is not None:
+                tts = at_rate(context.output_sample_rate) or tts
+            self._tts_at_call_rate = tts
+        return tts
 
     async def on_event(self, event: AgentEvent) -> None:
         """React to typed events (see `agentkit.agent.AgentEvent`). Errors here are logged, not raised."""
@@ -390,6 +404,7 @@ class Agent(TurnTakingHandler):
     def copy(self) -> Agent:
         clone = copy.copy(self)
         clone._session = None
+        clone._tts_at_call_rate = None
         clone._tools = {name: t.bind(clone) if t.owner is self else t for name, t in self._tools.items()}
         clone._mcp, clone._mcp_tools = None, {}
         clone.reset_turn_taking()

@@ -129,6 +129,12 @@ class HandlerContext(Protocol):
         ...
 
     @property
+    def output_sample_rate(self) -> int:
+        """The rate the caller's transport plays (8000 on the phone); frames of any rate are
+        resampled to it, so a handler that can produce this rate directly saves that work."""
+        ...
+
+    @property
     def stop_reason(self) -> str | None:
         """Why the session ended (`client_stop`, `hang_up`, `time_limit`, ...), once it is closing
         (set before the handler's `shutdown`); None while it runs."""

@@ -17,6 +17,11 @@ class TTS(Protocol):
     come as soon as the provider has any audio. `aclose()` on the generator stops synthesis (barge-in).
     Model inference is CPU work: local providers run it in an executor. Failures raise
     `agentkit.ProviderError` / `ProviderTimeoutError`.
+
+    Optional: `at_sample_rate(rate) -> TTS | None`, the same voice synthesised at another rate (the
+    provider itself for its own rate, None for one it cannot give). An `Agent` asks for its call's
+    output rate (8 kHz on the phone), so that the audio needs no resampling on the way out.
+    `ElevenLabsTTS` has it; a provider with one model rate (Kokoro's 24 kHz) does not.
     """
 
     @property

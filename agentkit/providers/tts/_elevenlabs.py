@@ -14,6 +14,7 @@ signed 16-bit little-endian mono samples.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any, cast
 
@@ -29,7 +30,7 @@ __all__ = ["ElevenLabsTTS", "PcmFramer"]
 
 _OMIT: Any = ...  # the SDK's sentinel for "leave this field out of the request body"
 
-SAMPLE_RATES = (16000, 22050, 24000, 44100)
+SAMPLE_RATES = (8000, 16000, 22050, 24000, 32000, 44100, 48000)
 """The `pcm_*` output formats this provider asks for (44.1 kHz needs a Pro plan or above)."""
 
 
@@ -110,6 +111,18 @@ class ElevenLabsTTS:
 
     def __repr__(self) -> str:
         return f"ElevenLabsTTS(voice_id={self.voice_id!r}, model={self.model!r})"
+
+    def at_sample_rate(self, sample_rate: int) -> ElevenLabsTTS | None:
+        """The same voice asked for `pcm_<sample_rate>`, sharing this provider's client (closing this
+        one closes it); None for a rate ElevenLabs does not offer. An `Agent` asks for its call's
+        output rate, so a phone call gets 8 kHz from ElevenLabs instead of 24 kHz resampled here."""
+        if sample_rate == self._sample_rate:
+            return self
+        if sample_rate not in SAMPLE_RATES:
+            return None
+        other = copy.copy(self)
+        other._sample_rate = sample_rate
+        return other
 
     async def warm_up(self) -> None:
         """Resolve the key and create the SDK client; idempotent."""
