@@ -329,12 +329,13 @@ class Agent(TurnTakingHandler):
     def _call_tts(self) -> TTS:
         """The TTS provider at this call's output rate where it offers that rate (`at_sample_rate`),
         else the provider as configured (the session resamples what it gives)."""
-        tts = self._tts_at_call_rate
+        tts, context = self._tts_at_call_rate, self._context
         if tts is None:
             tts = self.tts_provider
+            if context is None:  # not in a call (yet): the provider as configured, chosen again later
+                return tts
             at_rate: Callable[[int], TTS | None] | None = getattr(tts, "at_sample_rate", None)
-            context = self._context
-            if at_rate is not None and context is not None:
+            if at_rate is not None:
                 tts = at_rate(context.output_sample_rate) or tts
             self._tts_at_call_rate = tts
         return tts
