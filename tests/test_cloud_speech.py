@@ -178,7 +178,8 @@ async def test_an_agent_asks_elevenlabs_for_its_calls_output_rate(
     eleven: FakeElevenLabs, models_dir: object
 ) -> None:
     """`at_sample_rate`: a phone call (8 kHz out) gets `pcm_8000` from ElevenLabs and plays it as it
-    came, a browser call its own rate; the configured provider and its client serve both."""
+    came, a 16 kHz call `pcm_16000`; the configured provider and its client serve both. A call that
+    plays above the configured rate (WebRTC's 48 kHz) keeps it (a higher one may need a higher plan)."""
     tts = ElevenLabsTTS(voice_id="voice-1", api_key=KEY, base_url=eleven.base_url)
     assert tts.at_sample_rate(24000) is tts and tts.at_sample_rate(11025) is None
     phone = tts.at_sample_rate(8000)
@@ -188,7 +189,7 @@ async def test_an_agent_asks_elevenlabs_for_its_calls_output_rate(
         stt=ScriptedSTT("Hello."), llm=ScriptedLLM("Hi."), tts=tts, greeting="Welcome.", store=MemoryStore()
     )
     played: dict[int, np.ndarray] = {}
-    for rate in (8000, 16000):
+    for rate in (8000, 16000, 48000):
         session, transport = open_recorded_session(Stream(agent), output_sample_rate=rate)
         await session.start()
         try:
@@ -197,9 +198,10 @@ async def test_an_agent_asks_elevenlabs_for_its_calls_output_rate(
             await session.close()
         played[rate] = np.concatenate([sent.samples for sent in transport.audio])
     await agent.aclose()
-    assert [r.query["output_format"] for r in eleven.requests] == ["pcm_8000", "pcm_16000"]
-    assert [a.sample_rate for a in eleven.sent_audio] == [8000, 16000]
-    for rate, sent in zip((8000, 16000), eleven.sent_audio, strict=True):
+    assert [r.query["output_format"] for r in eleven.requests] == ["pcm_8000", "pcm_16000", "pcm_24000"]
+    assert [a.sample_rate for a in eleven.sent_audio] == [8000, 16000, 24000]
+    assert played[48000].shape[0] == pytest.approx(eleven.sent_audio[2].samples.shape[0] * 2, abs=480)
+    for rate, sent in zip((8000, 16000), eleven.sent_audio, strict=False):
         # played as it came, not resampled: the same samples, as long as ElevenLabs sent
         assert played[rate].shape == sent.samples.shape
         assert np.max(np.abs(played[rate] - sent.samples)) <= 2 * LSB

@@ -327,15 +327,18 @@ class Agent(TurnTakingHandler):
         return self._call_tts().synthesize(text)
 
     def _call_tts(self) -> TTS:
-        """The TTS provider at this call's output rate where it offers that rate (`at_sample_rate`),
-        else the provider as configured (the session resamples what it gives)."""
+        """The TTS provider at this call's output rate where that rate is below the configured one
+        and the provider offers it (`at_sample_rate`: 8 kHz on the phone), else the provider as
+        configured (the session resamples what it gives). Never above the configured rate: a call
+        that plays 48 kHz (WebRTC) gains nothing from it, and a provider may charge more for it or
+        refuse it (ElevenLabs' 44.1 and 48 kHz need a higher plan)."""
         tts, context = self._tts_at_call_rate, self._context
         if tts is None:
             tts = self.tts_provider
             if context is None:  # not in a call (yet): the provider as configured, chosen again later
                 return tts
             at_rate: Callable[[int], TTS | None] | None = getattr(tts, "at_sample_rate", None)
-            if at_rate is not None:
+            if at_rate is not None and context.output_sample_rate < tts.sample_rate:
                 tts = at_rate(context.output_sample_rate) or tts
             self._tts_at_call_rate = tts
         return tts
