@@ -12,7 +12,7 @@ import pytest
 from conftest import speech
 
 from agentkit import AdditionalOutputs, AsyncStreamHandler, AudioFrame, ReplyOnPause, Stream, StreamHandler
-from agentkit.audio import float_to_pcm16
+from agentkit.audio import float_to_pcm16, mulaw_encode
 from agentkit.exceptions import CapacityError, ConfigError
 from agentkit.stream import TurnTakingOptions
 from agentkit.stream._handlers import EmitType
@@ -143,6 +143,31 @@ async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame
     assert batch.sample_rate == one_by_one.sample_rate == 16000
     assert batch.timestamp_samples == one_by_one.timestamp_samples
     assert np.array_equal(batch.samples, one_by_one.samples)
+
+
+async def test_held_input_goes_alone_when_the_codec_changes(models_dir: object) -> None:
+    """A held message is decoded with its own codec: a message in another codec sends what is held
+    first, on its own. Nothing is lost or decoded twice: the detector's position counts every sample."""
+
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        yield audio
+
+    session, transport = open_recorded_session(Stream(ReplyOnPause(echo, options=FAST)))
+    await session.start()
+    detector = session.handler.detector  # type: ignore[attr-defined]
+    jobs = vad_batch_stats().jobs
+    try:
+        quiet = np.zeros(320, dtype=np.float32)
+        await session.receive_audio(float_to_pcm16(quiet))  # 320 of 512: held
+        assert vad_batch_stats().jobs == jobs and detector.position_samples == 0
+        await session.receive_audio(mulaw_encode(np.zeros(160, dtype=np.int16)), "mulaw")
+        # the PCM went alone (one job); the mu-law waits, 320 + 160 < 512
+        assert vad_batch_stats().jobs == jobs + 1 and detector.position_samples == 320
+        await session.receive_audio(mulaw_encode(np.zeros(160, dtype=np.int16)), "mulaw")
+        assert vad_batch_stats().jobs == jobs + 2 and detector.position_samples == 640
+    finally:
+        await session.close()
+    assert not transport.event_types().count("error")
 
 
 def test_a_subclass_keeps_its_class_in_every_session_or_is_told_to_override_copy() -> None:
