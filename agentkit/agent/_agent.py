@@ -330,8 +330,8 @@ class Agent(TurnTakingHandler):
         """The TTS provider at this call's output rate where that rate is below the configured one
         and the provider offers it (`at_sample_rate`: 8 kHz on the phone), else the provider as
         configured (the session resamples what it gives). Never above the configured rate: a call
-        that plays 48 kHz (WebRTC) gains nothing from it, and a provider may charge more for it or
-        refuse it (ElevenLabs' 44.1 and 48 kHz need a higher plan)."""
+        that plays 48 kHz (WebRTC) gains little from it, and a provider may charge more for it or
+        refuse it (ElevenLabs' 44.1 kHz needs a Pro plan)."""
         tts, context = self._tts_at_call_rate, self._context
         if tts is None:
             tts = self.tts_provider

@@ -293,7 +293,6 @@ class Session:
         )
         self._held: list[bytes] = []  # small messages held back, undecoded, all of `_held_codec`
         self._held_codec: Codec = "pcm_s16le"
-        self._held_samples = 0  # what they give at the handler's rate
         self._out_resampler: StreamingResampler | None = None
         self._in_position = 0
         # on its way to the caller; an interruption flushes it, and its epoch tells the pacer to stop
@@ -570,16 +569,21 @@ class Session:
         """Hand a small message to the turn-taking handler undecoded, or hold it for the next one
         when the handler says it could decide nothing yet (at most the rest of one VAD chunk)."""
         if self._held and codec != self._held_codec:  # a change of codec: what is held goes alone
-            held, self._held, self._held_samples = self._held, [], 0
-            self._in_position += await receive(partial(self._convert_input, b"".join(held), self._held_codec))
+            await self._pass_held(receive)
         self._held.append(payload)
         self._held_codec = codec
-        self._held_samples += len(payload) // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
-        if self._input_can_wait is not None and self._input_can_wait(self._held_samples):
-            return
-        held, self._held, self._held_samples = self._held, [], 0
+        if self._input_can_wait is not None:
+            held_bytes = sum(len(message) for message in self._held)  # the rest of one chunk at most
+            samples = held_bytes // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
+            if self._input_can_wait(samples):
+                return
+        await self._pass_held(receive)
+
+    async def _pass_held(self, receive: Callable[[Callable[[], Samples]], Awaitable[int]]) -> None:
+        """Hand what is held to the handler in one piece, decoded in its job."""
+        held, self._held = self._held, []
         joined = held[0] if len(held) == 1 else b"".join(held)
-        self._in_position += await receive(partial(self._convert_input, joined, codec))
+        self._in_position += await receive(partial(self._convert_input, joined, self._held_codec))
 
     def _convert_input(self, payload: bytes, codec: Codec) -> Samples:
         return self._in_resampler.process(_decode(payload, codec))
