@@ -13,7 +13,7 @@ import pytest
 from agentkit.audio import mulaw_encode
 from agentkit.audio._mulaw import _encode_by_formula
 from agentkit.clock import MonotonicClock
-from agentkit.transports._twilio_media import _MEDIA
+from agentkit.transports._twilio_media import _media_payload
 from agentkit.transports._ws_common import WebSocketConnection
 from agentkit.transports.twilio import CallTokens, TwilioConnection
 
@@ -79,6 +79,10 @@ def _texts() -> list[str]:
         json.dumps(_media(audio[:-1])),  # bad padding
         json.dumps(_media(audio[:-4] + "a===")),
         json.dumps(_media(audio[:10] + "!" + audio[11:])),
+        json.dumps(_media(audio[:10] + "\u00e9" + audio[11:]), ensure_ascii=False),  # not ASCII
+        json.dumps(_media(audio[:10] + "\n" + audio[10:])),  # an escaped newline: JSON, not base64
+        json.dumps(valid).replace(audio[:10], audio[:10] + "\n"),  # a raw one: not JSON
+        json.dumps(_media(audio[:10] + '"' + audio[10:])),  # an escaped quote inside the payload
         json.dumps(_media(audio, media={"track": "outbound", "payload": audio})),
         json.dumps(_media(audio, media={"payload": audio})),
         json.dumps(_media(audio, media={"track": "inbound", "chunk": 7, "timestamp": "1", "payload": audio})),
@@ -110,7 +114,7 @@ async def test_twilio_media_fast_path_decides_as_the_generic_parse() -> None:
         await fast._on_text(text)
         await WebSocketConnection._on_text(generic, text)  # parse, then on_message: the general way
         assert fast.outcomes == generic.outcomes, text
-    taken = [text for text in texts if _MEDIA.fullmatch(text)]
+    taken = [text for text in texts if _media_payload(text) is not None]
     assert 5 < len(taken) < len(texts) / 2  # the fast path was taken, and refused too
 
 

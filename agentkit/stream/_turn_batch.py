@@ -26,7 +26,9 @@ next one. One session's failure (its input, its VAD stream, its state machine) f
 await; a failed batched VAD call is retried stream by stream, so the culprit alone gets the error.
 A cancelled await is dropped if its job has not started, and its events are dropped if it has.
 
-The batcher belongs to the event loop it runs on (`turn_batcher()`): its futures are that loop's.
+The batcher belongs to the event loop it runs on (`turn_batcher()`): its futures are that loop's,
+and it binds to that loop on first use (Python 3.11 asks the OS for its process id each time the
+running loop is looked up, a system call per input message saved).
 `stats` says how well batching works (`vad_batch_stats()` for the running loop's, e.g. for metrics).
 """
 
@@ -102,6 +104,7 @@ class TurnBatcher:
         self._running: asyncio.Future[_Counts] | None = None
         self._batches = self._jobs = self._sessions_last = self._sessions_max = 0
         self._vad_calls = self._chunks = self._failed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def stats(self) -> VADBatchStats:
@@ -132,9 +135,11 @@ class TurnBatcher:
         events = await self._submit(job)
         return events, job.samples.shape[0]
 
-    @staticmethod
-    def _future() -> asyncio.Future[list[TurnEvent]]:
-        return asyncio.get_running_loop().create_future()
+    def _future(self) -> asyncio.Future[list[TurnEvent]]:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        return loop.create_future()
 
     async def _submit(self, job: _Job) -> list[TurnEvent]:
         self._waiting.append(job)
@@ -158,7 +163,7 @@ class TurnBatcher:
         self._waiting.extend(later)
         if not batch:
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop or asyncio.get_running_loop()  # bound by the first job's future
         self._running = running = loop.run_in_executor(audio_executor(), _run_batch, batch)
         running.add_done_callback(partial(self._finish_batch, batch))
 

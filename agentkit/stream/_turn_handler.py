@@ -59,7 +59,7 @@ from agentkit.stream._turn import (
     TurnState,
     TurnTakingOptions,
 )
-from agentkit.stream._turn_batch import turn_batcher
+from agentkit.stream._turn_batch import TurnBatcher, turn_batcher
 
 __all__ = ["TurnTakingHandler"]
 
@@ -96,6 +96,7 @@ class TurnTakingHandler(AsyncStreamHandler):
     _semantic: SemanticEndOfTurn | None = None
     _outbox: Outbox[Any] | None = None
     _gate: InterruptionGate | None = None
+    _batcher: TurnBatcher | None = None  # the session's event loop's, found once in start_up
     _paused_heard_ms = 0
     _arrival: tuple[float, int] = (0.0, 0)  # (clock time, media position) of the latest frame's end
 
@@ -164,6 +165,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._semantic = None
         self._outbox = None
         self._gate = None
+        self._batcher = None
 
     @property
     def semantic(self) -> SemanticEndOfTurn | None:
@@ -189,6 +191,12 @@ class TurnTakingHandler(AsyncStreamHandler):
         )
         words = self.transcribes_interruptions
         self._gate = InterruptionGate(self.turn_options, sample_rate=vad.sample_rate, words=words)
+        self._batcher = turn_batcher()
+
+    def _turn_batcher(self) -> TurnBatcher:
+        if self._batcher is None:  # a subclass's start_up that made its own detector
+            self._batcher = turn_batcher()
+        return self._batcher
 
     def arrival_time(self, position_samples: int) -> float:
         """Clock time at which the caller's audio at media position `position_samples` arrived, dated
@@ -203,7 +211,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         arrived_at = self.context.clock.now()
         self._arrival = (arrived_at, detector.position_samples + frame.num_samples)
         # with the other sessions' waiting input: one audio-thread job, one VAD call per chunk round
-        await self._after_batch(await turn_batcher().process(self.turn_vad, detector, frame.samples))
+        await self._after_batch(await self._turn_batcher().process(self.turn_vad, detector, frame.samples))
 
     @property
     def converts_input(self) -> bool:
@@ -217,7 +225,8 @@ class TurnTakingHandler(AsyncStreamHandler):
         that scores it rather than on the event loop. Returns the number of samples it gave."""
         detector = self.detector
         arrived_at = self.context.clock.now()
-        events, num_samples = await turn_batcher().convert_and_process(self.turn_vad, detector, convert)
+        batcher = self._turn_batcher()
+        events, num_samples = await batcher.convert_and_process(self.turn_vad, detector, convert)
         self._arrival = (arrived_at, detector.position_samples)
         await self._after_batch(events)
         return num_samples

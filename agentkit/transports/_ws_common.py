@@ -122,7 +122,15 @@ class WebSocketConnection(abc.ABC):
 
     # -- the connection --------------------------------------------------------------------------
     async def run(self) -> None:
+        """Read the connection until it ends, then close the session. The reading runs in a task of
+        its own, awaited here (cancelling this cancels it): each message suspends the reader once or
+        twice (for the next message, for its turn-taking batch), and every suspension and resumption
+        walks all the coroutine frames of its task, which in the server's task include the ASGI
+        application's routing and middleware, some twenty frames that then wait once per call."""
         await self.websocket.accept()
+        await asyncio.create_task(self._read(), name=f"{self.protocol}-reader")
+
+    async def _read(self) -> None:
         try:
             while not self._closing:
                 message = await self.websocket.receive()
