@@ -340,7 +340,8 @@ async def test_real_words_flush_the_reply_and_keep_what_was_heard(voice: dict[st
     assert history[1] == ChatMessage("assistant", heard, interrupted=True)
     assert llm.calls[1].messages[-1].role == "user" and "question" in llm.calls[1].messages[-1].text.lower()
     [confirmed] = of_type(agent.events, InterruptionConfirmed)
-    assert confirmed.text is not None and "wait" in confirmed.text.lower()
+    # the words heard so far, "Wait, stop": Moonshine tiny writes "Weight stop," under onnxruntime 1.32
+    assert confirmed.text is not None and "stop" in confirmed.text.lower()
     assert confirmed.speech_ms >= 300 and confirmed.heard_ms == heard_ms
     assert of_type(agent.events, FalseInterruption) == []
     [cut] = of_type(agent.events, ReplyInterrupted)
