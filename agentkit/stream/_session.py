@@ -567,13 +567,13 @@ class Session:
         self, receive: Callable[[Callable[[], Samples]], Awaitable[int]], payload: bytes, codec: Codec
     ) -> None:
         """Hand a small message to the turn-taking handler undecoded, or hold it for the next one
-        when the handler says it may wait (`input_can_wait`: a VAD chunk or two at most)."""
+        when the handler says it could decide nothing yet (at most the rest of one VAD chunk)."""
         if self._held and codec != self._held_codec:  # a change of codec: what is held goes alone
             await self._pass_held(receive)
         self._held.append(payload)
         self._held_codec = codec
         if self._input_can_wait is not None:
-            held_bytes = sum(len(message) for message in self._held)  # a few messages at most
+            held_bytes = sum(len(message) for message in self._held)  # the rest of one chunk at most
             samples = held_bytes // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
             if self._input_can_wait(samples):
                 return

@@ -282,10 +282,6 @@ class TurnDetector:
         chunks). When not, they only wait in the partial chunk, and may as well wait elsewhere."""
         return self._state is TurnState.PAUSED or self._pending_len + num_samples >= self._chunk
 
-    def chunks_in(self, num_samples: int) -> int:
-        """How many VAD chunks `num_samples` more audio would complete."""
-        return (self._pending_len + num_samples) // self._chunk
-
     def turn_so_far(self) -> Samples | None:
         """A copy of the audio of the turn in progress (pre-roll included), or None between turns."""
         if self._state is TurnState.SILENT or not self._turn:

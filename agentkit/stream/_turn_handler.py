@@ -68,15 +68,6 @@ logger = logging.getLogger(__name__)
 _REPLY_END = object()
 
 
-QUIET_HOLD_CHUNKS = 2
-"""Between turns, while no reply is being made or played, a caller's input waits until it completes
-this many VAD chunks (64 ms at Silero's 32 ms) before it is scored. All such a chunk can decide is
-that a turn began, which `TurnStarted` dates by its media position whatever the wall time; no pause
-can end, no reply be interrupted, no speculation start. The price: `StartedTalking` (and what a
-handler does in `on_turn_started`) may come up to one chunk later while all is quiet; the gain: half
-the audio-thread jobs and event-loop wake-ups of a caller who is silent with nothing playing."""
-
-
 class TurnTakingHandler(AsyncStreamHandler):
     """An `AsyncStreamHandler` that takes turns on a VAD and replies through a flushable outbox.
 
@@ -242,22 +233,14 @@ class TurnTakingHandler(AsyncStreamHandler):
 
     def input_can_wait(self, num_samples: int) -> bool:
         """Whether `num_samples` more input (at this handler's rate) may wait for the caller's next
-        message before it is scored. The session then holds the message and hands both over
-        together (one job, one decode, one wake-up instead of two); `after_audio` runs after each
-        input the detector took. Input may wait when scoring it now could decide nothing (it
-        completes no VAD chunk, no pause is in progress, no sound over a reply is being judged), and
-        between turns with nothing playing until it completes `QUIET_HOLD_CHUNKS` chunks."""
+        message before it is scored: it would complete no VAD chunk, no pause is in progress and no
+        sound over a reply is being judged, so scoring it now could decide nothing. The session then
+        holds the message and hands both over together (one job, one decode, one wake-up instead of
+        two); `after_audio` runs after each input the detector took."""
         gate = self._gate
         if gate is not None and gate.state is not InterruptionState.IDLE:
             return False
-        detector = self.detector
-        if not detector.decides_on(num_samples):
-            return True
-        return (
-            detector.state is TurnState.SILENT
-            and detector.chunks_in(num_samples) < QUIET_HOLD_CHUNKS
-            and not self.replying
-        )
+        return not self.detector.decides_on(num_samples)
 
     async def _after_batch(self, events: list[TurnEvent]) -> None:
         detector = self.detector
