@@ -163,7 +163,7 @@ class TurnBatcher:
         self._waiting.extend(later)
         if not batch:
             return
-        loop = self._loop or asyncio.get_running_loop()  # bound by the first job's future
+        loop = batch[0].future.get_loop()
         self._running = running = loop.run_in_executor(audio_executor(), _run_batch, batch)
         running.add_done_callback(partial(self._finish_batch, batch))
 

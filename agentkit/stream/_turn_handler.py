@@ -96,7 +96,7 @@ class TurnTakingHandler(AsyncStreamHandler):
     _semantic: SemanticEndOfTurn | None = None
     _outbox: Outbox[Any] | None = None
     _gate: InterruptionGate | None = None
-    _batcher: TurnBatcher | None = None  # the session's event loop's, found once in start_up
+    _batcher: TurnBatcher | None = None  # the session's event loop's, found on the first input
     _paused_heard_ms = 0
     _arrival: tuple[float, int] = (0.0, 0)  # (clock time, media position) of the latest frame's end
 
@@ -191,10 +191,9 @@ class TurnTakingHandler(AsyncStreamHandler):
         )
         words = self.transcribes_interruptions
         self._gate = InterruptionGate(self.turn_options, sample_rate=vad.sample_rate, words=words)
-        self._batcher = turn_batcher()
 
     def _turn_batcher(self) -> TurnBatcher:
-        if self._batcher is None:  # a subclass's start_up that made its own detector
+        if self._batcher is None:
             self._batcher = turn_batcher()
         return self._batcher
 
