@@ -17,6 +17,7 @@ from agentkit.agent._pipeline import StageTimeouts
 from agentkit.audio import float_to_pcm16
 from agentkit.exceptions import ConfigError, ProviderError
 from agentkit.providers.llm import ChatMessage
+from agentkit.providers.turn import SmartTurn
 from agentkit.store import MemoryStore
 from agentkit.stream import Session, TurnTakingOptions
 from agentkit.testing import RecordingTransport, ScriptedLLM, ScriptedSTT, ToneTTS, open_recorded_session
@@ -100,6 +101,33 @@ async def test_one_turn_end_to_end(models_dir: object) -> None:
     assert figures["output_tokens"] == 6 and figures["interrupted"] is False
     assert figures["reply_audio_s"] == pytest.approx(expected_s, abs=0.01)
     assert figures["user_chars"] == len("What time is it?")
+
+
+async def test_a_phone_call_takes_turns_at_8_khz_and_the_stt_still_gets_its_rate(models_dir: object) -> None:
+    """On an 8 kHz call the agent's VAD runs at 8 kHz (`follow_call_rate`, no resampling on the way
+    in); the turn is resampled to the STT's 16 kHz once, and its length is the same as at 16 kHz.
+    With Smart Turn (16 kHz) in use, or the setting off, the call is resampled as before."""
+    heard = {}
+    for rate in (8000, 16000):
+        stt = ScriptedSTT("What time is it?")
+        session, transport, agent = await start(make_agent(stt=stt), input_sample_rate=rate)
+        try:
+            assert agent.input_sample_rate == rate and agent.turn_vad.sample_rate == rate
+            silence = [np.zeros(round(s * rate), dtype=np.float32) for s in (0.3, 0.6)]
+            samples = np.concatenate([silence[0], speech("utt2", rate).samples, silence[1]])
+            for begin in range(0, samples.shape[0], rate // 50):
+                await session.receive_audio(float_to_pcm16(samples[begin : begin + rate // 50]))
+            await transport.wait_for("response_done", timeout_s=10)
+        finally:
+            await session.close()
+        assert len(stt.heard) == 1 and stt.heard[0].sample_rate == 16000
+        heard[rate] = stt.heard[0].duration_s
+    assert heard[8000] == pytest.approx(heard[16000], abs=0.04)
+    smart = Helper(semantic_turn=SmartTurn(), stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS()).copy()
+    smart.match_call_rate(8000)
+    off = make_agent(follow_call_rate=False).copy()
+    off.match_call_rate(8000)
+    assert smart.input_sample_rate == off.input_sample_rate == 16000
 
 
 async def test_second_turn_sees_the_whole_history(models_dir: object) -> None:

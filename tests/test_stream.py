@@ -90,6 +90,38 @@ async def test_phone_audio_reaches_an_8_khz_reply_on_pause_as_it_is(models_dir: 
         await session.close()
 
 
+async def test_reply_on_pause_at_the_call_rate_serves_phones_at_8_khz_and_the_web_at_16(
+    models_dir: object,
+) -> None:
+    """`input_sample_rate="call"`: each session runs at its caller's rate where the VAD can (8 kHz on
+    the phone), the VAD's own elsewhere; both turns end as early, one stream serving both."""
+    heard: dict[int, AudioFrame] = {}
+
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        heard[audio.sample_rate] = audio
+        yield audio
+
+    stream = Stream(ReplyOnPause(echo, options=FAST, input_sample_rate="call"))
+    ends: dict[int, float] = {}
+    for rate in (8000, 16000, 48000):
+        session, transport = open_recorded_session(stream, input_sample_rate=rate, output_sample_rate=rate)
+        assert session.handler.input_sample_rate == min(rate, 16000)
+        await session.start()
+        try:
+            lead, tail = np.zeros(rate // 4, np.float32), np.zeros(rate * 3 // 5, np.float32)
+            audio = np.concatenate([lead, speech("utt2", rate).samples, tail])
+            await feed(session, audio, frame=rate // 50)
+            paused = await transport.wait_for("pause_detected", timeout_s=10)
+            await transport.wait_for("response_done", timeout_s=10)
+        finally:
+            await session.close()
+        ends[rate] = paused.event.speech_end_ms / 1000  # type: ignore[union-attr]
+    assert set(heard) == {8000, 16000}
+    assert heard[8000].duration_s == pytest.approx(heard[16000].duration_s, abs=0.04)
+    # Silero at 8 kHz holds on a chunk longer; its longer default tail still finds the same end
+    assert ends[8000] == pytest.approx(ends[16000], abs=0.016)  # 32 ms later with a 96 ms tail at 8 kHz
+
+
 async def test_input_converted_in_the_batch_gives_the_turn_a_subclass_sees_frame_by_frame(
     models_dir: object,
 ) -> None:

@@ -97,6 +97,11 @@ class Agent(TurnTakingHandler):
     tts: TTS | str = "kokoro/af_heart"
     vad: VAD | None = None
     """Voice activity detector for turn-taking; None means the shared Silero model."""
+    follow_call_rate: bool = True
+    """Score a phone call's 8 kHz audio as it arrives, with the VAD at 8 kHz (no resampling, about
+    half the VAD's cost per chunk), when the VAD runs at that rate and no end-of-turn model takes
+    another (Smart Turn takes 16 kHz, so with it on this changes nothing); what is transcribed is
+    resampled to the STT's rate once per turn. Browser calls stay at the VAD's own rate."""
     turn_taking: TurnTakingOptions = TurnTakingOptions()
     semantic_turn: EndOfTurnModel | None = DEFAULT_SEMANTIC_TURN
     """Semantic end of turn, on by default: in a pause, Smart Turn v3.2 is asked whether the caller
@@ -173,6 +178,7 @@ class Agent(TurnTakingHandler):
         llm: LLM | str | _Unset = UNSET,
         tts: TTS | str | _Unset = UNSET,
         vad: VAD | _Unset | None = UNSET,
+        follow_call_rate: bool | _Unset = UNSET,
         turn_taking: TurnTakingOptions | _Unset = UNSET,
         semantic_turn: EndOfTurnModel | _Unset | None = UNSET,
         can_interrupt: bool | _Unset = UNSET,
@@ -205,6 +211,7 @@ class Agent(TurnTakingHandler):
             "llm": llm,
             "tts": tts,
             "vad": vad,
+            "follow_call_rate": follow_call_rate,
             "turn_taking": turn_taking,
             "semantic_turn": semantic_turn,
             "can_interrupt": can_interrupt,
@@ -359,6 +366,7 @@ class Agent(TurnTakingHandler):
             connecting = self._mcp.start(successor.mcp_servers)
             successor._mcp_tools = await self._mcp.tools(connecting, reserved=successor._tools)
         await successor.warm_up()
+        successor.input_sample_rate = self.input_sample_rate  # the call's turn-taking stays, at its rate
         await session.hand_off(successor, successor._config(), self.agent_name)
         logger.info("%s handed the call to %s", self.agent_name, successor.agent_name)
         return f"The call is now handled by {successor.agent_name}; continue as {successor.agent_name}."

@@ -215,6 +215,13 @@ class _HandlerBase(abc.ABC):
         """Called by the session before `start_up`."""
         self._context = context
 
+    def match_call_rate(self, sample_rate: int) -> None:
+        """Called on a new session's handler copy, before the session is set up, with the rate the
+        caller's audio arrives at. A handler that can take that audio as it comes may set
+        `input_sample_rate` to it, and the session then passes it on without resampling; the default
+        keeps the handler's own rate."""
+        del sample_rate
+
     def on_playout(self, event: PlayoutEvent) -> None:
         """Called by the session as reply audio goes out; override to time or track replies.
 

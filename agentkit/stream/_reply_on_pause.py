@@ -7,7 +7,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, Self, TypeAlias
+from typing import Any, Literal, Self, TypeAlias
 
 from agentkit._tasks import TaskSet, cancel_and_wait
 from agentkit.audio import AudioFrame
@@ -53,9 +53,12 @@ class ReplyOnPause(TurnTakingHandler):
 
     `input_sample_rate`: the rate `fn` and the VAD get the caller's audio at; None: the VAD's own
     (16 kHz for Silero). `8000` suits a phone line: Twilio's 8 kHz audio then arrives as it is, with
-    no resampling, and Silero runs at 8 kHz (10-20 % less CPU per call, but turns ended about 20 ms
-    later on the concurrent-calls benchmark's recording: docs/benchmarks.md); audio from other
-    transports is resampled down to it. A `vad` that cannot run at that rate is a `ValueError`.
+    no resampling, and Silero runs at 8 kHz (turns end as soon as at 16 kHz, for less CPU per call:
+    docs/benchmarks.md, "Phone calls scored at 8 kHz"); audio from other transports is resampled
+    down to it. `"call"`: each call's own rate where it is below the VAD's and the VAD runs at it
+    (`follow_call_rate`): 8 kHz on the phone, the VAD's own rate elsewhere; `fn` then gets audio at
+    either rate (an `AudioFrame` says which). A `vad` that cannot run at a given rate is a
+    `ValueError`.
     """
 
     def __init__(
@@ -68,7 +71,7 @@ class ReplyOnPause(TurnTakingHandler):
         output_sample_rate: int = 24000,
         max_queued_outputs: int = 16,
         semantic_turn: EndOfTurnModel | None = None,
-        input_sample_rate: int | None = None,
+        input_sample_rate: int | Literal["call"] | None = None,
     ) -> None:
         if not callable(fn):
             raise TypeError("ReplyOnPause needs a generator function")
@@ -76,7 +79,9 @@ class ReplyOnPause(TurnTakingHandler):
         self.options = options or TurnTakingOptions()
         self.turn_options = self.options
         self.can_interrupt = can_interrupt
-        self.vad: VAD = _vad_at(vad if vad is not None else SileroVAD(), input_sample_rate)
+        self.follow_call_rate = input_sample_rate == "call"
+        rate = None if input_sample_rate == "call" else input_sample_rate
+        self.vad: VAD = _vad_at(vad if vad is not None else SileroVAD(), rate)
         self.turn_vad = self.vad
         self.input_sample_rate = self.vad.sample_rate
         self.output_sample_rate = output_sample_rate
@@ -102,6 +107,7 @@ class ReplyOnPause(TurnTakingHandler):
                 output_sample_rate=self.output_sample_rate,
                 max_queued_outputs=self.max_queued_outputs,
                 semantic_turn=self.semantic_turn,
+                input_sample_rate="call" if self.follow_call_rate else None,
             )
         except TypeError as exc:
             if cls is ReplyOnPause:

@@ -197,6 +197,7 @@ class SessionHost:
         if session_id is not None and session_id in self._sessions:
             raise ProtocolError("a session with this id is already open")
         handler = self.handler.copy()
+        handler.match_call_rate(input_sample_rate)
         session = Session(
             handler,
             transport,

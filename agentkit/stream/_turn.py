@@ -11,7 +11,8 @@
 Silence is counted from the acoustic end of speech. Silero's recurrent state keeps its probability
 high for one to three chunks after a voice stops, so the VAD alone would end every turn 30-100 ms
 late. Once the VAD says silence, the detector looks back through the VAD's tail (`vad_tail_ms`, never
-past the VAD's own end of speech, so background noise cannot delay a turn) for the last 8 ms block
+past the VAD's own end of speech, so background noise cannot delay a turn; Silero holds on a chunk
+longer at 8 kHz, so the default looks back further there) for the last 8 ms block
 that stands `energy_margin_db` above the tracked noise floor and within `speech_drop_db` of the
 turn's typical speech level, and counts silence from there. The
 decision is checked on every chunk and, in silence, on every partial chunk too, so the end of a turn
@@ -75,8 +76,12 @@ class TurnTakingOptions:
     """Audio kept from before the detected onset, so the first syllable reaches the handler."""
     trailing_ms: int = 64
     """Audio kept after the end of speech at the end of the turn."""
-    vad_tail_ms: int = 96
-    """How far back from the VAD's end of speech to look for the acoustic end (see `TurnDetector`)."""
+    vad_tail_ms: int | None = None
+    """How far back from the VAD's end of speech to look for the acoustic end (see `TurnDetector`).
+    None: 96 ms, or 128 ms for a VAD at 8 kHz. Silero's probability stays high about a chunk longer
+    at 8 kHz than at 16 kHz. On the turn-taking evaluation set, sent as phone audio, 128 ms at 8 kHz
+    ends turns with a p90 of 520 ms after the end of speech, against 530 ms at 16 kHz with 96 ms
+    (docs/benchmarks.md, "Phone calls scored at 8 kHz")."""
     energy_margin_db: float = 15.0
     """A block this far above the noise floor counts as sound when locating the end of speech..."""
     speech_drop_db: float = 20.0
@@ -134,7 +139,7 @@ class TurnTakingOptions:
         for name in ("speech_start_ms", "min_speech_ms", "end_of_turn_silence_ms", "max_turn_ms"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")
-        if self.pre_roll_ms < 0 or self.trailing_ms < 0 or self.vad_tail_ms < 0:
+        if self.pre_roll_ms < 0 or self.trailing_ms < 0 or (self.vad_tail_ms or 0) < 0:
             raise ValueError("pre_roll_ms, trailing_ms and vad_tail_ms must not be negative")
         if not 0 < self.semantic_check_after_ms <= self.semantic_max_silence_ms:
             raise ValueError("need 0 < semantic_check_after_ms <= semantic_max_silence_ms")
@@ -204,6 +209,11 @@ _NOISE_FLOOR_INIT_DB = -60.0
 _NOISE_FLOOR_RANGE_DB = (-90.0, -25.0)
 
 
+def _default_tail_ms(sample_rate: int) -> int:
+    """`vad_tail_ms` when not set: Silero's hangover is about a chunk longer at 8 kHz."""
+    return 128 if sample_rate <= 8000 else 96
+
+
 def _block_db(samples: Samples, block: int) -> Samples:
     """RMS level in dBFS of each whole `block`-sample block of `samples`."""
     n = samples.shape[0] // block
@@ -239,7 +249,8 @@ class TurnDetector:
         self._max_chunks = max(1, math.ceil(opts.max_turn_ms / self._chunk_ms))
         self._silence_samples = round(opts.end_of_turn_silence_ms * sample_rate / 1000)
         self._trailing_samples = round(opts.trailing_ms * sample_rate / 1000)
-        self._tail_samples = round(opts.vad_tail_ms * sample_rate / 1000)
+        tail_ms = opts.vad_tail_ms if opts.vad_tail_ms is not None else _default_tail_ms(sample_rate)
+        self._tail_samples = round(tail_ms * sample_rate / 1000)
         pre_roll_chunks = math.ceil(opts.pre_roll_ms / self._chunk_ms)
 
         self._pending = np.zeros(chunk_samples, dtype=np.float32)  # partial chunk, preallocated

@@ -88,6 +88,15 @@ class TurnTakingHandler(AsyncStreamHandler):
     model that cannot be loaded is logged once and turn-taking falls back to silence alone. `Agent`
     defaults to `SmartTurn(optional=True)`: on whenever the model file is present."""
 
+    follow_call_rate: bool = False
+    """Take a call's audio at its own rate when that is below the VAD's and the VAD runs at it too
+    (a `MultiRateVAD`; Silero runs at 8 kHz): a phone call's audio is then scored as it arrives,
+    without resampling, by a model that costs about half as much per chunk at 8 kHz. Not when an
+    end-of-turn model (`semantic_turn`) takes another rate. Each session decides for itself
+    (`match_call_rate`), so one handler serves phones at 8 kHz and browsers at 16 kHz. Off here;
+    `Agent` turns it on (it resamples what it transcribes), `ReplyOnPause(input_sample_rate="call")`
+    asks for it."""
+
     interruption_words_timeout_s: float = 0.5
     """Longest a suspected interruption's transcript (`transcribe_interruption`) may take; a slower
     one counts as none, and speech alone decides."""
@@ -99,6 +108,24 @@ class TurnTakingHandler(AsyncStreamHandler):
     _batcher: TurnBatcher | None = None  # the session's event loop's, found on the first input
     _paused_heard_ms = 0
     _arrival: tuple[float, int] = (0.0, 0)  # (clock time, media position) of the latest frame's end
+
+    def match_call_rate(self, sample_rate: int) -> None:
+        """With `follow_call_rate`, run this session's turn-taking at `sample_rate` where it can (see
+        `follow_call_rate`); `input_sample_rate` follows."""
+        vad = self.turn_vad
+        if not self.follow_call_rate or sample_rate >= vad.sample_rate:
+            return
+        model = self.semantic_turn
+        if model is not None and model.sample_rate != sample_rate:
+            return
+        at_rate: Callable[[int], VAD] | None = getattr(vad, "at_rate", None)
+        if at_rate is None:
+            return
+        try:
+            self.turn_vad = at_rate(sample_rate)
+        except ValueError:  # a rate this VAD does not run at: the session resamples, as without
+            return
+        self.input_sample_rate = sample_rate
 
     # -- what a subclass provides ---------------------------------------------------------------
     @property

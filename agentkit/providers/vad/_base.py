@@ -15,7 +15,7 @@ from typing import Protocol
 
 from agentkit.audio import Samples
 
-__all__ = ["VAD", "BatchedVAD", "VADStream"]
+__all__ = ["VAD", "BatchedVAD", "MultiRateVAD", "VADStream"]
 
 
 class VADStream(Protocol):
@@ -62,4 +62,14 @@ class BatchedVAD(VAD, Protocol):
         (the caller then scores the streams one by one to find the culprit). CPU work: call it from
         an executor.
         """
+        ...
+
+
+class MultiRateVAD(VAD, Protocol):
+    """A `VAD` that also runs at other sample rates (Silero: 8 and 16 kHz), so a session can score a
+    call's audio at the rate it arrives at (`TurnTakingHandler.follow_call_rate`)."""
+
+    def at_rate(self, sample_rate: int) -> VAD:
+        """This detector at `sample_rate`, the same object for a rate every time (sessions that share
+        it share VAD batches); `ValueError` for a rate it does not run at."""
         ...
