@@ -94,6 +94,7 @@ async def _pauses(stream: Stream, audio: Samples) -> list[PauseDetected]:
     try:
         for start in range(0, audio.shape[0], FRAME):
             await session.receive_audio(float_to_pcm16(audio[start : start + FRAME]))
+        await session.settle_input()  # the last inputs were given without waiting for their batch
         await asyncio.sleep(0.05)
     finally:
         await session.close()

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import speech
+from conftest import EnergyVAD, speech
 
 from agentkit import AdditionalOutputs, AsyncStreamHandler, AudioFrame, ReplyOnPause, Stream, StreamHandler
 from agentkit.audio import float_to_pcm16, mulaw_encode
@@ -191,15 +191,78 @@ async def test_held_input_goes_alone_when_the_codec_changes(models_dir: object) 
     try:
         quiet = np.zeros(320, dtype=np.float32)
         await session.receive_audio(float_to_pcm16(quiet))  # 320 of 512: held
+        await session.settle_input()
         assert vad_batch_stats().jobs == jobs and detector.position_samples == 0
         await session.receive_audio(mulaw_encode(np.zeros(160, dtype=np.int16)), "mulaw")
+        await session.settle_input()
         # the PCM went alone (one job); the mu-law waits, 320 + 160 < 512
         assert vad_batch_stats().jobs == jobs + 1 and detector.position_samples == 320
         await session.receive_audio(mulaw_encode(np.zeros(160, dtype=np.int16)), "mulaw")
+        await session.settle_input()
         assert vad_batch_stats().jobs == jobs + 2 and detector.position_samples == 640
     finally:
         await session.close()
     assert not transport.event_types().count("error")
+
+
+async def test_the_reader_does_not_wait_for_the_batch_and_events_keep_their_order(models_dir: object) -> None:
+    """A `ReplyOnPause` takes small messages without the session waiting for their batch
+    (`receive_converting_nowait`): `receive_audio` returns before the job has run, the turn's events
+    still come in order, and the turn is the one the waiting path gives."""
+
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        yield audio
+
+    session, transport = open_recorded_session(
+        Stream(ReplyOnPause(echo, options=FAST)), input_sample_rate=8000
+    )
+    await session.start()
+    try:
+        jobs = vad_batch_stats().jobs
+        await session.receive_audio(mulaw_encode(np.zeros(320, dtype=np.int16)), "mulaw")  # 640 at 16 kHz
+        assert vad_batch_stats().jobs == jobs  # given to the batch, not waited for
+        await session.settle_input()
+        assert vad_batch_stats().jobs == jobs + 1  # (636 samples: soxr's first call keeps 4 back)
+        audio = np.concatenate([speech("utt2", 8000).samples, np.zeros(4800, np.float32)])
+        pcm = (np.clip(audio, -1, 1) * 32767).astype(np.int16)
+        for start in range(0, pcm.shape[0], 160):
+            await session.receive_audio(mulaw_encode(pcm[start : start + 160]), "mulaw")
+        done = await transport.wait_for("response_done", timeout_s=10)
+    finally:
+        await session.close()
+    types = transport.event_types()
+    assert types.index("started_talking") < types.index("pause_detected") < types.index("response_starting")
+    assert 2.5 < done.event.audio_ms / 1000 < 4.5  # type: ignore[union-attr]
+
+
+async def test_an_input_that_failed_unwaited_fails_the_next(models_dir: object) -> None:
+    """The error of an input taken without waiting is raised by the session's next input (or
+    `settle_input`), once, and the session goes on."""
+
+    class Failing(EnergyVAD):
+        calls = 0
+
+        def probability(self, chunk: np.ndarray) -> float:
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise RuntimeError("the VAD broke")
+            return super().probability(chunk)
+
+    def echo(audio: AudioFrame) -> Iterator[AudioFrame]:
+        yield audio
+
+    session, _ = open_recorded_session(Stream(ReplyOnPause(echo, options=FAST, vad=Failing())))
+    await session.start()
+    try:
+        for _ in range(3):  # three chunks of 512, each message completes one
+            await session.receive_audio(float_to_pcm16(np.zeros(512, np.float32)))
+        with pytest.raises(RuntimeError, match="the VAD broke"):
+            await session.settle_input()
+        await session.receive_audio(float_to_pcm16(np.zeros(512, np.float32)))
+        await session.settle_input()
+        assert Failing.calls == 4
+    finally:
+        await session.close()
 
 
 def test_a_subclass_keeps_its_class_in_every_session_or_is_told_to_override_copy() -> None:

@@ -503,6 +503,11 @@ class Agent(TurnTakingHandler):
     async def on_interruption(self, decision: InterruptionDecision) -> None:
         await self.session.interruption(decision)
 
+    def wants_after_audio(self, detector: TurnDetector) -> bool:
+        if self.partial_transcripts and detector.state is not TurnState.SILENT:
+            return True
+        return self._session is not None and self._session.preempting
+
     async def after_audio(self, detector: TurnDetector) -> None:
         if self.partial_transcripts and detector.state is not TurnState.SILENT:
             await self.session.partial_user_transcript(detector)

@@ -271,6 +271,11 @@ class Preemption:
         self.adopted = 0
         """...taken up by the turn's reply (the rest was work thrown away)."""
 
+    @property
+    def speculating(self) -> bool:
+        """A speculation is under way (`after_audio` may have it to drop)."""
+        return self._current is not None
+
     async def after_audio(
         self,
         detector: TurnDetector,

@@ -344,6 +344,12 @@ class AgentSession:
             else:
                 self._forget(reply)
 
+    @property
+    def preempting(self) -> bool:
+        """`preempt` may have work after an input: preemptive generation is on, or a speculation is
+        under way."""
+        return bool(self.config.preemptive_generation) or self._preemption.speculating
+
     async def preempt(self, detector: TurnDetector, *, llm_after_ms: int = 0) -> None:
         """After each input frame: with `preemptive_generation`, begin the reply in a pause of
         `preemptive_after_ms` while no reply is being made (its LLM call once the pause reaches

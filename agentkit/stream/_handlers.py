@@ -261,6 +261,15 @@ class AsyncStreamHandler(_HandlerBase):
     async def shutdown(self) -> None:
         """Called once when the session ends, whatever the reason."""
 
+    async def settle_input(self) -> None:
+        """Wait until the caller's input received so far has been taken in (a handler that takes
+        input without the session waiting for it, as a turn-taking one does, finishes it here);
+        raise what taking it raised. The default takes input as it is received."""
+
+    async def stop_input(self) -> None:
+        """Called when the session closes, before `shutdown`, once no more audio will come: drop
+        whatever of the caller's input is still being worked on (the default has none)."""
+
     @abc.abstractmethod
     async def receive(self, frame: AudioFrame) -> None:
         """Take the next frame of the caller's audio (at `input_sample_rate`)."""

@@ -273,26 +273,7 @@ class Session:
         self._frame_bytes = output_sample_rate * frame_ms // 1000 * transport.bytes_per_sample
         """One output frame on the wire: the pacer sends reply audio in pieces of this size."""
         self._args: tuple[Any, ...] = ()
-        # low-latency filter on the way in: soxr's HQ holds back 21-66 ms, which would delay every
-        # end of turn; upsampling needs no anti-alias filter, downsampling gets the LQ one
-        quality = "QQ" if handler.input_sample_rate > input_sample_rate else "LQ"
-        self._in_resampler = StreamingResampler(input_sample_rate, handler.input_sample_rate, quality=quality)
-        # a turn-taking handler converts small messages in its audio-thread job (`receive_converting`)
-        self._receive_converting: Callable[[Callable[[], Samples]], Awaitable[int]] | None = (
-            getattr(handler, "receive_converting", None)
-            if getattr(handler, "converts_input", False)
-            else None
-        )
-        # ...and may let a message that could decide nothing wait for the next (`input_can_wait`), where
-        # the samples a message gives are known before it is converted: the same rate, or an upsampling
-        # by a whole factor (soxr's QQ gives exactly that many after its first call, a few fewer then)
-        rate_in, rate_out = input_sample_rate, handler.input_sample_rate
-        self._held_per_sample = rate_out // rate_in if rate_out % rate_in == 0 else 0
-        self._input_can_wait: Callable[[int], bool] | None = (
-            getattr(handler, "input_can_wait", None) if self._held_per_sample else None
-        )
-        self._held: list[bytes] = []  # small messages held back, undecoded, all of `_held_codec`
-        self._held_codec: Codec = "pcm_s16le"
+        self._set_up_input(handler, input_sample_rate)
         self._out_resampler: StreamingResampler | None = None
         self._in_position = 0
         # on its way to the caller; an interruption flushes it, and its epoch tells the pacer to stop
@@ -312,6 +293,34 @@ class Session:
         self._started = False
         self._last_audio_s = 0.0  # clock time at which the caller's latest audio arrived (or the start)
         self.stop_reason: str | None = None
+
+    def _set_up_input(self, handler: AsyncStreamHandler | StreamHandler, input_sample_rate: int) -> None:
+        """How the caller's audio reaches `handler` (`receive_audio`)."""
+        # low-latency filter on the way in: soxr's HQ holds back 21-66 ms, which would delay every
+        # end of turn; upsampling needs no anti-alias filter, downsampling gets the LQ one
+        quality = "QQ" if handler.input_sample_rate > input_sample_rate else "LQ"
+        self._in_resampler = StreamingResampler(input_sample_rate, handler.input_sample_rate, quality=quality)
+        # a turn-taking handler converts small messages in its audio-thread job (`receive_converting`)
+        self._receive_converting: Callable[[Callable[[], Samples]], Awaitable[int]] | None = (
+            getattr(handler, "receive_converting", None)
+            if getattr(handler, "converts_input", False)
+            else None
+        )
+        # ...and may let a message that could decide nothing wait for the next (`input_can_wait`), where
+        # the samples a message gives are known before it is converted: the same rate, or an upsampling
+        # by a whole factor (soxr's QQ gives exactly that many after its first call, a few fewer then)
+        rate_in, rate_out = input_sample_rate, handler.input_sample_rate
+        self._held_per_sample = rate_out // rate_in if rate_out % rate_in == 0 else 0
+        self._input_can_wait: Callable[[int], bool] | None = (
+            getattr(handler, "input_can_wait", None) if self._held_per_sample else None
+        )
+        # ...and may take it without the reader waiting for its turn events (`receive_converting_nowait`)
+        self._receive_nowait: Callable[[Callable[[], Samples], int, Callable[[int], None]], bool] | None = (
+            getattr(handler, "receive_converting_nowait", None) if self._receive_converting else None
+        )
+        self._held: list[bytes] = []  # small messages held back, undecoded, all of `_held_codec`
+        self._held_bytes = 0
+        self._held_codec: Codec = "pcm_s16le"
 
     # -- HandlerContext --------------------------------------------------------------------------
     @property
@@ -503,6 +512,7 @@ class Session:
         if self._started:
             try:
                 if isinstance(self.handler, AsyncStreamHandler):
+                    await self.handler.stop_input()  # bounded by itself; no suspension when idle
                     await asyncio.wait_for(self.handler.shutdown(), _CLOSE_TIMEOUT_S)
                 else:
                     await asyncio.wait_for(asyncio.to_thread(self.handler.shutdown), _CLOSE_TIMEOUT_S)
@@ -533,6 +543,13 @@ class Session:
             await self.handler.receive(frame)
         else:
             await asyncio.to_thread(self.handler.receive, frame)
+
+    async def settle_input(self) -> None:
+        """Wait until the caller's audio received so far has been taken in by the handler (scored and
+        its turn events handled, for a turn-taking one), except a message held back for the next
+        (`input_can_wait`); raises what taking it raised. For tests and tools: the transports need not."""
+        if isinstance(self.handler, AsyncStreamHandler):
+            await self.handler.settle_input()
 
     async def receive_dtmf(self, digit: str) -> None:
         """Take one key the caller pressed; raises `ProtocolError` for anything but a phone key."""
@@ -571,10 +588,10 @@ class Session:
         if self._held and codec != self._held_codec:  # a change of codec: what is held goes alone
             await self._pass_held(receive)
         self._held.append(payload)
+        self._held_bytes += len(payload)
         self._held_codec = codec
         if self._input_can_wait is not None:
-            held_bytes = sum(len(message) for message in self._held)  # the rest of one chunk at most
-            samples = held_bytes // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
+            samples = self._held_bytes // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
             if self._input_can_wait(samples):
                 return
         await self._pass_held(receive)
@@ -582,8 +599,19 @@ class Session:
     async def _pass_held(self, receive: Callable[[Callable[[], Samples]], Awaitable[int]]) -> None:
         """Hand what is held to the handler in one piece, decoded in its job."""
         held, self._held = self._held, []
+        self._held_bytes = 0
         joined = held[0] if len(held) == 1 else b"".join(held)
-        self._in_position += await receive(partial(self._convert_input, joined, self._held_codec))
+        codec = self._held_codec
+        convert = partial(self._convert_input, joined, codec)
+        nowait = self._receive_nowait
+        if nowait is not None:
+            expected = len(joined) // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
+            if nowait(convert, expected if self._held_per_sample else -1, self._advance_input):
+                return
+        self._in_position += await receive(convert)
+
+    def _advance_input(self, num_samples: int) -> None:
+        self._in_position += num_samples
 
     def _convert_input(self, payload: bytes, codec: Codec) -> Samples:
         return self._in_resampler.process(_decode(payload, codec))

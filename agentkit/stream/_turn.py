@@ -283,6 +283,11 @@ class TurnDetector:
         return self._vad
 
     @property
+    def chunk_samples(self) -> int:
+        """Samples the VAD scores at a time."""
+        return self._chunk
+
+    @property
     def position_samples(self) -> int:
         """Media-clock position up to which audio has been analysed."""
         return self._position + self._pending_len

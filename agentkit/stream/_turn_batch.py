@@ -21,9 +21,13 @@ themselves. A session's k-th chunk goes in round k because its recurrent VAD sta
 order; sessions with fewer chunks drop out of the later rounds.
 
 The job queue is bounded by the sessions: each session awaits its events before it sends its next
-input (`TurnTakingHandler.receive`), and a second input of a detector already in a batch waits for the
-next one. One session's failure (its input, its VAD stream, its state machine) fails only its own
-await; a failed batched VAD call is retried stream by stream, so the culprit alone gets the error.
+input (`TurnTakingHandler.receive`), or, where nothing after an input needs awaiting, gives it with a
+callback instead (`convert_and_process_soon`; `TurnTakingHandler.receive_converting_nowait`, which
+has at most a few inputs in flight and then waits); a second input of a detector already in a batch
+waits for the next one, and a detector's results come back in the order it gave them.
+
+One session's failure (its input, its VAD stream, its state machine) fails only its own await (or
+callback); a failed batched VAD call is retried stream by stream, so the culprit alone gets the error.
 A cancelled await is dropped if its job has not started, and its events are dropped if it has.
 
 The batcher belongs to the event loop it runs on (`turn_batcher()`): its futures are that loop's,
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import weakref
 from collections import deque
 from collections.abc import Callable
@@ -50,6 +55,8 @@ from agentkit.providers.vad import VAD, VADStream
 from agentkit.stream._turn import TurnDetector, TurnEvent, _block_db
 
 __all__ = ["TurnBatcher", "VADBatchStats", "turn_batcher", "vad_batch_stats"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +89,9 @@ class _Job:
     vad: VAD
     detector: TurnDetector
     samples: Samples
-    future: asyncio.Future[list[TurnEvent]]
+    future: asyncio.Future[list[TurnEvent]] | None  # None: `done` is called instead
     convert: Callable[[], Samples] | None = None  # gives `samples`, on the audio thread
+    done: Callable[[_Job], None] | None = None  # called on the loop once the job has run
     # filled in on the audio thread:
     chunks: list[Samples] = field(default_factory=list)
     events: list[TurnEvent] = field(default_factory=list)
@@ -105,6 +113,7 @@ class TurnBatcher:
         self._batches = self._jobs = self._sessions_last = self._sessions_max = 0
         self._vad_calls = self._chunks = self._failed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._held: set[int] = set()  # ids of detectors whose inputs wait (`hold`)
 
     @property
     def stats(self) -> VADBatchStats:
@@ -135,13 +144,54 @@ class TurnBatcher:
         events = await self._submit(job)
         return events, job.samples.shape[0]
 
-    def _future(self) -> asyncio.Future[list[TurnEvent]]:
+    def convert_and_process_soon(
+        self,
+        vad: VAD,
+        detector: TurnDetector,
+        convert: Callable[[], Samples],
+        done: Callable[[list[TurnEvent] | BaseException, int], None],
+    ) -> None:
+        """`convert_and_process` without waiting for it: `done(events, num_samples)` (or
+        `done(error, 0)`) is called on the event loop once the job has run, in the order the jobs of
+        one detector were given, and is not called if the loop shuts down first. Nothing is
+        suspended or woken up per input, so a caller that needs nothing from the events before its
+        next input (`TurnTakingHandler.receive_converting_nowait`) saves a task switch per message."""
+
+        def finished(job: _Job) -> None:
+            result = job.error if job.error is not None else job.events
+            done(result, job.samples.shape[0] if job.error is None else 0)
+
+        self._loop_now()
+        self._waiting.append(_Job(vad, detector, _NO_SAMPLES, None, convert, finished))
+        if self._running is None:
+            self._start_batch()
+
+    def hold(self, detector: TurnDetector) -> None:
+        """Keep `detector`'s waiting inputs out of the batches until `release`: its state stays
+        as its last job left it while the loop works on that job's events."""
+        self._held.add(id(detector))
+
+    def release(self, detector: TurnDetector) -> None:
+        """Let `detector`'s inputs into the batches again."""
+        self._held.discard(id(detector))
+        if self._waiting and self._running is None:
+            self._start_batch()
+
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop this batcher runs on (bound on first use)."""
+        return self._loop_now()
+
+    def _loop_now(self) -> asyncio.AbstractEventLoop:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        return loop.create_future()
+        return loop
+
+    def _future(self) -> asyncio.Future[list[TurnEvent]]:
+        return self._loop_now().create_future()
 
     async def _submit(self, job: _Job) -> list[TurnEvent]:
+        assert job.future is not None
         self._waiting.append(job)
         if self._running is None:
             self._start_batch()
@@ -153,18 +203,17 @@ class TurnBatcher:
         in_batch: set[int] = set()
         while self._waiting:
             job = self._waiting.popleft()
-            if job.future.done():  # its session stopped waiting (cancelled) before the job began
+            if job.future is not None and job.future.done():  # its session stopped waiting (cancelled)
                 continue
-            if id(job.detector) in in_batch:  # a detector's inputs go in order, one per batch
-                later.append(job)
+            if id(job.detector) in in_batch or id(job.detector) in self._held:
+                later.append(job)  # a detector's inputs go in order, one per batch
             else:
                 in_batch.add(id(job.detector))
                 batch.append(job)
         self._waiting.extend(later)
         if not batch:
             return
-        loop = batch[0].future.get_loop()
-        self._running = running = loop.run_in_executor(audio_executor(), _run_batch, batch)
+        self._running = running = self._loop_now().run_in_executor(audio_executor(), _run_batch, batch)
         running.add_done_callback(partial(self._finish_batch, batch))
 
     def _finish_batch(self, batch: list[_Job], running: asyncio.Future[_Counts]) -> None:
@@ -172,7 +221,8 @@ class TurnBatcher:
         counts = _Counts()
         if running.cancelled():  # the loop is shutting down: nobody is left to wait
             for job in batch:
-                job.future.cancel()
+                if job.future is not None:
+                    job.future.cancel()
             return
         error = running.exception()
         if error is None:
@@ -187,13 +237,21 @@ class TurnBatcher:
             job_error = job.error or error
             if job_error is not None:
                 self._failed += 1
+            if job.done is not None:
+                job.error = job_error
+                try:
+                    job.done(job)
+                except Exception:  # a caller's bug must not stop the other sessions' results
+                    logger.exception("turn batch: a result callback failed")
+                continue
+            assert job.future is not None
             if job.future.done():
                 continue  # cancelled while its job ran: the events go nowhere
             if job_error is not None:
                 job.future.set_exception(job_error)
             else:
                 job.future.set_result(job.events)
-        if self._waiting:
+        if self._waiting and self._running is None:
             self._start_batch()
 
 

@@ -4,6 +4,10 @@ It owns what both need and what must not be written twice:
 
 - the `TurnDetector` over the handler's VAD (created in `start_up`, fed off the event loop by the
   loop's `TurnBatcher` together with the other sessions' detectors);
+- the input path: small messages undecoded into the batch (`receive_converting`), held back while
+  they could decide nothing (`input_can_wait`), and not waited for where nothing after them needs
+  awaiting (`receive_converting_nowait`: the batch calls back, and a task handles any events in
+  order; `settle_input` waits for all of it);
 - the turn events on the wire (`started_talking`, `pause_detected`);
 - the barge-in rule: speech over a reply interrupts it when `can_interrupt` is on, and a turn that
   ends while a reply is still playing is ignored when it is off;
@@ -38,9 +42,12 @@ from __future__ import annotations
 import abc
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+from agentkit._tasks import cancel_and_wait
 from agentkit.audio import AudioFrame, Samples
 from agentkit.exceptions import ConfigError
 from agentkit.providers.turn import EndOfTurnModel
@@ -66,6 +73,8 @@ __all__ = ["TurnTakingHandler"]
 logger = logging.getLogger(__name__)
 
 _REPLY_END = object()
+_STOP_TIMEOUT_S = 2.0
+_MAX_INFLIGHT = 4  # inputs given without waiting that may be unscored at once (80 ms of a phone call)
 
 
 class TurnTakingHandler(AsyncStreamHandler):
@@ -108,6 +117,15 @@ class TurnTakingHandler(AsyncStreamHandler):
     _batcher: TurnBatcher | None = None  # the session's event loop's, found on the first input
     _paused_heard_ms = 0
     _arrival: tuple[float, int] = (0.0, 0)  # (clock time, media position) of the latest frame's end
+    # inputs given without waiting (`receive_converting_nowait`): jobs not yet run, the events still
+    # to be handled in order (`_follow_up`), and an error to raise at the next input
+    _inflight = 0
+    _submitted_position = 0  # media position after the jobs in flight (-1: not known)
+    _settled: asyncio.Future[None] | None = None  # resolved when the last job in flight has run
+    _followups: deque[list[TurnEvent]] | None = None
+    _follow_task: asyncio.Task[None] | None = None
+    _input_error: BaseException | None = None
+    _input_stopped = False
 
     def match_call_rate(self, sample_rate: int) -> None:
         """With `follow_call_rate`, run this session's turn-taking at `sample_rate` where it can (see
@@ -156,6 +174,14 @@ class TurnTakingHandler(AsyncStreamHandler):
         (`input_can_wait`)."""
         del detector
 
+    def wants_after_audio(self, detector: TurnDetector) -> bool:
+        """Whether `after_audio` has work after an input that gave no turn events (called on the
+        loop, right after the input was scored). A subclass that overrides `after_audio` should
+        override this too where it can tell: an input after which it has none is not waited for
+        (`receive_converting_nowait`). The default: yes when `after_audio` is overridden."""
+        del detector
+        return type(self).after_audio is not TurnTakingHandler.after_audio
+
     @property
     def transcribes_interruptions(self) -> bool:
         """`transcribe_interruption` gives words, so `interrupt_min_words` applies (the default: no,
@@ -193,6 +219,13 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._outbox = None
         self._gate = None
         self._batcher = None
+        self._inflight = 0
+        self._submitted_position = 0
+        self._settled = None
+        self._followups = None
+        self._follow_task = None
+        self._input_error = None
+        self._input_stopped = False
 
     @property
     def semantic(self) -> SemanticEndOfTurn | None:
@@ -233,6 +266,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         return arrived_at - (end_samples - position_samples) / self.turn_vad.sample_rate
 
     async def receive(self, frame: AudioFrame) -> None:
+        await self.settle_input()
         detector = self.detector
         arrived_at = self.context.clock.now()
         self._arrival = (arrived_at, detector.position_samples + frame.num_samples)
@@ -249,6 +283,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         """`receive(AudioFrame(convert(), ...))`, with `convert` (the session's decoding and
         resampling of one small input message, at this handler's rate) run in the audio-thread job
         that scores it rather than on the event loop. Returns the number of samples it gave."""
+        await self.settle_input()
         detector = self.detector
         arrived_at = self.context.clock.now()
         batcher = self._turn_batcher()
@@ -256,6 +291,114 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._arrival = (arrived_at, detector.position_samples)
         await self._after_batch(events)
         return num_samples
+
+    def receive_converting_nowait(
+        self, convert: Callable[[], Samples], num_samples: int, on_samples: Callable[[int], None]
+    ) -> bool:
+        """`receive_converting` without waiting for the batch: the batch calls back instead
+        (`on_samples(n)`, on the loop, in order), and only an input after which there is something
+        to do (turn events, an end-of-turn check that is due, `after_audio` work by
+        `wants_after_audio`, a sound over a reply being judged) wakes a task, which does it in
+        order. The connection's reader goes straight on to the next message: one task switch and
+        one resumption of its coroutine chain less per message. Not while that task is busy, nor
+        with `_MAX_INFLIGHT` inputs unscored. `num_samples`: what `convert` is expected to give
+        (-1: not known), for `input_can_wait` while jobs are in flight. Returns False, having done
+        nothing, when the caller must use `receive_converting`."""
+        if self._inflight_blocked():
+            return False
+        detector = self.detector
+        arrived_at = self.context.clock.now()
+        if num_samples < 0:
+            self._submitted_position = -1
+        elif self._inflight == 0:
+            self._submitted_position = detector.position_samples + num_samples
+        elif self._submitted_position >= 0:
+            self._submitted_position += num_samples
+        self._inflight += 1
+        done = partial(self._input_done, arrived_at, on_samples)
+        self._turn_batcher().convert_and_process_soon(self.turn_vad, detector, convert, done)
+        return True
+
+    def _inflight_blocked(self) -> bool:
+        if self._inflight >= _MAX_INFLIGHT:  # the audio thread is behind: wait, and the reading waits
+            return True
+        if self._input_error is not None or self._follow_task is not None or self._input_stopped:
+            return True
+        gate = self._gate
+        return gate is not None and gate.state is not InterruptionState.IDLE
+
+    def _input_done(
+        self,
+        arrived_at: float,
+        on_samples: Callable[[int], None],
+        result: list[TurnEvent] | BaseException,
+        n: int,
+    ) -> None:
+        """A job given without waiting has run (called by the batcher on the loop, in order)."""
+        self._inflight -= 1
+        settled = self._settled
+        if not self._inflight and settled is not None and not settled.done():
+            settled.set_result(None)
+        if self._input_stopped:
+            return
+        if isinstance(result, BaseException):
+            self._input_error = self._input_error or result
+            return
+        on_samples(n)
+        self._arrival = (arrived_at, self.detector.position_samples)
+        detector, gate, semantic = self.detector, self._gate, self._semantic
+        judging = gate is not None and gate.state is not InterruptionState.IDLE
+        if (  # what `_after_batch` would do, if anything
+            result
+            or judging
+            or self._follow_task is not None
+            or (semantic is not None and semantic.due(detector))
+            or self.wants_after_audio(detector)
+        ):
+            if self._followups is None:
+                self._followups = deque()
+            self._followups.append(result)
+            if self._follow_task is None:
+                batcher = self._turn_batcher()
+                batcher.hold(detector)  # the work reads the detector: its next inputs wait for it
+                self._follow_task = batcher.loop().create_task(self._follow_up(), name="turn-events")
+
+    async def _follow_up(self) -> None:
+        """Handle the events of inputs given without waiting, in order, as `receive_converting`
+        would have after each; an error is raised at the session's next input."""
+        followups = self._followups
+        assert followups is not None
+        try:
+            while followups:
+                await self._after_batch(followups.popleft())
+        except Exception as exc:
+            self._input_error = self._input_error or exc
+            followups.clear()
+        finally:
+            self._follow_task = None
+            self._turn_batcher().release(self.detector)
+
+    async def settle_input(self) -> None:
+        """Wait until the inputs given without waiting have run and their events have been handled
+        (done before each input that is awaited, so that events keep their order); raise what one
+        of them raised."""
+        while self._inflight or self._follow_task is not None:
+            if self._inflight:
+                self._settled = settled = self._turn_batcher().loop().create_future()
+                await settled
+            task = self._follow_task
+            if task is not None:
+                await asyncio.wait([task])  # not cancelled with the caller: it belongs to the session
+        if self._input_error is not None:
+            error, self._input_error = self._input_error, None
+            raise error
+
+    async def stop_input(self) -> None:
+        """The session is closing: drop the events of inputs given without waiting."""
+        self._input_stopped = True
+        task = self._follow_task
+        if task is not None:
+            await cancel_and_wait(task, _STOP_TIMEOUT_S)
 
     def input_can_wait(self, num_samples: int) -> bool:
         """Whether `num_samples` more input (at this handler's rate) may wait for the caller's next
@@ -266,7 +409,14 @@ class TurnTakingHandler(AsyncStreamHandler):
         gate = self._gate
         if gate is not None and gate.state is not InterruptionState.IDLE:
             return False
-        return not self.detector.decides_on(num_samples)
+        detector = self.detector
+        if not self._inflight:
+            return not detector.decides_on(num_samples)
+        # jobs in flight: the partial chunk they will leave is known from the samples given; the
+        # state may be a job behind, which matters only at a pause's start, not at its end
+        if self._submitted_position < 0 or detector.state is TurnState.PAUSED:
+            return False
+        return self._submitted_position % detector.chunk_samples + num_samples < detector.chunk_samples
 
     async def _after_batch(self, events: list[TurnEvent]) -> None:
         detector = self.detector
