@@ -51,9 +51,15 @@ class LiveServer:
 
 
 @contextlib.asynccontextmanager
-async def live_server(stream: Stream, **app_options: Any) -> AsyncIterator[LiveServer]:
-    """Serve `create_app(stream, **app_options)` on 127.0.0.1 (a free port) until the block ends."""
+async def live_server(
+    stream: Stream, *, ws: str | None = None, **app_options: Any
+) -> AsyncIterator[LiveServer]:
+    """Serve `create_app(stream, **app_options)` on 127.0.0.1 (a free port) until the block ends;
+    `ws`: uvicorn's WebSocket implementation, if not agentkit's (`uvicorn_options`)."""
     app = create_app(stream, **app_options)
+    options = uvicorn_options(app)
+    if ws is not None:
+        options["ws"] = ws
     config = uvicorn.Config(
         app,
         host="127.0.0.1",
@@ -61,7 +67,7 @@ async def live_server(stream: Stream, **app_options: Any) -> AsyncIterator[LiveS
         log_level="warning",
         log_config=None,  # leave global logging alone: records reach pytest's caplog through the root
         lifespan="on",
-        **uvicorn_options(app),  # as `agentkit run` serves it: ws_max_size from the stream's limit
+        **options,  # as `agentkit run` serves it: ws_max_size from the stream's limit
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(), name="uvicorn")

@@ -317,6 +317,35 @@ async def test_a_full_call(models_dir: object) -> None:
     assert [n for n, _ in call.marks_answered] == marks  # every mark answered, in order
 
 
+@pytest.mark.parametrize("ws", [None, "websockets-sansio"])
+async def test_media_is_taken_as_parsed_where_the_server_offers_it(
+    ws: str | None, models_dir: object, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under `agentkit run`'s uvicorn protocol the call's media messages are taken as they are parsed
+    (`take_text_now`), not through the ASGI receive queue; under plain uvicorn they go through the
+    queue. The call is the same either way."""
+    caplog.set_level(logging.DEBUG, logger="agentkit.transports._ws_common")
+    agent = served("It is noon.")
+    async with live_server(Stream(agent), ws=ws) as server:
+        async with TwilioCaller(server.http_url, auth_token=TOKEN, from_number=FROM) as call:
+            await wait_for(lambda: any(n.startswith("end-") for n, _ in call.marks_answered), 10, "greeting")
+            played = await call.play(speech("utt2", 8000), lead_silence_s=0.3, tail_silence_s=0.8)
+            await wait_for(
+                lambda: sum(n.startswith("end-") for n, _ in call.marks_answered) == 2, 10, "the reply"
+            )
+            await call.stop()
+        await wait_for(lambda: not server.stream.sessions, what="the session to close")
+    tts = agent.tts_provider
+    assert isinstance(tts, ToneTTS) and tts.texts == ["Hello.", "It is noon."]
+    assert played.completed and call.protocol_violations == []
+    logged = [r.getMessage() for r in caplog.records if "taken as parsed" in r.getMessage()]
+    taken = int(logged[0].split()[1]) if logged else 0
+    if ws is None:
+        assert taken > played.frames_sent // 2  # most: the rest came while other work was in progress
+    else:
+        assert taken == 0
+
+
 async def test_barge_in_clears_twilio_and_keeps_what_was_heard(models_dir: object) -> None:
     store = MemoryStore()
     long_reply = " ".join(f"Sentence number {i} of a long answer." for i in range(30))

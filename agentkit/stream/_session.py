@@ -530,7 +530,8 @@ class Session:
         self._last_audio_s = self._clock.now()
         if len(payload) <= _INLINE_INPUT_MAX_BYTES:
             if self._receive_converting is not None:
-                await self._receive_small(self._receive_converting, payload, codec)
+                if not self._take_small(payload, codec):
+                    await self._receive_small(self._receive_converting, payload, codec)
                 return
             samples = self._convert_input(payload, codec)
         else:
@@ -580,6 +581,45 @@ class Session:
         except Exception:
             logger.exception("session %s: handler on_text failed", self.id)
 
+    def receive_audio_nowait(self, payload: bytes, codec: Codec = "pcm_s16le") -> bool:
+        """`receive_audio` when it needs no waiting: a small message, well formed, that the handler
+        holds for the next or takes into its batch without the caller waiting for it (a turn-taking
+        handler with nothing else to do; `TurnTakingHandler.receive_converting_nowait`). False, with
+        nothing done, when the caller must `await receive_audio(...)` instead (which also raises for
+        bad data). For a transport that can hand messages over as they are parsed."""
+        if (
+            self._receive_nowait is None
+            or self._closed
+            or len(payload) > _INLINE_INPUT_MAX_BYTES
+            or (codec == "pcm_s16le" and len(payload) % 2)
+        ):
+            return False
+        if not self._take_small(payload, codec):
+            return False
+        self._last_audio_s = self._clock.now()
+        return True
+
+    def _take_small(self, payload: bytes, codec: Codec) -> bool:
+        """Hold a small message for the next, or hand it (with what is held) to the handler without
+        waiting; False, with nothing changed, when that needs `_receive_small`."""
+        nowait = self._receive_nowait
+        if nowait is None or (self._held and codec != self._held_codec):
+            return False
+        held_bytes = self._held_bytes + len(payload)
+        samples = held_bytes // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
+        if self._input_can_wait is not None and self._input_can_wait(samples):
+            self._held.append(payload)
+            self._held_bytes = held_bytes
+            self._held_codec = codec
+            return True
+        joined = b"".join([*self._held, payload]) if self._held else payload
+        convert = partial(self._convert_input, joined, codec)
+        if not nowait(convert, samples if self._held_per_sample else -1, self._advance_input):
+            return False
+        self._held.clear()
+        self._held_bytes = 0
+        return True
+
     async def _receive_small(
         self, receive: Callable[[Callable[[], Samples]], Awaitable[int]], payload: bytes, codec: Codec
     ) -> None:
@@ -601,14 +641,7 @@ class Session:
         held, self._held = self._held, []
         self._held_bytes = 0
         joined = held[0] if len(held) == 1 else b"".join(held)
-        codec = self._held_codec
-        convert = partial(self._convert_input, joined, codec)
-        nowait = self._receive_nowait
-        if nowait is not None:
-            expected = len(joined) // (2 if codec == "pcm_s16le" else 1) * self._held_per_sample
-            if nowait(convert, expected if self._held_per_sample else -1, self._advance_input):
-                return
-        self._in_position += await receive(convert)
+        self._in_position += await receive(partial(self._convert_input, joined, self._held_codec))
 
     def _advance_input(self, num_samples: int) -> None:
         self._in_position += num_samples

@@ -120,6 +120,7 @@ class TurnTakingHandler(AsyncStreamHandler):
     # inputs given without waiting (`receive_converting_nowait`): jobs not yet run, the events still
     # to be handled in order (`_follow_up`), and an error to raise at the next input
     _inflight = 0
+    _awaiting = 0  # inputs being awaited (`receive`, `receive_converting`)
     _submitted_position = 0  # media position after the jobs in flight (-1: not known)
     _settled: asyncio.Future[None] | None = None  # resolved when the last job in flight has run
     _followups: deque[list[TurnEvent]] | None = None
@@ -220,6 +221,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._gate = None
         self._batcher = None
         self._inflight = 0
+        self._awaiting = 0
         self._submitted_position = 0
         self._settled = None
         self._followups = None
@@ -266,12 +268,17 @@ class TurnTakingHandler(AsyncStreamHandler):
         return arrived_at - (end_samples - position_samples) / self.turn_vad.sample_rate
 
     async def receive(self, frame: AudioFrame) -> None:
-        await self.settle_input()
-        detector = self.detector
-        arrived_at = self.context.clock.now()
-        self._arrival = (arrived_at, detector.position_samples + frame.num_samples)
-        # with the other sessions' waiting input: one audio-thread job, one VAD call per chunk round
-        await self._after_batch(await self._turn_batcher().process(self.turn_vad, detector, frame.samples))
+        self._awaiting += 1  # inputs given meanwhile without waiting would overtake this one
+        try:
+            await self.settle_input()
+            detector = self.detector
+            arrived_at = self.context.clock.now()
+            self._arrival = (arrived_at, detector.position_samples + frame.num_samples)
+            # with the other sessions' waiting input: one audio-thread job, one VAD call per chunk round
+            batcher = self._turn_batcher()
+            await self._after_batch(await batcher.process(self.turn_vad, detector, frame.samples))
+        finally:
+            self._awaiting -= 1
 
     @property
     def converts_input(self) -> bool:
@@ -283,14 +290,18 @@ class TurnTakingHandler(AsyncStreamHandler):
         """`receive(AudioFrame(convert(), ...))`, with `convert` (the session's decoding and
         resampling of one small input message, at this handler's rate) run in the audio-thread job
         that scores it rather than on the event loop. Returns the number of samples it gave."""
-        await self.settle_input()
-        detector = self.detector
-        arrived_at = self.context.clock.now()
-        batcher = self._turn_batcher()
-        events, num_samples = await batcher.convert_and_process(self.turn_vad, detector, convert)
-        self._arrival = (arrived_at, detector.position_samples)
-        await self._after_batch(events)
-        return num_samples
+        self._awaiting += 1
+        try:
+            await self.settle_input()
+            detector = self.detector
+            arrived_at = self.context.clock.now()
+            batcher = self._turn_batcher()
+            events, num_samples = await batcher.convert_and_process(self.turn_vad, detector, convert)
+            self._arrival = (arrived_at, detector.position_samples)
+            await self._after_batch(events)
+            return num_samples
+        finally:
+            self._awaiting -= 1
 
     def receive_converting_nowait(
         self, convert: Callable[[], Samples], num_samples: int, on_samples: Callable[[int], None]
@@ -323,6 +334,8 @@ class TurnTakingHandler(AsyncStreamHandler):
         if self._inflight >= _MAX_INFLIGHT:  # the audio thread is behind: wait, and the reading waits
             return True
         if self._input_error is not None or self._follow_task is not None or self._input_stopped:
+            return True
+        if self._awaiting:  # an input being awaited (`receive_converting`) goes first
             return True
         gate = self._gate
         return gate is not None and gate.state is not InterruptionState.IDLE
@@ -407,7 +420,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         holds the message and hands both over together (one job, one decode, one wake-up instead of
         two); `after_audio` runs after each input the detector took."""
         gate = self._gate
-        if gate is not None and gate.state is not InterruptionState.IDLE:
+        if self._awaiting or (gate is not None and gate.state is not InterruptionState.IDLE):
             return False
         detector = self.detector
         if not self._inflight:

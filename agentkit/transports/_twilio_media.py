@@ -222,6 +222,18 @@ class TwilioConnection(WebSocketConnection):
         else:
             await self.feed(payload, "mulaw")
 
+    def take_text_now(self, text: str) -> bool:
+        """A media message of Twilio's own shape, taken as it is parsed where the session can take
+        it without waiting (`Session.receive_audio_nowait`): no wake-up of the reader for it."""
+        session = self.session
+        if session is None or self._closing or len(text) > self.stream.max_message_bytes:
+            return False
+        payload = _media_payload(text)
+        if payload is None or not session.receive_audio_nowait(payload, "mulaw"):
+            return False
+        self.taken_now += 1
+        return True
+
     async def on_bytes(self, data: bytes) -> None:
         await self.report("binary_frame", "Twilio sends JSON text messages only", fatal=True)
         await self.close_with_code(CLOSE_UNSUPPORTED, "binary frames are not part of the protocol")

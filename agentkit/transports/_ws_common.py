@@ -9,7 +9,7 @@ import binascii
 import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,9 @@ class WebSocketConnection(abc.ABC):
         self._slot: AddressSlot | None = None  # the session's place under the per-address cap
         self._send_lock = asyncio.Lock()
         self._closing = False
+        self._set_sink: Callable[[TextSink | None], None] | None = None  # the server's, once offered
+        self.taken_now = 0
+        """Messages taken as the server parsed them (`take_text_now`)."""
 
     # -- Transport (used by the session) ---------------------------------------------------------
     @abc.abstractmethod
@@ -161,6 +164,9 @@ class WebSocketConnection(abc.ABC):
             await self.report("internal", "internal server error", fatal=True)
             await self.close_with_code(CLOSE_INTERNAL, "internal error")
         finally:
+            if self._set_sink is not None:
+                self._set_sink(None)
+                logger.debug("%s: %d messages taken as parsed", self.protocol, self.taken_now)
             if self.session is not None:
                 await self.session.close(self.end_reason())
             if self._slot is not None:
@@ -232,7 +238,25 @@ class WebSocketConnection(abc.ABC):
         self.session = session
         await session.start()
         logger.info("%s: session %s started", self.protocol, session.id)
+        self._offer_sink()
         return session
+
+    def take_text_now(self, text: str) -> bool:
+        """Take a text message as the server parses it, before it reaches the receive queue (see
+        `DIRECT_TEXT`), when that needs no waiting; False leaves it to `_read`. The default takes
+        none; Twilio takes media messages."""
+        del text
+        return False
+
+    def _offer_sink(self) -> None:
+        """Ask the server, where it offers it, to hand text messages to `take_text_now` first."""
+        if type(self).take_text_now is WebSocketConnection.take_text_now:
+            return
+        extension = self.websocket.scope.get("extensions", {}).get(DIRECT_TEXT)
+        set_sink = extension.get("set_sink") if isinstance(extension, dict) else None
+        if callable(set_sink):
+            set_sink(self.take_text_now)
+            self._set_sink = set_sink
 
     async def refuse_capacity(self, exc: CapacityError) -> None:
         await self.report(exc, fatal=True)
@@ -250,6 +274,15 @@ class WebSocketConnection(abc.ABC):
         with contextlib.suppress(Exception):
             await self.send_event(Stopped(reason="client_stop"))
         await self.close("normal", "stopped")
+
+
+DIRECT_TEXT = "agentkit.direct_text"
+"""The ASGI scope extension through which a server hands text messages over as they are parsed
+(`agentkit.server._ws_protocol`: `scope["extensions"][DIRECT_TEXT]["set_sink"](sink)`)."""
+
+TextSink = Callable[[str], bool]
+"""Takes one text message (True) or leaves it to the receive queue (False); called on the event loop
+from the server's parser, so it must not block or raise."""
 
 
 def _wire_size(text: str) -> int:
