@@ -34,6 +34,7 @@ def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 Vendor = tuple[type[FakeServer], Callable[..., Any]]
 VENDORS: dict[str, Vendor] = {"anthropic": (FakeAnthropic, AnthropicLLM), "groq": (FakeGroq, GroqLLM)}
+_WARMED: set[str] = set()  # vendors whose SDK has made a request in this process
 
 
 @pytest.fixture(params=sorted(VENDORS))
@@ -41,6 +42,15 @@ async def pair(request: pytest.FixtureRequest) -> AsyncIterator[tuple[FakeServer
     """A fake server and an LLM provider pointed at it (closed afterwards)."""
     fake_cls, llm_cls = VENDORS[request.param]
     async with fake_cls(api_key=KEY) as fake:
+        if request.param not in _WARMED:
+            # an SDK's first request in a process builds its models and parsers lazily, which on a
+            # busy machine can take longer than FAST_S: done once here, with time to spare
+            warm = llm_cls(api_key=KEY, base_url=fake.base_url, timeout_s=10.0)
+            await collect(warm)
+            await warm.aclose()
+            await fake.wait_idle()
+            fake.requests.clear()
+            _WARMED.add(request.param)
         llm = llm_cls(api_key=KEY, base_url=fake.base_url, timeout_s=FAST_S)
         try:
             yield fake, llm

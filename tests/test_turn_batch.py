@@ -367,3 +367,36 @@ def test_a_detector_says_which_input_could_move_it() -> None:
     assert not detector.decides_on(CHUNK - 1) and detector.decides_on(CHUNK)
     detector.process(np.zeros(CHUNK * 3, dtype=np.float32))  # a pause, shorter than the turn's end
     assert detector.state is TurnState.PAUSED and detector.decides_on(1)
+
+
+async def test_inputs_given_with_a_callback_come_back_in_order_and_a_held_detector_waits() -> None:
+    """`convert_and_process_soon`: no await, the callback gets each input's events and samples in
+    order; `hold` keeps a detector's inputs out of the batches (another's go on) until `release`."""
+    vad = FakeBatchedVAD()
+    batcher = TurnBatcher()
+    held, other = _detector(vad), _detector(vad)
+    done: list[tuple[str, int]] = []
+
+    def give(detector: TurnDetector, name: str) -> None:
+        def finished(result: list[TurnEvent] | BaseException, n: int) -> None:
+            assert not isinstance(result, BaseException)
+            done.append((name, n))
+
+        batcher.convert_and_process_soon(vad, detector, lambda: _tone(CHUNK), finished)
+
+    batcher.hold(held)
+    give(held, "h1")
+    give(other, "o1")
+    give(held, "h2")
+    for _ in range(50):
+        await asyncio.sleep(0.005)
+        if done == [("o1", CHUNK)]:
+            break
+    assert done == [("o1", CHUNK)] and held.position_samples == 0  # held back, the other scored
+    batcher.release(held)
+    for _ in range(100):
+        await asyncio.sleep(0.005)
+        if len(done) == 3:
+            break
+    assert done == [("o1", CHUNK), ("h1", CHUNK), ("h2", CHUNK)]  # in order, one per batch
+    assert held.position_samples == 2 * CHUNK

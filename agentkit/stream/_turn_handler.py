@@ -412,6 +412,9 @@ class TurnTakingHandler(AsyncStreamHandler):
         task = self._follow_task
         if task is not None:
             await cancel_and_wait(task, _STOP_TIMEOUT_S)
+            # a task cancelled before it ran never reached its `finally`: the batcher must not go on
+            # holding this detector's inputs back (nor, once it is gone, another's at its address)
+            self._turn_batcher().release(self.detector)
 
     def input_can_wait(self, num_samples: int) -> bool:
         """Whether `num_samples` more input (at this handler's rate) may wait for the caller's next
