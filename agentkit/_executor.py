@@ -11,25 +11,43 @@
   oversubscribing the CPU; the models' own intra-op threads add to it, so keep both small.
 
 A local LLM's generation (seconds long) is not a model job: `LocalLLM` runs it on its own thread.
+
+The audio thread is an `AudioThread`, not a `ThreadPoolExecutor(max_workers=1)`: the pool pays, per
+job and in Python, a `concurrent.futures.Future` with its condition variable, a work item, an idle
+semaphore taken and given back, and on the loop an asyncio future chained to the first. The turn
+batcher hands this thread a job every few milliseconds per process (every session's input goes
+through one), so it uses `AudioThread.call`: the job and a callback, no future on either side.
+`submit` (what `run_in_executor` and `run_audio_job` use) goes to the same thread, in the same order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from typing import ParamSpec, TypeVar
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from queue import Empty, SimpleQueue
+from typing import Any, ParamSpec, TypeVar
 
 from agentkit.config import load_settings
 
-__all__ = ["audio_thread_ids", "model_executor", "run_audio_job", "run_model_job"]
+__all__ = [
+    "AudioThread",
+    "audio_executor",
+    "audio_thread_ids",
+    "model_executor",
+    "run_audio_job",
+    "run_model_job",
+]
 
 P = ParamSpec("P")
 T = TypeVar("T")
+A = TypeVar("A")
 
 _lock = threading.Lock()
-_executor: ThreadPoolExecutor | None = None
+_executor: AudioThread | None = None
 _model_executor: ThreadPoolExecutor | None = None
 _audio_threads: list[tuple[int, int]] = []
 """(thread ident, native id) of each audio worker thread started so far."""
@@ -45,13 +63,98 @@ def audio_thread_ids() -> list[tuple[int, int]]:
     return list(_audio_threads)
 
 
-def audio_executor() -> ThreadPoolExecutor:
+class AudioThread(Executor):
+    """One thread that runs jobs one at a time, in the order they were given (module docstring).
+
+    `submit` is `Executor.submit` (a `concurrent.futures.Future` per job); `call` runs a job without
+    any future and hands its outcome to a callback on an event loop. The thread starts with the
+    first job and is joined at interpreter exit (or `shutdown`)."""
+
+    def __init__(self, name: str = "agentkit-audio") -> None:
+        self._name = name
+        self._jobs: SimpleQueue[tuple[Any, ...] | None] = SimpleQueue()
+        self._start_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future: Future[T] = Future()
+        self._put((future, fn, args, kwargs))
+        return future
+
+    def call(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fn: Callable[[A], T],
+        arg: A,
+        done: Callable[[T | None, BaseException | None], object],
+    ) -> None:
+        """Run `fn(arg)` on the thread, then `done(result, None)`, or `done(None, error)` if it
+        raised, on `loop` (`call_soon_threadsafe`); `done` is dropped if `loop` has closed by then."""
+        self._put((loop, fn, arg, done))
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        with self._start_lock:
+            self._closed = True
+            thread = self._thread
+        if cancel_futures:
+            while True:
+                try:
+                    work = self._jobs.get_nowait()
+                except Empty:
+                    break
+                if work is not None and isinstance(work[0], Future):
+                    work[0].cancel()
+        self._jobs.put(None)
+        if wait and thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _put(self, work: tuple[Any, ...]) -> None:
+        if self._thread is None or self._closed:
+            self._start()  # raises once shut down
+        self._jobs.put(work)
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._closed:
+                raise RuntimeError("cannot schedule new audio jobs after shutdown")
+            if self._thread is None:  # started at most once
+                thread = threading.Thread(target=self._run, name=f"{self._name}_0", daemon=True)
+                thread.start()
+                self._thread = thread
+                atexit.register(self.shutdown)
+
+    def _run(self) -> None:
+        _note_audio_thread()
+        get = self._jobs.get
+        while (work := get()) is not None:
+            head = work[0]
+            if isinstance(head, Future):
+                future, fn, args, kwargs = work
+                if future.set_running_or_notify_cancel():
+                    try:
+                        result = fn(*args, **kwargs)
+                    except BaseException as exc:
+                        future.set_exception(exc)
+                    else:
+                        future.set_result(result)
+            else:
+                loop, fn, arg, done = work
+                try:
+                    outcome, error = fn(arg), None
+                except BaseException as exc:
+                    outcome, error = None, exc
+                with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits now
+                    loop.call_soon_threadsafe(done, outcome, error)
+            del work, head
+
+
+def audio_executor() -> AudioThread:
+    """The audio worker thread (created on first use)."""
     global _executor
     with _lock:
         if _executor is None:
-            _executor = ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix="agentkit-audio", initializer=_note_audio_thread
-            )
+            _executor = AudioThread()
         return _executor
 
 

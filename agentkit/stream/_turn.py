@@ -218,8 +218,10 @@ def _block_db(samples: Samples, block: int) -> Samples:
     """RMS level in dBFS of each whole `block`-sample block of `samples`."""
     n = samples.shape[0] // block
     blocks = samples[: n * block].reshape(n, block)
-    power = np.mean(blocks * blocks, axis=1, dtype=np.float64)
-    return (10.0 * np.log10(power + 1e-12)).astype(np.float32)
+    # np.mean's own sum and division, without its Python wrapper (a third of this function's time)
+    power = np.add.reduce(blocks * blocks, axis=1, dtype=np.float64) / block
+    db: Samples = (10.0 * np.log10(power + 1e-12)).astype(np.float32)
+    return db
 
 
 class TurnDetector:
@@ -393,17 +395,18 @@ class TurnDetector:
             threshold = max(threshold, typical - self.options.speech_drop_db)
         return threshold
 
-    def _track_speech_level(self, levels: Samples) -> None:
-        loud = levels[levels > self._noise_db + self.options.energy_margin_db]
-        self._speech_db_sum += float(loud.sum())
-        self._speech_db_count += int(loud.shape[0])
+    def _track_speech_level(self, levels: list[float]) -> None:
+        threshold = self._noise_db + self.options.energy_margin_db
+        loud = [level for level in levels if level > threshold]
+        self._speech_db_sum += sum(loud)
+        self._speech_db_count += len(loud)
 
     @property
     def block_samples(self) -> int:
         """Samples per level block (a quarter of a chunk): what `step`'s `levels` are measured over."""
         return self._block
 
-    def step(self, chunk: Samples, p: float, levels: Samples | None = None) -> TurnEvent | None:
+    def step(self, chunk: Samples, p: float, levels: Samples | list[float] | None = None) -> TurnEvent | None:
         """Advance the state machine by one whole chunk (from `split`) whose VAD probability is `p`.
 
         `levels`: the chunk's level in dBFS per `block_samples` block, when the caller measured many
@@ -412,13 +415,16 @@ class TurnDetector:
         self._position += self._chunk
         self.last_probability = p
         opts = self.options
-        if levels is None:
-            levels = _block_db(chunk, self._block)
         block = self._block
-        for k, level in enumerate(levels.tolist(), start=1):
-            self._blocks.append((start + k * block, level))
+        # a chunk's four levels as Python floats: cheaper to walk than a numpy array this small
+        level_list: list[float] = (
+            levels
+            if isinstance(levels, list)
+            else (_block_db(chunk, block) if levels is None else levels).tolist()
+        )
+        self._blocks.extend([(start + k * block, level) for k, level in enumerate(level_list, start=1)])
         if p < opts.silence_threshold:
-            self._track_noise(levels)
+            self._track_noise(level_list)
 
         if self._state is TurnState.SILENT:
             self._history.append(chunk)
@@ -434,7 +440,7 @@ class TurnDetector:
             self._vad_speech_end = self._position
             self._run = 0
             self._speech_db_sum, self._speech_db_count = 0.0, 0
-            self._track_speech_level(levels)
+            self._track_speech_level(level_list)
             self._state = TurnState.SPEAKING
             onset = self._position - self._start_chunks * self._chunk
             return TurnStarted(onset_samples=onset, decided_samples=self._position)
@@ -446,7 +452,7 @@ class TurnDetector:
             self._silent_chunks = 0
             self._vad_speech_end = self._position
             if p >= opts.speech_threshold:
-                self._track_speech_level(levels)
+                self._track_speech_level(level_list)
             self._state = TurnState.SPEAKING
         else:
             if self._silent_chunks == 0:
@@ -487,10 +493,10 @@ class TurnDetector:
                 return end
         return earliest
 
-    def _track_noise(self, levels: Samples) -> None:
+    def _track_noise(self, levels: list[float]) -> None:
         """Follow the noise floor: down at once, up slowly (speech must not drag it up)."""
         low, high = _NOISE_FLOOR_RANGE_DB
-        for db in levels.tolist():
+        for db in levels:
             self._noise_db = db if db < self._noise_db else self._noise_db + 0.05 * (db - self._noise_db)
         self._noise_db = min(max(self._noise_db, low), high)
 

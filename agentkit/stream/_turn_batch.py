@@ -44,7 +44,7 @@ import logging
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -84,18 +84,38 @@ class VADBatchStats:
         return self.jobs / self.batches if self.batches else 0.0
 
 
-@dataclass(slots=True)
 class _Job:
-    vad: VAD
-    detector: TurnDetector
-    samples: Samples
-    future: asyncio.Future[list[TurnEvent]] | None  # None: `done` is called instead
-    convert: Callable[[], Samples] | None = None  # gives `samples`, on the audio thread
-    done: Callable[[_Job], None] | None = None  # called on the loop once the job has run
-    # filled in on the audio thread:
-    chunks: list[Samples] = field(default_factory=list)
-    events: list[TurnEvent] = field(default_factory=list)
-    error: BaseException | None = None
+    """One session input in a batch. A plain class with slots: one is made per input message, and a
+    dataclass's default factories cost more than the rest of its making."""
+
+    __slots__ = ("chunks", "convert", "detector", "done", "error", "events", "future", "samples", "vad")
+
+    def __init__(
+        self,
+        vad: VAD,
+        detector: TurnDetector,
+        samples: Samples,
+        future: asyncio.Future[list[TurnEvent]] | None,  # None: `done` is called instead
+        *,
+        convert: Callable[[], Samples] | None = None,  # gives `samples`, on the audio thread
+        done: Callable[[_Job], None] | None = None,  # called on the loop once the job has run
+    ) -> None:
+        self.vad = vad
+        self.detector = detector
+        self.samples = samples
+        self.future = future
+        self.convert = convert
+        self.done = done
+        # filled in on the audio thread (`events` is made on the first event):
+        self.chunks: list[Samples] = _NO_CHUNKS
+        self.events: list[TurnEvent] = _NO_EVENTS
+        self.error: BaseException | None = None
+
+    def add_event(self, event: TurnEvent) -> None:
+        if self.events is _NO_EVENTS:
+            self.events = [event]
+        else:
+            self.events.append(event)
 
 
 @dataclass(slots=True)
@@ -109,7 +129,7 @@ class TurnBatcher:
 
     def __init__(self) -> None:
         self._waiting: deque[_Job] = deque()
-        self._running: asyncio.Future[_Counts] | None = None
+        self._running = False  # a batch is on the audio thread
         self._batches = self._jobs = self._sessions_last = self._sessions_max = 0
         self._vad_calls = self._chunks = self._failed = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -140,7 +160,7 @@ class TurnBatcher:
         does that work nor gives up the GIL for it (numpy's table look-up and soxr release it even
         for 160 samples, and getting it back waits for the audio thread's Python). Returns the
         events and the number of samples `convert` gave."""
-        job = _Job(vad, detector, _NO_SAMPLES, self._future(), convert)
+        job = _Job(vad, detector, _NO_SAMPLES, self._future(), convert=convert)
         events = await self._submit(job)
         return events, job.samples.shape[0]
 
@@ -158,12 +178,14 @@ class TurnBatcher:
         next input (`TurnTakingHandler.receive_converting_nowait`) saves a task switch per message."""
 
         def finished(job: _Job) -> None:
-            result = job.error if job.error is not None else job.events
-            done(result, job.samples.shape[0] if job.error is None else 0)
+            if job.error is not None:
+                done(job.error, 0)
+            else:  # a fresh list: the shared empty one must not reach a caller that appends
+                done(job.events if job.events is not _NO_EVENTS else [], job.samples.shape[0])
 
         self._loop_now()
-        self._waiting.append(_Job(vad, detector, _NO_SAMPLES, None, convert, finished))
-        if self._running is None:
+        self._waiting.append(_Job(vad, detector, _NO_SAMPLES, None, convert=convert, done=finished))
+        if not self._running:
             self._start_batch()
 
     def hold(self, detector: TurnDetector) -> None:
@@ -174,7 +196,7 @@ class TurnBatcher:
     def release(self, detector: TurnDetector) -> None:
         """Let `detector`'s inputs into the batches again."""
         self._held.discard(id(detector))
-        if self._waiting and self._running is None:
+        if self._waiting and not self._running:
             self._start_batch()
 
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -193,7 +215,7 @@ class TurnBatcher:
     async def _submit(self, job: _Job) -> list[TurnEvent]:
         assert job.future is not None
         self._waiting.append(job)
-        if self._running is None:
+        if not self._running:
             self._start_batch()
         return await job.future
 
@@ -213,20 +235,14 @@ class TurnBatcher:
         self._waiting.extend(later)
         if not batch:
             return
-        self._running = running = self._loop_now().run_in_executor(audio_executor(), _run_batch, batch)
-        running.add_done_callback(partial(self._finish_batch, batch))
+        self._running = True
+        audio_executor().call(self._loop_now(), _run_batch, batch, partial(self._finish_batch, batch))
 
-    def _finish_batch(self, batch: list[_Job], running: asyncio.Future[_Counts]) -> None:
-        self._running = None
-        counts = _Counts()
-        if running.cancelled():  # the loop is shutting down: nobody is left to wait
-            for job in batch:
-                if job.future is not None:
-                    job.future.cancel()
-            return
-        error = running.exception()
-        if error is None:
-            counts = running.result()
+    def _finish_batch(self, batch: list[_Job], result: _Counts | None, error: BaseException | None) -> None:
+        """On the loop, once `_run_batch` has run (not at all if the loop closed first: then nobody
+        is left to wait)."""
+        self._running = False
+        counts = result if result is not None else _Counts()
         self._batches += 1
         self._jobs += len(batch)
         self._sessions_last = len(batch)
@@ -250,8 +266,8 @@ class TurnBatcher:
             if job_error is not None:
                 job.future.set_exception(job_error)
             else:
-                job.future.set_result(job.events)
-        if self._waiting and self._running is None:
+                job.future.set_result(job.events if job.events is not _NO_EVENTS else [])
+        if self._waiting and not self._running:
             self._start_batch()
 
 
@@ -280,7 +296,7 @@ def _run_batch(batch: list[_Job]) -> _Counts:
                 job.error = exc
             else:
                 if event is not None:
-                    job.events.append(event)
+                    job.add_event(event)
     return counts
 
 
@@ -305,7 +321,7 @@ def _score_and_step(jobs: list[_Job], k: int, counts: _Counts) -> None:
             job.error = exc
         else:
             if event is not None:
-                job.events.append(event)
+                job.add_event(event)
 
 
 def _score(jobs: list[_Job], chunks: list[Samples], counts: _Counts) -> list[float | None] | None:
@@ -336,17 +352,20 @@ def _score(jobs: list[_Job], chunks: list[Samples], counts: _Counts) -> list[flo
     return probabilities
 
 
-def _levels(jobs: list[_Job], chunks: list[Samples]) -> Samples | None:
-    """Every chunk's block levels (one row per chunk) in one numpy call, where the detectors share a
-    block size (they do when they share a VAD; a chunk is four blocks, so their chunks are the same
+def _levels(jobs: list[_Job], chunks: list[Samples]) -> list[list[float]] | None:
+    """Every chunk's block levels (one list per chunk) in one numpy call, where the detectors share
+    a block size (they do when they share a VAD; a chunk is four blocks, so their chunks are the same
     size too); None leaves each detector to measure its own."""
     block = jobs[0].detector.block_samples
     if len(jobs) == 1 or any(job.detector.block_samples != block for job in jobs):
         return None
-    return _block_db(np.concatenate(chunks), block).reshape(len(chunks), -1)
+    levels: list[list[float]] = _block_db(np.concatenate(chunks), block).reshape(len(chunks), -1).tolist()
+    return levels
 
 
 _NO_SAMPLES = np.zeros(0, dtype=np.float32)
+_NO_CHUNKS: list[Samples] = []  # shared, never appended to: `split` gives each job its own list
+_NO_EVENTS: list[TurnEvent] = []  # shared, never appended to (`_Job.add_event`)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBatcher] = weakref.WeakKeyDictionary()

@@ -70,6 +70,10 @@ class WebSocketConnection(abc.ABC):
         self._send_lock = asyncio.Lock()
         self._closing = False
         self._set_sink: Callable[[TextSink | None], None] | None = None  # the server's, once offered
+        extension = websocket.scope.get("extensions", {}).get(DIRECT_TEXT)
+        send_now = extension.get("send_text") if isinstance(extension, dict) else None
+        self._send_now: Callable[[str], bool] | None = send_now if callable(send_now) else None
+        """The server's way to send a text message without waiting, where it offers one (`DIRECT_TEXT`)."""
         self.taken_now = 0
         """Messages taken as the server parsed them (`take_text_now`)."""
 
@@ -93,10 +97,14 @@ class WebSocketConnection(abc.ABC):
 
     # -- sending ---------------------------------------------------------------------------------
     async def send_json(self, message: dict[str, Any]) -> None:
-        await self._send({"type": "websocket.send", "text": json.dumps(message)})
+        await self.send_text(json.dumps(message))
 
     async def send_text(self, text: str) -> None:
         """Send text that is JSON already (a protocol's precomputed envelope around a payload)."""
+        send_now = self._send_now
+        # at once where the server can (nothing being sent, so nothing is overtaken), else queued
+        if send_now is not None and not self._closing and not self._send_lock.locked() and send_now(text):
+            return
         await self._send({"type": "websocket.send", "text": text})
 
     async def send_binary(self, payload: bytes) -> None:

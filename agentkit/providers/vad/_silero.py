@@ -119,14 +119,23 @@ class SileroVAD:
             or any(s.model is not first.model or s.sample_rate != first.sample_rate for s in ours)
         ):
             raise ValueError("a batch takes streams of one Silero model at one sample rate only")
-        inputs = np.empty((len(ours), first.context + first.chunk), dtype=np.float32)
-        states = np.empty((2, len(ours), 128), dtype=np.float32)
-        for row, (stream, chunk) in enumerate(zip(ours, chunks, strict=True)):
-            stream.stage(chunk, inputs[row], states[:, row])
+        context = first.context
+        inputs = np.empty((len(ours), context + first.chunk), dtype=np.float32)
+        # whole-batch copies (numpy loops over the lists in C), not three small copies per stream
+        try:
+            inputs[:, context:] = chunks
+        except ValueError:  # a chunk of another size
+            for chunk in chunks:
+                first.check(chunk)
+            raise
+        inputs[:, :context] = [stream.last_context for stream in ours]
+        states = np.stack([stream.last_state for stream in ours], axis=1)  # (2, B, 128)
         prob, new_states = first.model.run(inputs, states)
-        for row, stream in enumerate(ours):
-            stream.commit(inputs[row], new_states[:, row : row + 1])
-        return [float(p) for p in prob[:, 0]]
+        contexts = inputs[:, -context:].copy()
+        for stream, row_context, row_state in zip(ours, contexts, new_states.transpose(1, 0, 2), strict=True):
+            stream.last_context, stream.last_state = row_context, row_state
+        probabilities: list[float] = prob[:, 0].tolist()
+        return probabilities
 
 
 class _Model:
@@ -199,40 +208,32 @@ def _disagreement(original: _Model, candidate: _Model, input_samples: int) -> fl
 
 
 class _SileroStream:
-    """Recurrent state and context (the last 4 ms of the previous chunk) for one audio stream."""
+    """Recurrent state and context (the last 4 ms of the previous chunk) for one audio stream.
+
+    Both are replaced, never written into, so a batch may hand each stream views of its own output
+    arrays (`SileroVAD.probabilities`)."""
 
     def __init__(self, model: _Model, sample_rate: int) -> None:
         self.model = model
         self.sample_rate = sample_rate
         self.chunk, self.context = _SIZES[sample_rate]
-        self._input = np.zeros((1, self.context + self.chunk), dtype=np.float32)  # preallocated
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self.reset()
 
     def reset(self) -> None:
-        self._input.fill(0.0)
-        self._state = np.zeros((2, 1, 128), dtype=np.float32)
+        self.last_context: Samples = np.zeros(self.context, dtype=np.float32)
+        self.last_state: Samples = np.zeros((2, 128), dtype=np.float32)
 
     def probability(self, chunk: Samples) -> float:
-        self._check(chunk)
-        context = self.context
-        self._input[0, :context] = self._input[0, -context:]
-        self._input[0, context:] = chunk
-        prob, self._state = self.model.run(self._input, self._state)
+        self.check(chunk)
+        inputs = np.empty((1, self.context + self.chunk), dtype=np.float32)
+        inputs[0, : self.context] = self.last_context
+        inputs[0, self.context :] = chunk
+        prob, new_state = self.model.run(inputs, self.last_state[:, None, :])
+        self.last_context = inputs[0, -self.context :]
+        self.last_state = new_state[:, 0]
         return float(prob[0, 0])
 
-    def stage(self, chunk: Samples, input_row: Samples, state_rows: Samples) -> None:
-        """Write this stream's row of a batch: its context then `chunk`, and its recurrent state."""
-        self._check(chunk)
-        input_row[: self.context] = self._input[0, -self.context :]
-        input_row[self.context :] = chunk
-        state_rows[...] = self._state[:, 0]
-
-    def commit(self, input_row: Samples, new_state: Samples) -> None:
-        """Take back this stream's row after the batched call (as `probability` would have left it)."""
-        self._input[0] = input_row
-        self._state = np.ascontiguousarray(new_state)
-
-    def _check(self, chunk: Samples) -> None:
+    def check(self, chunk: Samples) -> None:
         if chunk.shape[0] != self.chunk:
             rate, size = self.sample_rate, chunk.shape[0]
             raise ValueError(f"Silero VAD at {rate} Hz takes chunks of {self.chunk} samples, got {size}")
