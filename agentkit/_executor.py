@@ -57,6 +57,12 @@ def _note_audio_thread() -> None:
     _audio_threads.append((threading.get_ident(), threading.get_native_id()))
 
 
+def _forget_audio_thread() -> None:
+    # before the thread ends: a gone thread's id must not reach `pthread_getcpuclockid` (it crashes)
+    with contextlib.suppress(ValueError):
+        _audio_threads.remove((threading.get_ident(), threading.get_native_id()))
+
+
 def audio_thread_ids() -> list[tuple[int, int]]:
     """(thread ident, native id) of the audio worker thread, once it has started (the load monitor
     counts its CPU with the event loop's: every frame passes through both)."""
@@ -70,8 +76,17 @@ class AudioThread(Executor):
     any future and hands its outcome to a callback on an event loop. The thread starts with the
     first job and is joined at interpreter exit (or `shutdown`)."""
 
-    def __init__(self, name: str = "agentkit-audio") -> None:
+    def __init__(
+        self,
+        name: str = "agentkit-audio",
+        *,
+        on_start: Callable[[], object] | None = None,
+        on_exit: Callable[[], object] | None = None,
+    ) -> None:
+        """`on_start` and `on_exit` run on the thread, first and last."""
         self._name = name
+        self._on_start = on_start
+        self._on_exit = on_exit
         self._jobs: SimpleQueue[tuple[Any, ...] | None] = SimpleQueue()
         self._start_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -125,7 +140,15 @@ class AudioThread(Executor):
                 atexit.register(self.shutdown)
 
     def _run(self) -> None:
-        _note_audio_thread()
+        if self._on_start is not None:
+            self._on_start()
+        try:
+            self._serve()
+        finally:
+            if self._on_exit is not None:
+                self._on_exit()
+
+    def _serve(self) -> None:
         get = self._jobs.get
         while (work := get()) is not None:
             head = work[0]
@@ -154,7 +177,7 @@ def audio_executor() -> AudioThread:
     global _executor
     with _lock:
         if _executor is None:
-            _executor = AudioThread()
+            _executor = AudioThread(on_start=_note_audio_thread, on_exit=_forget_audio_thread)
         return _executor
 
 

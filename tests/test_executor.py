@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from agentkit._executor import AudioThread, audio_executor, run_audio_job
+from agentkit._executor import AudioThread, audio_executor, audio_thread_ids, run_audio_job
+from agentkit.stream._load import media_threads_time
 
 
 async def test_submitted_and_called_jobs_run_in_order_on_one_thread() -> None:
@@ -73,11 +74,17 @@ def test_a_callback_for_a_closed_loop_is_dropped_and_later_jobs_still_run() -> N
 
 
 def test_shutdown_joins_the_thread_and_refuses_new_jobs() -> None:
-    worker = AudioThread("test-audio")
+    seen: list[str] = []
+    worker = AudioThread(
+        "test-audio",
+        on_start=lambda: seen.append("start " + threading.current_thread().name),
+        on_exit=lambda: seen.append("exit " + threading.current_thread().name),
+    )
     assert worker.submit(lambda: 1).result(timeout=5) == 1
     thread = next(t for t in threading.enumerate() if t.name == "test-audio_0")
     worker.shutdown(wait=True)
     assert not thread.is_alive()
+    assert seen == ["start test-audio_0", "exit test-audio_0"]
     with pytest.raises(RuntimeError, match="after shutdown"):
         worker.submit(lambda: 2)
 
@@ -86,3 +93,16 @@ async def test_the_shared_audio_thread_serves_run_audio_job() -> None:
     assert isinstance(audio_executor(), AudioThread)
     name = await run_audio_job(lambda: threading.current_thread().name)
     assert name.startswith("agentkit-audio")
+
+
+def test_only_the_shared_audio_thread_is_measured_and_never_once_gone() -> None:
+    """The load monitor reads the CPU clock of each thread `audio_thread_ids` names; a thread that
+    has ended must not be among them (`pthread_getcpuclockid` on it crashes the process)."""
+    audio_executor().submit(lambda: None).result(timeout=5)
+    before = audio_thread_ids()
+    worker = AudioThread("test-audio")
+    worker.submit(lambda: None).result(timeout=5)
+    worker.shutdown(wait=True)
+    assert audio_thread_ids() == before
+    assert len(before) == 1 and before[0][0] in {t.ident for t in threading.enumerate()}
+    assert media_threads_time() > 0
