@@ -70,7 +70,8 @@ class WebSocketConnection(abc.ABC):
         self._send_lock = asyncio.Lock()
         self._closing = False
         self._set_sink: Callable[[TextSink | None], None] | None = None  # the server's, once offered
-        extension = websocket.scope.get("extensions", {}).get(DIRECT_TEXT)
+        scope = getattr(websocket, "scope", None)  # a stand-in socket (tests, benchmarks) may have none
+        extension = scope.get("extensions", {}).get(DIRECT_TEXT) if isinstance(scope, dict) else None
         send_now = extension.get("send_text") if isinstance(extension, dict) else None
         self._send_now: Callable[[str], bool] | None = send_now if callable(send_now) else None
         """The server's way to send a text message without waiting, where it offers one (`DIRECT_TEXT`)."""
