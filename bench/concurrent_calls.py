@@ -117,6 +117,7 @@ class Call:
     start_at_s: float
     lead_frames: int
     ws: Any = None
+    mask: bytes = field(default_factory=lambda: os.urandom(4))  # the connection's frame mask key
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
     sequence: int = 0
@@ -133,7 +134,7 @@ class Call:
     refused: bool = False  # the webhook said busy (TwiML without a stream that hangs up)
 
 
-def _send_now(ws: Any, message: str | bytes) -> None:
+def _send_now(ws: Any, mask: bytes, message: str | bytes) -> None:
     """Write one message at once, framed here: no lock and no task switch per frame, and no frame
     object either, so the generator's cost per call stays a few microseconds a frame. The frame is
     what websockets would write (FIN, one text or binary frame, masked as a client must), with the
@@ -151,20 +152,11 @@ def _send_now(ws: Any, message: str | bytes) -> None:
         header = bytes((head, 0x80 | 126)) + n.to_bytes(2, "big")
     else:
         header = bytes((head, 0x80 | 127)) + n.to_bytes(8, "big")
-    mask = _mask_key(ws)
     ws.transport.write(header + mask + _apply_mask(data, mask))
 
 
 _OPEN = State.OPEN
 _TEXT_HEAD, _BINARY_HEAD = 0x81, 0x82  # FIN + opcode
-_masks: dict[int, bytes] = {}
-
-
-def _mask_key(ws: Any) -> bytes:
-    key = _masks.get(id(ws))
-    if key is None:
-        key = _masks[id(ws)] = os.urandom(4)
-    return key
 
 
 class Load:
@@ -230,7 +222,7 @@ class Load:
                     return
                 call.phase, call.frame, call.lead_frames = "lead", 0, self.rng.randint(10, 50)
         try:
-            _send_now(call.ws, self._media(call, payload))
+            _send_now(call.ws, call.mask, self._media(call, payload))
         except Exception as exc:  # the server dropped the call
             call.error = f"send failed: {type(exc).__name__}"
             call.phase = "done"

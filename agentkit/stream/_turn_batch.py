@@ -106,16 +106,10 @@ class _Job:
         self.future = future
         self.convert = convert
         self.done = done
-        # filled in on the audio thread (`events` is made on the first event):
-        self.chunks: list[Samples] = _NO_CHUNKS
-        self.events: list[TurnEvent] = _NO_EVENTS
+        # filled in on the audio thread:
+        self.chunks: list[Samples] = []
+        self.events: list[TurnEvent] = []
         self.error: BaseException | None = None
-
-    def add_event(self, event: TurnEvent) -> None:
-        if self.events is _NO_EVENTS:
-            self.events = [event]
-        else:
-            self.events.append(event)
 
 
 @dataclass(slots=True)
@@ -178,10 +172,8 @@ class TurnBatcher:
         next input (`TurnTakingHandler.receive_converting_nowait`) saves a task switch per message."""
 
         def finished(job: _Job) -> None:
-            if job.error is not None:
-                done(job.error, 0)
-            else:  # a fresh list: the shared empty one must not reach a caller that appends
-                done(job.events if job.events is not _NO_EVENTS else [], job.samples.shape[0])
+            result = job.error if job.error is not None else job.events
+            done(result, job.samples.shape[0] if job.error is None else 0)
 
         self._loop_now()
         self._waiting.append(_Job(vad, detector, _NO_SAMPLES, None, convert=convert, done=finished))
@@ -266,7 +258,7 @@ class TurnBatcher:
             if job_error is not None:
                 job.future.set_exception(job_error)
             else:
-                job.future.set_result(job.events if job.events is not _NO_EVENTS else [])
+                job.future.set_result(job.events)
         if self._waiting and not self._running:
             self._start_batch()
 
@@ -296,7 +288,7 @@ def _run_batch(batch: list[_Job]) -> _Counts:
                 job.error = exc
             else:
                 if event is not None:
-                    job.add_event(event)
+                    job.events.append(event)
     return counts
 
 
@@ -321,7 +313,7 @@ def _score_and_step(jobs: list[_Job], k: int, counts: _Counts) -> None:
             job.error = exc
         else:
             if event is not None:
-                job.add_event(event)
+                job.events.append(event)
 
 
 def _score(jobs: list[_Job], chunks: list[Samples], counts: _Counts) -> list[float | None] | None:
@@ -364,8 +356,6 @@ def _levels(jobs: list[_Job], chunks: list[Samples]) -> list[list[float]] | None
 
 
 _NO_SAMPLES = np.zeros(0, dtype=np.float32)
-_NO_CHUNKS: list[Samples] = []  # shared, never appended to: `split` gives each job its own list
-_NO_EVENTS: list[TurnEvent] = []  # shared, never appended to (`_Job.add_event`)
 
 
 _batchers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, TurnBatcher] = weakref.WeakKeyDictionary()

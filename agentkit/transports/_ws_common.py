@@ -72,9 +72,11 @@ class WebSocketConnection(abc.ABC):
         self._set_sink: Callable[[TextSink | None], None] | None = None  # the server's, once offered
         scope = getattr(websocket, "scope", None)  # a stand-in socket (tests, benchmarks) may have none
         extension = scope.get("extensions", {}).get(DIRECT_TEXT) if isinstance(scope, dict) else None
-        send_now = extension.get("send_text") if isinstance(extension, dict) else None
+        self._direct: dict[str, Any] = extension if isinstance(extension, dict) else {}
+        """The server's `DIRECT_TEXT` extension, where it offers one (else empty)."""
+        send_now = self._direct.get("send_text")
         self._send_now: Callable[[str], bool] | None = send_now if callable(send_now) else None
-        """The server's way to send a text message without waiting, where it offers one (`DIRECT_TEXT`)."""
+        """The server's way to send a text message without waiting, where it offers one."""
         self.taken_now = 0
         """Messages taken as the server parsed them (`take_text_now`)."""
 
@@ -261,8 +263,7 @@ class WebSocketConnection(abc.ABC):
         """Ask the server, where it offers it, to hand text messages to `take_text_now` first."""
         if type(self).take_text_now is WebSocketConnection.take_text_now:
             return
-        extension = self.websocket.scope.get("extensions", {}).get(DIRECT_TEXT)
-        set_sink = extension.get("set_sink") if isinstance(extension, dict) else None
+        set_sink = self._direct.get("set_sink")
         if callable(set_sink):
             set_sink(self.take_text_now)
             self._set_sink = set_sink
