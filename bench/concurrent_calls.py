@@ -24,8 +24,11 @@ CPU per call (all its processes, over the window in which every call is connecte
 memory per call, and this load generator's own CPU. The fakes of the `cloud` target run in a process
 of their own; their CPU is reported apart.
 
-The generator stays cheap: payloads are encoded once, one task paces every call's frames on one
-20 ms grid, and only non-audio messages are parsed. Loopback only; every step is bounded in time.
+The generator stays cheap, since every core it uses is taken from the server under test: payloads
+are encoded once, one task paces every call's frames on one 20 ms grid, each call is a minimal
+WebSocket client (`bench/_ws_client.py`, an asyncio Protocol) that frames and writes a message at
+once and handles each message it receives as it is read (no task, no queue), and only non-audio
+messages are parsed. Loopback only; every step is bounded in time.
 A step "holds" when p95 <= the target's silence setting + 50 ms with no failure (FastRTC: its own
 one-call p95 + 50 ms, since its pause detection is not a silence setting); the largest holding N is
 printed with the ratio to FastRTC's.
@@ -43,6 +46,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import functools
 import json
 import os
 import random
@@ -58,14 +62,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from websockets.protocol import State
-from websockets.utils import apply_mask as _apply_mask
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
 sys.path.insert(1, str(BENCH_DIR.parent))
 
 import run_bench as rb  # noqa: E402  (servers, FastRTC paths, statistics helpers)
+from _ws_client import WebSocketClient  # noqa: E402  (one asyncio Protocol per call)
 
 from agentkit.audio import StreamingResampler, float_to_pcm16, mulaw_encode, read_wav  # noqa: E402
 from agentkit.testing import sign_twilio_request, speech_bounds  # noqa: E402
@@ -116,8 +119,7 @@ class Call:
     index: int
     start_at_s: float
     lead_frames: int
-    ws: Any = None
-    mask: bytes = field(default_factory=lambda: os.urandom(4))  # the connection's frame mask key
+    ws: WebSocketClient | None = None
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
     sequence: int = 0
@@ -134,31 +136,6 @@ class Call:
     refused: bool = False  # the webhook said busy (TwiML without a stream that hangs up)
 
 
-def _send_now(ws: Any, mask: bytes, message: str | bytes) -> None:
-    """Write one message at once, framed here: no lock and no task switch per frame, and no frame
-    object either, so the generator's cost per call stays a few microseconds a frame. The frame is
-    what websockets would write (FIN, one text or binary frame, masked as a client must), with the
-    connection's mask key reused instead of a fresh one per frame: the server unmasks either the same
-    way. A connection that is gone raises."""
-    protocol = ws.protocol
-    if protocol.state is not _OPEN:
-        raise ConnectionError("the connection is not open")
-    data = message.encode() if isinstance(message, str) else message
-    n = len(data)
-    head = _TEXT_HEAD if isinstance(message, str) else _BINARY_HEAD
-    if n < 126:
-        header = bytes((head, 0x80 | n))
-    elif n < 65536:
-        header = bytes((head, 0x80 | 126)) + n.to_bytes(2, "big")
-    else:
-        header = bytes((head, 0x80 | 127)) + n.to_bytes(8, "big")
-    ws.transport.write(header + mask + _apply_mask(data, mask))
-
-
-_OPEN = State.OPEN
-_TEXT_HEAD, _BINARY_HEAD = 0x81, 0x82  # FIN + opcode
-
-
 class Load:
     """N calls against one server: placed, paced, measured."""
 
@@ -169,6 +146,7 @@ class Load:
         self.rng = random.Random(opts.seed * 1000 + n)
         self.calls = [Call(i, self.rng.uniform(0.0, opts.ramp_s), self.rng.randint(10, 50)) for i in range(n)]
         self.active: list[Call] = []
+        self.ended = 0  # calls done
         self.all_connected_t: float | None = None
         self.first_done_t: float | None = None
         self.late_ticks = 0
@@ -177,7 +155,7 @@ class Load:
     async def pace(self, deadline: float) -> None:
         t0 = time.perf_counter()
         tick = 0
-        while time.perf_counter() < deadline and any(c.phase != "done" for c in self.calls):
+        while time.perf_counter() < deadline and self.ended < len(self.calls):
             tick += 1
             due = t0 + tick * FRAME_S
             delay = due - time.perf_counter()
@@ -187,9 +165,9 @@ class Load:
                 self.late_ticks += 1
             now = time.perf_counter()
             for call in list(self.active):
-                await self._send_next(call, now, due)
+                self._send_next(call, now, due)
 
-    async def _send_next(self, call: Call, now: float, due: float) -> None:
+    def _send_next(self, call: Call, now: float, due: float) -> None:
         audio, opts = self.audio, self.opts
         payload = audio.silence
         if call.phase == "lead":
@@ -215,18 +193,16 @@ class Load:
                     call.missed += 1
                 call.turn += 1
                 if call.turn >= opts.turns:
-                    call.phase = "done"
                     self.first_done_t = self.first_done_t or now
-                    self.active.remove(call)
-                    await self._hang_up(call)
+                    self._end(call)
+                    self._hang_up(call)
                     return
                 call.phase, call.frame, call.lead_frames = "lead", 0, self.rng.randint(10, 50)
         try:
-            _send_now(call.ws, call.mask, self._media(call, payload))
+            assert call.ws is not None  # an active call is connected
+            call.ws.send(self._media(call, payload))
         except Exception as exc:  # the server dropped the call
-            call.error = f"send failed: {type(exc).__name__}"
-            call.phase = "done"
-            self.active.remove(call)
+            self._end(call, f"send failed: {type(exc).__name__}")
 
     def _media(self, call: Call, payload: str | bytes) -> str | bytes:
         if isinstance(payload, bytes):
@@ -240,18 +216,28 @@ class Load:
             f'"streamSid":"{call.stream_sid}"}}'
         )
 
-    async def _hang_up(self, call: Call) -> None:
+    def _hang_up(self, call: Call) -> None:
+        """Say the call is over (Twilio's `stop`, or the native one); the server then closes it."""
+        if self.opts.transport == "twilio":
+            stop = {"event": "stop", "streamSid": call.stream_sid, "stop": {"callSid": call.call_sid}}
+        else:
+            stop = {"type": "stop"}
         with contextlib.suppress(Exception):
-            if self.opts.transport == "twilio":
-                stop = {"event": "stop", "streamSid": call.stream_sid, "stop": {"callSid": call.call_sid}}
-                await call.ws.send(json.dumps(stop))
-            else:
-                await call.ws.send(json.dumps({"type": "stop"}))
+            assert call.ws is not None
+            call.ws.send(json.dumps(stop))
+
+    def _end(self, call: Call, error: str | None = None) -> None:
+        """The call is over: hung up (no error), refused, failed or dropped. The first error stays."""
+        if call.phase == "done":
+            return
+        call.error = call.error or error
+        call.phase = "done"
+        self.ended += 1
+        with contextlib.suppress(ValueError):  # not active yet (still connecting)
+            self.active.remove(call)
 
     # placing a call, and reading what comes back
     async def place(self, call: Call, http: Any, t0: float) -> None:
-        import websockets
-
         await asyncio.sleep(max(0.0, t0 + call.start_at_s - time.perf_counter()))
         opts = self.opts
         base = f"http://127.0.0.1:{self.port}"
@@ -284,19 +270,21 @@ class Load:
                     raise RuntimeError(f"webhook answered {response.status_code} without a stream")
                 url = answer.stream_url
                 first, extra = self._twilio_start(call, answer.parameters)
-            call.ws = await websockets.connect(url, compression=None, max_size=None, open_timeout=10)
-            await call.ws.send(first)
+            # what the server sends is handled as it is read, by the connection's data_received
+            call.ws = WebSocketClient(
+                functools.partial(self._on_message, call), functools.partial(self._on_close, call)
+            )
+            await call.ws.open(url, timeout_s=10.0)
+            call.ws.send(first)
             for message in extra:
-                await call.ws.send(message)
+                call.ws.send(message)
         except Exception as exc:
-            call.error = f"connect failed: {type(exc).__name__}: {str(exc)[:80]}"
-            call.phase = "done"
+            self._end(call, f"connect failed: {type(exc).__name__}: {str(exc)[:80]}")
             self._note_connected()
             return
         call.phase = "lead"
         self.active.append(call)
         self._note_connected()
-        await self._receive(call)
 
     def _note_connected(self) -> None:
         """The server's window opens once no call is still connecting (refused ones included)."""
@@ -321,37 +309,34 @@ class Load:
         call.sequence = 1
         return connected, [json.dumps(start)]
 
-    async def _receive(self, call: Call) -> None:
-        try:
-            async for raw in call.ws:
-                now = time.perf_counter()
-                if isinstance(raw, bytes):
-                    audio = True
-                else:
-                    head = raw[:40]
-                    audio = '"media"' in head
-                    if not audio and '"mark"' in head:
-                        name = json.loads(raw).get("mark", {}).get("name", "")
-                        mark = {"event": "mark", "streamSid": call.stream_sid, "mark": {"name": name}}
-                        await call.ws.send(json.dumps(mark))
-                if audio:
-                    call.last_audio_t = now
-                    if (
-                        call.phase == "gap"
-                        and call.first_reply_t is None
-                        and call.speech_end_t is not None
-                        and now >= call.speech_end_t
-                    ):
-                        call.first_reply_t = now
-                        call.latencies_s.append(now - call.speech_end_t)
-        except Exception as exc:
-            if call.phase != "done":
-                call.error = f"receive failed: {type(exc).__name__}"
-        if call.phase != "done":
-            call.error = call.error or "closed by the server"
-            call.phase = "done"
-            with contextlib.suppress(ValueError):
-                self.active.remove(call)
+    def _on_message(self, call: Call, text: bool, payload: bytes) -> None:
+        """A message from the server, as soon as its connection has read it (no task wakes up for
+        it). Reply audio (a binary frame, or text with the media event) is timed; a mark is echoed
+        at once, as Twilio does once the audio before it has played; other text is ignored."""
+        now = time.perf_counter()
+        if text:
+            head = payload[:40]
+            if b'"media"' not in head:
+                if b'"mark"' in head:
+                    name = json.loads(payload).get("mark", {}).get("name", "")
+                    mark = {"event": "mark", "streamSid": call.stream_sid, "mark": {"name": name}}
+                    assert call.ws is not None
+                    call.ws.send(json.dumps(mark))
+                return
+        call.last_audio_t = now
+        if (
+            call.phase == "gap"
+            and call.first_reply_t is None
+            and call.speech_end_t is not None
+            and now >= call.speech_end_t
+        ):
+            call.first_reply_t = now
+            call.latencies_s.append(now - call.speech_end_t)
+
+    def _on_close(self, call: Call, reason: str | None) -> None:
+        """The server closed the call (None: cleanly) or its connection failed: unless the call
+        had hung up already, it failed."""
+        self._end(call, "closed by the server" if reason is None else f"receive failed: {reason}")
 
     async def run(self) -> dict[str, Any]:
         import httpx
@@ -369,16 +354,15 @@ class Load:
             pacing = asyncio.create_task(self.pace(deadline))
             sampler = asyncio.create_task(self._sample_server(t0))
             await pacing
+            # up to 5 s for calls still connecting, and for the server to close those that hung up
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5.0):
                     await asyncio.gather(*placing, return_exceptions=True)
+                    await asyncio.gather(*(c.ws.wait_closed() for c in self.calls if c.ws is not None))
             for task in placing:
                 task.cancel()
             await asyncio.gather(*placing, return_exceptions=True)
-            for call in self.calls:
-                if call.ws is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(call.ws.close(), 2.0)
+            await asyncio.gather(*(c.ws.close(2.0) for c in self.calls if c.ws is not None))
             sampler.cancel()
             window = await asyncio.gather(sampler, return_exceptions=True)
             generator_cpu_s = time.process_time() - cpu0
