@@ -6,6 +6,7 @@
     python bench/concurrent_calls.py --target cloud --workers 2 --calls 100,150
     python bench/concurrent_calls.py --target fastrtc --calls 1,2,4,8
     python bench/concurrent_calls.py --transport websocket --target echo --calls 200
+    python bench/concurrent_calls.py --workers 2 --calls 200 --phases spread
     python bench/concurrent_calls.py --workers 2 --calls 200,250 --repeat 2 --against ../before
 
 Each step starts a fresh server (`agentkit run bench/load_agents/<target>.py --workers W`, or FastRTC
@@ -28,7 +29,10 @@ The generator stays cheap, since every core it uses is taken from the server und
 are encoded once, one task paces every call's frames on one 20 ms grid, each call is a minimal
 WebSocket client (`bench/_ws_client.py`, an asyncio Protocol) that frames and writes a message at
 once and handles each message it receives as it is read (no task, no queue), and only non-audio
-messages are parsed. Loopback only; every step is bounded in time.
+messages are parsed. With `--phases aligned` (the default) every call's frame goes out on the same
+tick; `--phases spread` sends each call's in one of five 4 ms slots of the tick (where the call's
+start time falls), as calls that began at random times reach a server: still one pacing task on one
+absolute grid. Loopback only; every step is bounded in time.
 A step "holds" when p95 <= the target's silence setting + 50 ms with no failure (FastRTC: its own
 one-call p95 + 50 ms, since its pause detection is not a silence setting); the largest holding N is
 printed with the ratio to FastRTC's.
@@ -80,6 +84,8 @@ HOLD_SLACK_S = 0.050
 WAV = rb.BASELINE_DIR / "audio" / "utt2_raw.wav"
 RESULTS = rb.RESULTS_DIR / "concurrent"
 TICKS_PER_S = round(1 / FRAME_S)
+SPREAD_SLOTS = 5
+"""`--phases spread`: sub-ticks per 20 ms tick (4 ms apart); each call sends in one of them."""
 
 
 # -- audio, encoded once ---------------------------------------------------------------------------
@@ -119,6 +125,7 @@ class Call:
     index: int
     start_at_s: float
     lead_frames: int
+    slot: int = 0  # the sub-tick of the 20 ms tick its frames go out in (`--phases spread`)
     ws: WebSocketClient | None = None
     stream_sid: str = field(default_factory=lambda: "MZ" + uuid.uuid4().hex)
     call_sid: str = field(default_factory=lambda: "CA" + uuid.uuid4().hex)
@@ -145,7 +152,10 @@ class Load:
         self.audio = audio
         self.rng = random.Random(opts.seed * 1000 + n)
         self.calls = [Call(i, self.rng.uniform(0.0, opts.ramp_s), self.rng.randint(10, 50)) for i in range(n)]
-        self.active: list[Call] = []
+        slots = SPREAD_SLOTS if opts.phases == "spread" else 1
+        for call in self.calls:  # where its start falls within a tick, as a real call's would
+            call.slot = int(call.start_at_s / (FRAME_S / slots)) % slots
+        self.active: list[list[Call]] = [[] for _ in range(slots)]  # the calls sending, by slot
         self.ended = 0  # calls done
         self.all_connected_t: float | None = None
         self.first_done_t: float | None = None
@@ -153,18 +163,25 @@ class Load:
 
     # the pacing task: one frame per active call every 20 ms, on one absolute grid
     async def pace(self, deadline: float) -> None:
+        """Every 20 ms tick (`--phases aligned`), or every sub-tick of it (`spread`), send the next
+        frame of each call of that slot. The grid is absolute, so a late wake-up sends at once and the
+        next one is due on time again; a 20 ms tick is counted late (once) when one of its sub-ticks
+        went out more than a frame after it was due."""
+        slots = len(self.active)
         t0 = time.perf_counter()
-        tick = 0
+        sub = 0
+        late_tick = -1
         while time.perf_counter() < deadline and self.ended < len(self.calls):
-            tick += 1
-            due = t0 + tick * FRAME_S
+            sub += 1
+            due = t0 + sub * FRAME_S / slots
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            elif delay < -FRAME_S:
+            elif delay < -FRAME_S and (sub - 1) // slots != late_tick:
+                late_tick = (sub - 1) // slots
                 self.late_ticks += 1
             now = time.perf_counter()
-            for call in list(self.active):
+            for call in list(self.active[sub % slots]):
                 self._send_next(call, now, due)
 
     def _send_next(self, call: Call, now: float, due: float) -> None:
@@ -234,7 +251,7 @@ class Load:
         call.phase = "done"
         self.ended += 1
         with contextlib.suppress(ValueError):  # not active yet (still connecting)
-            self.active.remove(call)
+            self.active[call.slot].remove(call)
 
     # placing a call, and reading what comes back
     async def place(self, call: Call, http: Any, t0: float) -> None:
@@ -283,7 +300,7 @@ class Load:
             self._note_connected()
             return
         call.phase = "lead"
-        self.active.append(call)
+        self.active[call.slot].append(call)
         self._note_connected()
 
     def _note_connected(self) -> None:
@@ -611,6 +628,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-wait-s", type=float, default=3.0, help="a turn with no reply by then failed")
     p.add_argument("--response-gap-s", type=float, default=0.6, help="reply over after this much quiet")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--phases",
+        choices=["aligned", "spread"],
+        default="aligned",
+        help="every call's frame on the same 20 ms tick, or each call's in its own 4 ms slot of it",
+    )
     p.add_argument("--stop-after-fail", action="store_true", help="stop ramping once a step fails")
     p.add_argument("--json", type=Path, help="write the results here (nothing is saved without it)")
     p.add_argument("--profile", type=Path, help="run the (one-worker) server under cProfile, into this file")
