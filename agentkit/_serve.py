@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 
 _SHUTDOWN_TIMEOUT_S = 30.0
 
+YOUNG_COLLECTION_THRESHOLD = 50_000
+"""Net allocations of container objects between two collections of the youngest generation while
+serving (Python's default is 700; the older generations keep their default ratios). See `serve`."""
+
 
 def bind(host: str, port: int) -> socket.socket:
     """A TCP socket bound to host:port (not yet listening); `ConfigError` if the port is taken."""
@@ -169,6 +173,8 @@ class _Server(uvicorn.Server):
         await super().startup(sockets)
         if self.started:
             gc.freeze()  # see `serve`
+            _, older, oldest = gc.get_threshold()
+            gc.set_threshold(YOUNG_COLLECTION_THRESHOLD, older, oldest)
             self._on_started()
 
 
@@ -179,6 +185,13 @@ def serve(app: ASGIApp, sock: socket.socket, on_started: Callable[[], None], **o
     the cyclic garbage collector's reach with `gc.freeze()`: they live as long as the process, and a
     full collection walked all of them every few seconds under load, pausing the event loop and the
     audio thread for up to 117 ms at 100 calls a worker (20 ms once frozen; docs/benchmarks.md).
+    Then the youngest generation is collected every `YOUNG_COLLECTION_THRESHOLD` net allocations
+    instead of every 700. Each media message allocates a few short-lived containers, so at 150 calls
+    a worker the default ran 15-20 young collections a second and a full one every six to nine seconds
+    (37-73 ms each: a pause of the loop and the audio thread, which a phone call hears as late
+    audio); with the higher threshold a whole 300-call benchmark run saw two or three collections.
+    Garbage in reference cycles is still collected, only later, and what refcounting frees (most of
+    it) is freed at once as before.
 
     Raises the app's start-up exception (after nothing was served).
     """

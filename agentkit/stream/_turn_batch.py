@@ -98,7 +98,7 @@ class _Job:
         future: asyncio.Future[list[TurnEvent]] | None,  # None: `done` is called instead
         *,
         convert: Callable[[], Samples] | None = None,  # gives `samples`, on the audio thread
-        done: Callable[[_Job], None] | None = None,  # called on the loop once the job has run
+        done: Callable[[list[TurnEvent] | BaseException, int], None] | None = None,  # on the loop, once run
     ) -> None:
         self.vad = vad
         self.detector = detector
@@ -171,12 +171,8 @@ class TurnBatcher:
         suspended or woken up per input, so a caller that needs nothing from the events before its
         next input (`TurnTakingHandler.receive_converting_nowait`) saves a task switch per message."""
 
-        def finished(job: _Job) -> None:
-            result = job.error if job.error is not None else job.events
-            done(result, job.samples.shape[0] if job.error is None else 0)
-
         self._loop_now()
-        self._waiting.append(_Job(vad, detector, _NO_SAMPLES, None, convert=convert, done=finished))
+        self._waiting.append(_Job(vad, detector, _NO_SAMPLES, None, convert=convert, done=done))
         if not self._running:
             self._start_batch()
 
@@ -246,9 +242,11 @@ class TurnBatcher:
             if job_error is not None:
                 self._failed += 1
             if job.done is not None:
-                job.error = job_error
                 try:
-                    job.done(job)
+                    if job_error is not None:
+                        job.done(job_error, 0)
+                    else:
+                        job.done(job.events, job.samples.shape[0])
                 except Exception:  # a caller's bug must not stop the other sessions' results
                     logger.exception("turn batch: a result callback failed")
                 continue

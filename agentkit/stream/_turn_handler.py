@@ -44,7 +44,6 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 from agentkit._tasks import cancel_and_wait
@@ -120,6 +119,8 @@ class TurnTakingHandler(AsyncStreamHandler):
     # inputs given without waiting (`receive_converting_nowait`): jobs not yet run, the events still
     # to be handled in order (`_follow_up`), and an error to raise at the next input
     _inflight = 0
+    _inflight_arrivals: deque[float] | None = None  # their arrival times, oldest first
+    _on_samples: Callable[[int], None] | None = None  # the session's, told how much each job gave
     _awaiting = 0  # inputs being awaited (`receive`, `receive_converting`)
     _submitted_position = 0  # media position after the jobs in flight (-1: not known)
     _settled: asyncio.Future[None] | None = None  # resolved when the last job in flight has run
@@ -221,6 +222,8 @@ class TurnTakingHandler(AsyncStreamHandler):
         self._gate = None
         self._batcher = None
         self._inflight = 0
+        self._inflight_arrivals = None
+        self._on_samples = None
         self._awaiting = 0
         self._submitted_position = 0
         self._settled = None
@@ -318,7 +321,11 @@ class TurnTakingHandler(AsyncStreamHandler):
         if self._inflight_blocked():
             return False
         detector = self.detector
-        arrived_at = self.context.clock.now()
+        arrivals = self._inflight_arrivals
+        if arrivals is None:
+            arrivals = self._inflight_arrivals = deque()
+        arrivals.append(self.context.clock.now())  # the jobs of one detector run in order
+        self._on_samples = on_samples
         if num_samples < 0:
             self._submitted_position = -1
         elif self._inflight == 0:
@@ -326,8 +333,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         elif self._submitted_position >= 0:
             self._submitted_position += num_samples
         self._inflight += 1
-        done = partial(self._input_done, arrived_at, on_samples)
-        self._turn_batcher().convert_and_process_soon(self.turn_vad, detector, convert, done)
+        self._turn_batcher().convert_and_process_soon(self.turn_vad, detector, convert, self._input_done)
         return True
 
     def _inflight_blocked(self) -> bool:
@@ -340,14 +346,10 @@ class TurnTakingHandler(AsyncStreamHandler):
         gate = self._gate
         return gate is not None and gate.state is not InterruptionState.IDLE
 
-    def _input_done(
-        self,
-        arrived_at: float,
-        on_samples: Callable[[int], None],
-        result: list[TurnEvent] | BaseException,
-        n: int,
-    ) -> None:
+    def _input_done(self, result: list[TurnEvent] | BaseException, n: int) -> None:
         """A job given without waiting has run (called by the batcher on the loop, in order)."""
+        assert self._inflight_arrivals is not None and self._on_samples is not None
+        arrived_at = self._inflight_arrivals.popleft()
         self._inflight -= 1
         settled = self._settled
         if not self._inflight and settled is not None and not settled.done():
@@ -357,7 +359,7 @@ class TurnTakingHandler(AsyncStreamHandler):
         if isinstance(result, BaseException):
             self._input_error = self._input_error or result
             return
-        on_samples(n)
+        self._on_samples(n)
         self._arrival = (arrived_at, self.detector.position_samples)
         detector, gate, semantic = self.detector, self._gate, self._semantic
         judging = gate is not None and gate.state is not InterruptionState.IDLE
