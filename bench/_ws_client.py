@@ -300,9 +300,11 @@ class WebSocketClient(asyncio.Protocol):
             self._fail(1011, type(exc).__name__)
 
     def _closed_by_server(self, payload: bytes) -> None:
-        """Answer the server's close with the same code (RFC 6455, 5.5.1) and end the connection."""
+        """Answer the server's close with the same code (RFC 6455, 5.5.1), unless it answers ours,
+        and end the connection."""
         code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
-        self._write_control(_CLOSE, payload[:2])
+        if self._state is _OPEN:  # else our close frame went out already: one is all there is
+            self._write_control(_CLOSE, payload[:2])
         self._ended(None if code is None or code in _CLEAN_CODES else f"close code {code}")
         self._drop()
 
