@@ -13,7 +13,7 @@ from conftest import speech
 from agentkit.audio import Samples
 from agentkit.providers.vad import SileroVAD, VADStream
 from agentkit.stream import TurnDetector, TurnDiscarded, TurnEvent, TurnStarted, TurnState, TurnTakingOptions
-from agentkit.stream._turn_batch import TurnBatcher
+from agentkit.stream._turn_batch import MIN_BATCH_INTERVAL_S, TurnBatcher
 
 RATE = 16000
 CHUNK = 512
@@ -400,3 +400,43 @@ async def test_inputs_given_with_a_callback_come_back_in_order_and_a_held_detect
             break
     assert done == [("o1", CHUNK), ("h1", CHUNK), ("h2", CHUNK)]  # in order, one per batch
     assert held.position_samples == 2 * CHUNK
+
+
+async def test_batches_under_load_start_at_least_the_interval_apart_and_a_lone_input_at_once() -> None:
+    """A batch asked for within `MIN_BATCH_INTERVAL_S` of the last one's start waits for the interval
+    (inputs that come meanwhile join it); one asked for later, as a lone call's next frame is,
+    starts at once."""
+    vad = FakeBatchedVAD()
+    batcher = TurnBatcher()
+    loop = asyncio.get_running_loop()
+    detectors = [_detector(vad) for _ in range(3)]
+    starts: list[float] = []
+    original = batcher._start_batch
+
+    def noted() -> None:
+        starts.append(loop.time())
+        original()
+
+    batcher._start_batch = noted  # type: ignore[method-assign]
+    done: list[int] = []
+
+    def give(detector: TurnDetector) -> None:
+        batcher.convert_and_process_soon(vad, detector, lambda: _tone(CHUNK), lambda r, n: done.append(n))
+
+    async def until(count: int) -> None:
+        async with asyncio.timeout(2.0):
+            while len(done) < count:  # noqa: ASYNC110 (polled: the callback is the batcher's)
+                await asyncio.sleep(0.0005)
+
+    give(detectors[0])  # nothing ran before: at once
+    await until(1)
+    give(detectors[1])  # right after: put off to the interval's end...
+    give(detectors[2])  # ...and this one joins it
+    await until(3)
+    assert len(starts) == 2 and starts[1] - starts[0] >= MIN_BATCH_INTERVAL_S * 0.9
+    assert batcher.stats.batches == 2 and batcher.stats.sessions_last == 2
+    await asyncio.sleep(MIN_BATCH_INTERVAL_S * 3)  # a lone caller's next frame comes 20 ms later
+    asked = loop.time()
+    give(detectors[0])
+    await until(4)
+    assert starts[2] - asked < MIN_BATCH_INTERVAL_S / 2  # not put off
