@@ -13,7 +13,7 @@ from conftest import speech
 from agentkit.audio import Samples
 from agentkit.providers.vad import SileroVAD, VADStream
 from agentkit.stream import TurnDetector, TurnDiscarded, TurnEvent, TurnStarted, TurnState, TurnTakingOptions
-from agentkit.stream._turn_batch import MIN_BATCH_INTERVAL_S, TurnBatcher
+from agentkit.stream._turn_batch import MIN_BATCH_INTERVAL_S, SPACED_FROM_INPUTS_PER_S, TurnBatcher
 
 RATE = 16000
 CHUNK = 512
@@ -402,12 +402,59 @@ async def test_inputs_given_with_a_callback_come_back_in_order_and_a_held_detect
     assert held.position_samples == 2 * CHUNK
 
 
+async def _batch_starts(batcher: TurnBatcher, *, rounds: int, gap_s: float) -> list[float]:
+    """Give three detectors' inputs: one, then two together right after it has run, `rounds` times,
+    `gap_s` apart; the loop times at which batches started."""
+    vad = FakeBatchedVAD()
+    loop = asyncio.get_running_loop()
+    detectors = [_detector(vad) for _ in range(3)]
+    starts: list[float] = []
+    original = batcher._start_batch
+
+    def noted() -> None:
+        starts.append(loop.time())
+        original()
+
+    batcher._start_batch = noted  # type: ignore[method-assign]
+    done: list[int] = []
+
+    def give(detector: TurnDetector) -> None:
+        batcher.convert_and_process_soon(vad, detector, lambda: _tone(CHUNK), lambda r, n: done.append(n))
+
+    async def until(count: int) -> None:
+        async with asyncio.timeout(2.0):
+            while len(done) < count:  # noqa: ASYNC110 (polled: the callback is the batcher's)
+                await asyncio.sleep(0.0005)
+
+    for k in range(rounds):
+        give(detectors[0])
+        await until(3 * k + 1)
+        give(detectors[1])
+        give(detectors[2])
+        await until(3 * k + 3)
+        await asyncio.sleep(gap_s)
+    return starts
+
+
+async def test_batches_start_at_once_below_the_input_rate_that_calls_for_spacing() -> None:
+    """Little input (here about 30 a second, far below `SPACED_FROM_INPUTS_PER_S`) is never put off:
+    a batch asked for while one runs starts as soon as that one has run, however soon after its
+    start."""
+    assert SPACED_FROM_INPUTS_PER_S > 100
+    batcher = TurnBatcher()
+    starts = await _batch_starts(batcher, rounds=12, gap_s=0.1)  # over 1.2 s: the rate is measured
+    # each round: the first input's batch, the second's at once (nothing runs), the third's after it
+    assert batcher.stats.batches == 36 and len(starts) == 36
+    third, second = starts[2::3], starts[1::3]
+    assert max(c - b for c, b in zip(third, second, strict=True)) < MIN_BATCH_INTERVAL_S / 2
+
+
 async def test_batches_under_load_start_at_least_the_interval_apart_and_a_lone_input_at_once() -> None:
     """A batch asked for within `MIN_BATCH_INTERVAL_S` of the last one's start waits for the interval
     (inputs that come meanwhile join it); one asked for later, as a lone call's next frame is,
     starts at once."""
     vad = FakeBatchedVAD()
-    batcher = TurnBatcher()
+    batcher = TurnBatcher(spaced_from_per_s=0)  # as at any rate above SPACED_FROM_INPUTS_PER_S
     loop = asyncio.get_running_loop()
     detectors = [_detector(vad) for _ in range(3)]
     starts: list[float] = []
