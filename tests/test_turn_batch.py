@@ -402,13 +402,17 @@ async def test_inputs_given_with_a_callback_come_back_in_order_and_a_held_detect
     assert held.position_samples == 2 * CHUNK
 
 
-async def _batch_starts(batcher: TurnBatcher, *, rounds: int, gap_s: float) -> list[float]:
+async def _batch_starts(
+    batcher: TurnBatcher, *, rounds: int, gap_s: float
+) -> tuple[list[float], list[float]]:
     """Give three detectors' inputs: one, then two together right after it has run, `rounds` times,
-    `gap_s` apart; the loop times at which batches started."""
+    `gap_s` apart. Returns the loop times at which batches started, and those at which each round's
+    first input was given."""
     vad = FakeBatchedVAD()
     loop = asyncio.get_running_loop()
     detectors = [_detector(vad) for _ in range(3)]
     starts: list[float] = []
+    asked: list[float] = []
     original = batcher._start_batch
 
     def noted() -> None:
@@ -427,13 +431,14 @@ async def _batch_starts(batcher: TurnBatcher, *, rounds: int, gap_s: float) -> l
                 await asyncio.sleep(0.0005)
 
     for k in range(rounds):
+        asked.append(loop.time())
         give(detectors[0])
         await until(3 * k + 1)
         give(detectors[1])
         give(detectors[2])
         await until(3 * k + 3)
         await asyncio.sleep(gap_s)
-    return starts
+    return starts, asked
 
 
 async def test_batches_start_at_once_below_the_input_rate_that_calls_for_spacing() -> None:
@@ -442,7 +447,7 @@ async def test_batches_start_at_once_below_the_input_rate_that_calls_for_spacing
     start."""
     assert SPACED_FROM_INPUTS_PER_S > 100
     batcher = TurnBatcher()
-    starts = await _batch_starts(batcher, rounds=12, gap_s=0.1)  # over 1.2 s: the rate is measured
+    starts, _ = await _batch_starts(batcher, rounds=12, gap_s=0.1)  # over 1.2 s: the rate is measured
     # each round: the first input's batch, the second's at once (nothing runs), the third's after it
     assert batcher.stats.batches == 36 and len(starts) == 36
     third, second = starts[2::3], starts[1::3]
@@ -453,37 +458,12 @@ async def test_batches_under_load_start_at_least_the_interval_apart_and_a_lone_i
     """A batch asked for within `MIN_BATCH_INTERVAL_S` of the last one's start waits for the interval
     (inputs that come meanwhile join it); one asked for later, as a lone call's next frame is,
     starts at once."""
-    vad = FakeBatchedVAD()
     batcher = TurnBatcher(spaced_from_per_s=0)  # as at any rate above SPACED_FROM_INPUTS_PER_S
-    loop = asyncio.get_running_loop()
-    detectors = [_detector(vad) for _ in range(3)]
-    starts: list[float] = []
-    original = batcher._start_batch
-
-    def noted() -> None:
-        starts.append(loop.time())
-        original()
-
-    batcher._start_batch = noted  # type: ignore[method-assign]
-    done: list[int] = []
-
-    def give(detector: TurnDetector) -> None:
-        batcher.convert_and_process_soon(vad, detector, lambda: _tone(CHUNK), lambda r, n: done.append(n))
-
-    async def until(count: int) -> None:
-        async with asyncio.timeout(2.0):
-            while len(done) < count:  # noqa: ASYNC110 (polled: the callback is the batcher's)
-                await asyncio.sleep(0.0005)
-
-    give(detectors[0])  # nothing ran before: at once
-    await until(1)
-    give(detectors[1])  # right after: put off to the interval's end...
-    give(detectors[2])  # ...and this one joins it
-    await until(3)
-    assert len(starts) == 2 and starts[1] - starts[0] >= MIN_BATCH_INTERVAL_S * 0.9
-    assert batcher.stats.batches == 2 and batcher.stats.sessions_last == 2
-    await asyncio.sleep(MIN_BATCH_INTERVAL_S * 3)  # a lone caller's next frame comes 20 ms later
-    asked = loop.time()
-    give(detectors[0])
-    await until(4)
-    assert starts[2] - asked < MIN_BATCH_INTERVAL_S / 2  # not put off
+    # each round: the first input at once (nothing ran just before), then the two given right after
+    # it put off to the interval's end, in one batch; the rounds 12 ms apart, as a lone caller's
+    # frames are 20 ms apart
+    starts, asked = await _batch_starts(batcher, rounds=2, gap_s=MIN_BATCH_INTERVAL_S * 3)
+    assert len(starts) == 4 and batcher.stats.batches == 4 and batcher.stats.sessions_last == 2
+    for first, put_off in (starts[0:2], starts[2:4]):
+        assert put_off - first >= MIN_BATCH_INTERVAL_S * 0.9
+    assert starts[2] - asked[1] < MIN_BATCH_INTERVAL_S / 2  # not put off

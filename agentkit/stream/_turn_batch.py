@@ -267,12 +267,13 @@ class TurnBatcher:
         if not batch:
             return
         self._running = True
-        now = self._last_start = self._loop_now().time()
+        loop = self._loop_now()
+        now = self._last_start = loop.time()
         if now - self._rate_since >= 1.0:  # the input rate over the last second or more
             rate = (self._jobs - self._rate_jobs) / (now - self._rate_since)
             self._spaced = rate >= self._spaced_from_per_s
             self._rate_since, self._rate_jobs = now, self._jobs
-        audio_executor().call(self._loop_now(), _run_batch, batch, partial(self._finish_batch, batch))
+        audio_executor().call(loop, _run_batch, batch, partial(self._finish_batch, batch))
 
     def _finish_batch(self, batch: list[_Job], result: _Counts | None, error: BaseException | None) -> None:
         """On the loop, once `_run_batch` has run (not at all if the loop closed first: then nobody
