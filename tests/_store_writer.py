@@ -5,12 +5,18 @@ Each turn is a user message, an assistant message and the turn's metrics, three 
 `user N` and `assistant N` are printed (and flushed) after each message's write has returned, and
 `turn N` after the metrics, the turn's last write. Stops by itself after
 `MAX_TURNS` in case nobody kills it.
+
+The test answers each printed line with a line on stdin, and a write does not start until the line
+printed two writes before has been answered. So when the test kills the writer right after reading a
+line, at most one more write has begun or finished: without that, a test process slow to read (a busy
+CI machine) let the writer run dozens of writes ahead of what the test had seen.
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Awaitable
 
 from agentkit.store import SQLiteStore, TurnMetrics
 
@@ -45,25 +51,43 @@ def turn_metrics(conversation_id: str, turn: int) -> TurnMetrics:
     )
 
 
+class _Reporter:
+    """Prints what each write did; lets a write start only once the line printed two writes before
+    it has been answered on stdin (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._printed = 0
+
+    async def write(self, write: Awaitable[object], line: str) -> None:
+        if self._printed >= 2:  # the line printed two writes ago, answered
+            await asyncio.to_thread(sys.stdin.readline)
+        await write
+        print(line, flush=True)
+        self._printed += 1
+
+
 async def write_turns(path: str, conversation_id: str) -> None:
     store = SQLiteStore(path)
     await store.start_conversation(AGENT, "twilio", caller=CALLER, conversation_id=conversation_id)
     print("started", flush=True)
+    report = _Reporter()
     for turn in range(MAX_TURNS):
         t = float(turn)
-        await store.add_message(conversation_id, "user", turn_text(turn, "user"), started_at=t)
-        print(f"user {turn}", flush=True)
-        await store.add_message(
-            conversation_id,
-            "assistant",
-            turn_text(turn, "assistant"),
-            started_at=t + 0.5,
-            ended_at=t + 0.9,
-            interrupted=turn % 2 == 1,
+        await report.write(
+            store.add_message(conversation_id, "user", turn_text(turn, "user"), started_at=t), f"user {turn}"
         )
-        print(f"assistant {turn}", flush=True)
-        await store.add_metrics(turn_metrics(conversation_id, turn))
-        print(f"turn {turn}", flush=True)
+        await report.write(
+            store.add_message(
+                conversation_id,
+                "assistant",
+                turn_text(turn, "assistant"),
+                started_at=t + 0.5,
+                ended_at=t + 0.9,
+                interrupted=turn % 2 == 1,
+            ),
+            f"assistant {turn}",
+        )
+        await report.write(store.add_metrics(turn_metrics(conversation_id, turn)), f"turn {turn}")
     await store.aclose()
 
 

@@ -544,21 +544,26 @@ def test_sigkill_loses_no_reported_write(kill_after: str, tmp_path: Path) -> Non
     pythonpath = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     writer = subprocess.Popen(
         [sys.executable, str(WRITER), str(path), cid],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
         env=os.environ | {"PYTHONPATH": pythonpath},
     )
     try:
-        assert writer.stdout is not None
+        assert writer.stdin is not None and writer.stdout is not None
         assert writer.stdout.readline() == "started\n"
-        for expected in script:
+        for n, expected in enumerate(script, start=1):
             assert writer.stdout.readline() == expected + "\n"
+            if n < len(script):  # answered: the writer may go one write further (`_store_writer`)
+                writer.stdin.write("seen\n")
+                writer.stdin.flush()
         writer.send_signal(signal.SIGKILL)
     finally:
         writer.kill()
         writer.wait()
-        if writer.stdout is not None:
-            writer.stdout.close()
+        for pipe in (writer.stdin, writer.stdout):
+            if pipe is not None:
+                pipe.close()
     assert writer.returncode == -signal.SIGKILL
     turns = sum(line.startswith("turn ") for line in script)
     reported_messages = len(script) - turns
