@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from conftest import EnergyVAD, speech
 
 from agentkit import AdditionalOutputs, AsyncStreamHandler, AudioFrame, ReplyOnPause, Stream, StreamHandler
+from agentkit._executor import run_audio_job
 from agentkit.audio import float_to_pcm16, mulaw_encode
 from agentkit.exceptions import CapacityError, ConfigError
 from agentkit.stream import TurnTakingOptions
@@ -464,3 +466,66 @@ def test_stream_arguments_are_validated() -> None:
         Stream(Silent(), concurrency_limit=0)
     with pytest.raises(ConfigError):
         Stream(object())  # type: ignore[arg-type]
+
+
+class Replies(AsyncStreamHandler):
+    """Speaks whatever the test queues."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[AudioFrame] = asyncio.Queue()
+
+    def copy(self) -> Replies:
+        return Replies()
+
+    async def receive(self, frame: AudioFrame) -> None:
+        pass
+
+    async def emit(self) -> EmitType:
+        return await self.queue.get()
+
+
+async def sent_samples(transport: Any, at_least: int, timeout_s: float = 3.0) -> int:
+    async with asyncio.timeout(timeout_s):
+        while (total := sum(a.samples.shape[0] for a in transport.audio)) < at_least:
+            await transport.changed()
+    return total
+
+
+async def test_a_reply_starts_while_the_audio_thread_is_busy() -> None:
+    """The first output frame of a reply at the output rate is encoded at once; the rest, and a piece
+    queued while the caller still hears audio, wait for the audio thread; nothing is lost or
+    reordered."""
+    stream = Stream(Replies())
+    session, transport = open_recorded_session(stream, output_sample_rate=24000)
+    await session.start()
+    handler = session.handler
+    assert isinstance(handler, Replies)
+    t = np.arange(24000, dtype=np.float32) / 24000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    release = threading.Event()
+    busy = asyncio.ensure_future(run_audio_job(release.wait, 5.0))
+    try:
+        await asyncio.sleep(0.05)  # the audio thread is now inside the blocking job
+        handler.queue.put_nowait(AudioFrame(tone, 24000))
+        first = await sent_samples(transport, 1)
+        assert first == 480  # one 20 ms frame
+        await asyncio.sleep(0.15)
+        assert sum(a.samples.shape[0] for a in transport.audio) == first  # the rest waits
+        release.set()
+        await busy
+        await sent_samples(transport, 6000)
+
+        release.clear()  # while the first piece plays, a second is queued behind a busy thread
+        busy = asyncio.ensure_future(run_audio_job(release.wait, 5.0))
+        await asyncio.sleep(0.05)
+        handler.queue.put_nowait(AudioFrame(tone, 24000))
+        await asyncio.sleep(1.0)  # the first piece has played out by now; nothing of the second went
+        assert sum(a.samples.shape[0] for a in transport.audio) == 24000
+        release.set()
+        await busy
+        await sent_samples(transport, 48000)
+    finally:
+        release.set()
+        await session.close()
+    heard = np.concatenate([a.samples for a in transport.audio])
+    assert np.allclose(heard, np.concatenate([tone, tone]), atol=1 / 32768)  # 16-bit PCM on the wire

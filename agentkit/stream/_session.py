@@ -458,7 +458,7 @@ class Session:
         await self._clock.sleep_until(min(deadline, self._play_end))
         if isinstance(self.transport, PlayoutConfirmer):
             return await self.transport.wait_played(max(0.0, deadline - self._clock.now()))
-        return self._clock.now() >= self._play_end
+        return self._audio.empty() and self._clock.now() >= self._play_end
 
     async def hang_up(self, reason: str = "hang_up") -> None:
         """End the call from the server's side (the handler's choice, e.g. the agent said goodbye;
@@ -707,9 +707,28 @@ class Session:
             tail = await run_audio_job(self._convert_output, old, np.zeros(0, dtype=np.float32), True)
             if tail.num_samples:
                 await self._audio.put(tail, epoch=epoch)
-        encoded = await run_audio_job(self._convert_output, resampler, frame.samples, False)
+        samples = frame.samples
+        if resampler.passthrough and self._output_dry():  # the caller hears nothing now: the first
+            # frame goes at once (soxr would hold a short head back: 37-116 ms of input come before
+            # its first output, so a resampled reply keeps to the audio thread)
+            head = self._frame_bytes // self.transport.bytes_per_sample
+            encoded = self._convert_output(resampler, samples[:head], False)
+            if encoded.num_samples:
+                await self._audio.put(encoded, epoch=epoch)
+            samples = samples[head:]
+            if not samples.shape[0]:
+                return
+        encoded = await run_audio_job(self._convert_output, resampler, samples, False)
         if encoded.num_samples:  # may wait for room; dropped if an interruption came meanwhile
             await self._audio.put(encoded, epoch=epoch)
+
+    def _output_dry(self) -> bool:
+        """Nothing is queued for the caller and what was sent has played: a reply's first audio, or
+        audio after the reply ran dry. A reply at the output rate then has its first output frame
+        encoded on the loop (a 100 ms mu-law frame: about 3 us) instead of waiting behind the audio
+        thread's running job (32-35 ms at the 95th percentile with 300 calls on two workers); the
+        rest of the piece goes to the audio thread as before."""
+        return self._audio.empty() and self._clock.now() >= self._play_end
 
     async def _end_reply(self) -> None:
         if self.mode == "send":  # nothing is played back, so the reply is done at once
