@@ -529,3 +529,40 @@ async def test_a_reply_starts_while_the_audio_thread_is_busy() -> None:
         await session.close()
     heard = np.concatenate([a.samples for a in transport.audio])
     assert np.allclose(heard, np.concatenate([tone, tone]), atol=1 / 32768)  # 16-bit PCM on the wire
+
+
+def _raises(audio: AudioFrame) -> Iterator[AudioFrame]:
+    raise RuntimeError("broken reply")
+
+
+def _fails_at_first_item(audio: AudioFrame) -> Iterator[AudioFrame]:
+    raise RuntimeError("broken reply")
+    yield audio
+
+
+@pytest.mark.parametrize(
+    ("fn", "error"),
+    [
+        (_raises, "broken reply"),  # raises when called, on the loop
+        (_fails_at_first_item, "broken reply"),  # the first item is asked for on a worker thread
+        (lambda audio: [audio], "must be a generator"),
+    ],
+    ids=["call", "first-item", "not-a-generator"],
+)
+async def test_a_failing_reply_function_is_logged_and_the_session_goes_on(
+    fn: Any, error: str, caplog: pytest.LogCaptureFixture, models_dir: object
+) -> None:
+    stream = Stream(ReplyOnPause(fn, options=FAST))
+    session, transport = open_recorded_session(stream)
+    await session.start()
+    try:
+        with caplog.at_level("ERROR", logger="agentkit"):
+            await feed(session, utterance())
+            await transport.wait_for("response_done", timeout_s=10)
+            await feed(session, utterance())
+            await transport.wait_for("response_done", timeout_s=10, count=2)
+        failures = [r for r in caplog.records if r.getMessage().startswith("reply function failed")]
+        assert len(failures) == 2 and all(r.exc_info and error in str(r.exc_info[1]) for r in failures)
+        assert not transport.audio and transport.closed is None
+    finally:
+        await session.close()

@@ -27,6 +27,9 @@ ReplyFn: TypeAlias = Callable[..., Iterator[EmitType] | AsyncIterator[EmitType]]
 pairs or `AdditionalOutputs`). `inputs` are the values last given to `Stream.set_input`."""
 
 _DONE = object()
+_Call: TypeAlias = "tuple[Any, asyncio.Future[Any] | None] | Exception"
+"""What calling the reply function gave: its result (and a sync generator's first item, asked for),
+or what it raised."""
 _CANCEL_TIMEOUT_S = 2.0
 
 
@@ -129,7 +132,22 @@ class ReplyOnPause(TurnTakingHandler):
 
     async def on_turn_ended(self, event: TurnEnded) -> None:
         self._replies += 1
-        self._reply = self._tasks.spawn(self._run_reply(event.audio), f"reply-{self._replies}")
+        call = self._call(event.audio)
+        self._reply = self._tasks.spawn(self._run_reply(call), f"reply-{self._replies}")
+
+    def _call(self, audio: AudioFrame) -> _Call:
+        """Call the reply function. A sync generator's first item is asked for at once, on a worker
+        thread, while the reply's task starts: under load each hand-over waits a loop turn, and this
+        one then overlaps the thread's."""
+        try:
+            result = self.fn(audio, *self.context.latest_args)
+        except Exception as exc:
+            return exc
+        if not inspect.isgenerator(result):
+            return result, None
+        first = asyncio.get_running_loop().run_in_executor(None, next, result, _DONE)
+        first.add_done_callback(_retrieve)  # a reply cancelled before its task ran never awaits it
+        return result, first
 
     async def stop_reply(self) -> None:
         task, self._reply = self._reply, None
@@ -138,10 +156,12 @@ class ReplyOnPause(TurnTakingHandler):
                 "a reply function did not stop within %.0f s of its cancellation", _CANCEL_TIMEOUT_S
             )
 
-    async def _run_reply(self, audio: AudioFrame) -> None:
+    async def _run_reply(self, call: _Call) -> None:
         await self.context.send_event(ResponseStarting())
         try:
-            result = self.fn(audio, *self.context.latest_args)
+            if isinstance(call, Exception):
+                raise call
+            result, first = call
             if inspect.isasyncgen(result):
                 try:
                     async for item in result:
@@ -150,7 +170,7 @@ class ReplyOnPause(TurnTakingHandler):
                 finally:
                     await result.aclose()  # a cancelled reply closes its generator now, not at GC
             elif inspect.isgenerator(result):
-                await self._drive_sync(result)
+                await self._drive_sync(result, first)
             else:
                 raise TypeError("a ReplyOnPause function must be a generator or an async generator")
         except asyncio.CancelledError:
@@ -159,12 +179,13 @@ class ReplyOnPause(TurnTakingHandler):
             logger.exception("reply function failed in session %s", self.context.session_id)
         await self.end_reply()
 
-    async def _drive_sync(self, gen: Iterator[Any]) -> None:
-        """Pull a sync generator on a worker thread, one item at a time."""
+    async def _drive_sync(self, gen: Iterator[Any], first: asyncio.Future[Any] | None) -> None:
+        """Pull a sync generator on a worker thread, one item at a time (the first already asked for)."""
         loop = asyncio.get_running_loop()
         try:
             while True:
-                item = await loop.run_in_executor(None, next, gen, _DONE)
+                item = await (first or loop.run_in_executor(None, next, gen, _DONE))
+                first = None
                 if item is _DONE:
                     return
                 if item is not None:
@@ -173,3 +194,9 @@ class ReplyOnPause(TurnTakingHandler):
             # a generator still running on its thread cannot be closed; it is dropped instead
             with contextlib.suppress(ValueError):
                 getattr(gen, "close", lambda: None)()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a future's exception as seen (whoever awaits it still gets it)."""
+    if not future.cancelled():
+        future.exception()
