@@ -4,6 +4,7 @@
     python bench/concurrent_calls.py --target echo --workers 2 --calls 200,300,400,500
     python bench/concurrent_calls.py --target agent --workers 2 --calls 200,300
     python bench/concurrent_calls.py --target cloud --workers 2 --calls 100,150
+    python bench/concurrent_calls.py --target cloud --workers 2 --calls 100 --preemptive
     python bench/concurrent_calls.py --target fastrtc --calls 1,2,4,8
     python bench/concurrent_calls.py --transport websocket --target echo --calls 200
     python bench/concurrent_calls.py --workers 2 --calls 200 --phases spread
@@ -526,6 +527,8 @@ def server(opts: argparse.Namespace, log: Path) -> Iterator[tuple[int, int]]:
             AGENTKIT_STORE=f"sqlite:///{opts.tmp}/conversations-{port}.db",
         )
         env.update(opts.fake_env)
+        if opts.preemptive:  # read by bench/load_agents/agent.py and cloud.py
+            env["BENCH_PREEMPTIVE"] = "1"
         if opts.tree is not None:  # the other tree's agentkit ahead of the one installed here
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(opts.tree), env.get("PYTHONPATH")]))
         cwd = tree
@@ -634,6 +637,11 @@ def main(argv: list[str] | None = None) -> int:
         default="aligned",
         help="every call's frame on the same 20 ms tick, or each call's in its own 4 ms slot of it",
     )
+    p.add_argument(
+        "--preemptive",
+        action="store_true",
+        help="agent and cloud targets: begin each reply in the caller's pause (Agent.preemptive_generation)",
+    )
     p.add_argument("--stop-after-fail", action="store_true", help="stop ramping once a step fails")
     p.add_argument("--json", type=Path, help="write the results here (nothing is saved without it)")
     p.add_argument("--profile", type=Path, help="run the (one-worker) server under cProfile, into this file")
@@ -649,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--against compares two agentkit trees")
     if opts.repeat < 1:
         p.error("--repeat must be at least 1")
+    if opts.preemptive and opts.target not in ("agent", "cloud"):
+        p.error("--preemptive is for the agent and cloud targets")
     if opts.target == "fastrtc" and opts.transport != "twilio":
         p.error("FastRTC is driven over its Twilio endpoint only")
     if opts.target == "fastrtc" and not rb.FASTRTC_PY.exists():

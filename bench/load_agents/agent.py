@@ -6,6 +6,8 @@ speaks a tone, so the figures are agentkit's own cost per call. Semantic end of 
 quality feature with a model run per pause (see docs/benchmarks.md, "Turn-taking quality").
 """
 
+import os
+
 from agentkit import Agent, Stream
 from agentkit.testing import ScriptedLLM, ScriptedSTT, ToneTTS
 
@@ -15,5 +17,6 @@ agent = Agent(
     llm=ScriptedLLM("We are open until six. Anything else?", keep=0),
     tts=ToneTTS(sample_rate=16000, ms_per_char=25.0, keep=0),
     semantic_turn=None,
+    preemptive_generation=os.environ.get("BENCH_PREEMPTIVE") == "1",  # --preemptive
 )
 stream = Stream(agent, concurrency_limit=None)

@@ -18,5 +18,6 @@ agent = Agent(
     llm=AnthropicLLM(api_key=KEY, base_url=os.environ["BENCH_ANTHROPIC_URL"]),
     tts=ElevenLabsTTS(voice_id="bench-voice", api_key=KEY, base_url=os.environ["BENCH_ELEVENLABS_URL"]),
     semantic_turn=None,
+    preemptive_generation=os.environ.get("BENCH_PREEMPTIVE") == "1",  # --preemptive
 )
 stream = Stream(agent, concurrency_limit=None)
