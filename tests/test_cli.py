@@ -528,3 +528,58 @@ def test_run_without_a_file_points_at_claude_when_there_is_a_key(
     assert [r.getMessage() for r in caplog.records] == [
         "ANTHROPIC_API_KEY is set: `agentkit run agents/claude.py` serves the Claude agent"
     ]
+
+
+CHATTY_CLIENT_APP = """
+import logging
+import httpx
+from fastapi import FastAPI, Request
+
+app = FastAPI()
+
+@app.get("/ping")
+def ping() -> dict:
+    return {"ok": True}
+
+@app.get("/call")
+def call(request: Request) -> dict:
+    # what a cloud provider's SDK does on every request: httpx logs it at INFO
+    status = httpx.get(str(request.base_url) + "ping").status_code
+    logging.getLogger("httpx").warning("a provider warning stays")
+    return {"status": status}
+"""
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_agentkit_run_leaves_out_a_line_per_provider_request(tmp_path: Path, workers: int) -> None:
+    path = _write(tmp_path, "chatty_app.py", CHATTY_CLIENT_APP)
+    port = _free_port()
+    log = tmp_path / "server.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "agentkit.cli",
+        "run",
+        str(path),
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
+    with log.open("wb") as out:
+        server = subprocess.Popen(argv, cwd=REPO, env=os.environ.copy(), stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30.0
+        answers = 0
+        while answers < 4:  # with two workers, both have most likely served one
+            assert server.poll() is None, f"server exited early:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"no answer in 30 s:\n{log.read_text()}"
+            try:
+                answers += httpx.get(f"http://127.0.0.1:{port}/call", timeout=5.0).json()["status"] == 200
+            except httpx.TransportError:
+                time.sleep(0.1)
+    finally:
+        _interrupt(server)
+    output = log.read_text()
+    assert output.count("a provider warning stays") == 4, output
+    assert "HTTP Request" not in output, output
