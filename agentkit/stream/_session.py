@@ -459,7 +459,7 @@ class Session:
         await self._clock.sleep_until(min(deadline, self._play_end))
         if isinstance(self.transport, PlayoutConfirmer):
             return await self.transport.wait_played(max(0.0, deadline - self._clock.now()))
-        return self._audio.empty() and self._clock.now() >= self._play_end
+        return self._clock.now() >= self._play_end
 
     async def hang_up(self, reason: str = "hang_up") -> None:
         """End the call from the server's side (the handler's choice, e.g. the agent said goodbye;
