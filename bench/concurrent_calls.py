@@ -55,6 +55,7 @@ import functools
 import json
 import os
 import random
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -600,7 +601,35 @@ def step(opts: argparse.Namespace, n: int, audio: Utterance) -> dict[str, Any]:
             result = runner.run(_run_load(opts, port, n, audio))
         if opts.target == "cloud":
             result["fakes_cores"] = (tree_usage(opts.fakes_pid)[0] - fakes_cpu0) / (time.perf_counter() - t0)
+    if opts.target in ("agent", "cloud"):
+        result["stages"] = stages(Path(opts.tmp) / f"conversations-{port}.db")
     return result
+
+
+STAGES = {
+    "end_of_turn_ms": "end of turn",
+    "stt_ms": "STT",
+    "llm_ttft_ms": "LLM first token",
+    "tts_ttfa_ms": "TTS first audio",
+    "voice_to_voice_ms": "voice to voice",
+}
+"""The server's own per-stage figures of each turn (`TurnMetrics`, as the agent stored them)."""
+
+
+def stages(db: Path) -> dict[str, dict[str, float]]:
+    """Median and p95 of each stage over the step's turns, read from the server's SQLite store once
+    it has stopped: where the agent's share of the latency goes, as the server measured it."""
+    if not db.is_file():
+        return {}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        rows = conn.execute(f"SELECT {', '.join(STAGES)} FROM turn_metrics").fetchall()
+    out: dict[str, dict[str, float]] = {}
+    for i, column in enumerate(STAGES):
+        values = sorted(row[i] for row in rows if row[i] is not None)
+        if values:
+            p95 = float(np.percentile(values, 95))
+            out[column] = {"median": statistics.median(values), "p95": p95, "n": len(values)}
+    return out
 
 
 def _loop_factory() -> Any:
@@ -722,7 +751,17 @@ def _row(n: int, r: dict[str, Any]) -> str:
         f"{r['server_rss_mb']:.0f} | {r['generator_cores']:.2f}"
         + (f" | fakes {r['fakes_cores']:.2f} cores" if "fakes_cores" in r else "")
         + (f" | errors: {r['errors']}" if r["errors"] else "")
+        + _stages_row(r.get("stages"))
     )
+
+
+def _stages_row(figures: dict[str, dict[str, float]] | None) -> str:
+    if not figures:
+        return ""
+    each = ", ".join(
+        f"{STAGES[k]} {v['median']:.0f} / {v['p95']:.0f}" for k, v in figures.items() if k in STAGES
+    )
+    return f"\n      server, median / p95 ms: {each}"
 
 
 def _print_pairs(opts: argparse.Namespace, runs: list[dict[str, Any]]) -> None:

@@ -332,3 +332,15 @@ def test_bad_arguments_are_refused_at_construction() -> None:
         GroqLLM(max_tokens=0)
     assert AnthropicLLM().name == "anthropic/claude-haiku-4-5"
     assert GroqLLM().name == "groq/llama-3.3-70b-versatile"
+
+
+async def test_consecutive_replies_keep_one_connection(pair: tuple[FakeServer, Any]) -> None:
+    # a response closed before its body's last bytes takes its connection with it: against the real
+    # API every turn would then pay a new TCP and TLS handshake before its first token
+    fake, llm = pair
+    before = fake.connections_accepted
+    for _ in range(3):
+        text, _ = await collect(llm)
+        assert text == "Hello! How can I help you today?"
+    assert fake.connections_accepted - before == 1
+    assert [r.outcome for r in fake.requests] == ["completed"] * 3

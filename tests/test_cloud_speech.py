@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -86,6 +87,30 @@ async def test_transcribe_uploads_a_wav_of_the_turn(groq: FakeGroq, stt: GroqSTT
     assert heard.sample_rate == 16000
     assert heard.num_samples == audio.num_samples
     assert np.max(np.abs(heard.samples - audio.samples)) <= LSB
+
+
+async def test_a_transcription_goes_out_in_a_few_writes_on_one_connection(
+    groq: FakeGroq, stt: GroqSTT, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx streams a multipart form in about 25 pieces, each a socket write and a wait for a busy
+    # event loop; the upload is read whole first: the headers, the body, done
+    import httpcore._backends.anyio as httpcore_anyio  # the transport httpx uses on asyncio
+
+    writes: list[int] = []
+    original = httpcore_anyio.AnyIOStream.write
+
+    async def counted(self: httpcore_anyio.AnyIOStream, buffer: bytes, **kwargs: Any) -> None:
+        writes.append(len(buffer))
+        await original(self, buffer, **kwargs)
+
+    monkeypatch.setattr(httpcore_anyio.AnyIOStream, "write", counted)
+    audio = turn_audio()
+    for _ in range(3):
+        writes.clear()
+        assert (await stt.transcribe(audio)).text == "Hello! How can I help you today?"
+        assert 1 <= len([n for n in writes if n]) <= 2
+        assert sum(writes) > audio.num_samples * 2  # the WAV went out whole
+    assert groq.connections_accepted == 1
 
 
 async def test_empty_turn_is_not_sent(groq: FakeGroq, stt: GroqSTT) -> None:
@@ -207,6 +232,13 @@ async def test_an_agent_asks_elevenlabs_for_its_calls_output_rate(
         assert np.max(np.abs(played[rate] - sent.samples)) <= 2 * LSB
     # as much audio either way: the rate changed, not the speech
     assert eleven.sent_audio[0].duration_s == pytest.approx(eleven.sent_audio[1].duration_s, abs=0.01)
+
+
+async def test_consecutive_syntheses_keep_one_connection(eleven: FakeElevenLabs, tts: ElevenLabsTTS) -> None:
+    for text in ("One.", "Two.", "Three."):
+        assert [frame async for frame in tts.synthesize(text)]
+    assert eleven.connections_accepted == 1
+    assert [r.outcome for r in eleven.requests] == ["completed"] * 3
 
 
 async def test_blank_text_sends_nothing(eleven: FakeElevenLabs, tts: ElevenLabsTTS) -> None:

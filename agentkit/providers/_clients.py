@@ -72,12 +72,30 @@ def sdk_client(
     def open_client() -> tuple[Any, Callable[[], Awaitable[None]]]:
         sdk = import_sdk(vendor)
         creds = resolve(vendor, api_key=api_key, base_url=base_url, owner=owner)
+        extra: dict[str, Any] = {}
+        if vendor == "groq":  # uploads audio: see `_whole_body`
+            extra["http_client"] = sdk.DefaultAsyncHttpxClient(event_hooks={"request": [_whole_body]})
         client = getattr(sdk, class_name)(
-            api_key=creds.api_key, base_url=creds.base_url, timeout=timeout_s, max_retries=max_retries
+            api_key=creds.api_key,
+            base_url=creds.base_url,
+            timeout=timeout_s,
+            max_retries=max_retries,
+            **extra,
         )
         return client, client.close
 
     return LazyClient(open_client)
+
+
+async def _whole_body(request: Any) -> None:
+    """An httpx request hook: read the request's body into one piece before it is sent.
+
+    httpx streams a multipart form (a transcription's WAV and its five fields) as about 25 pieces,
+    and each piece is one socket write and one wait for the event loop: on a loop busy with a hundred
+    calls' media, a transcription request took 27 loop turns to leave instead of 3. Read whole, the
+    body goes out in one write (a turn's audio is already in memory: nothing is streamed from disk).
+    """
+    await request.aread()
 
 
 def elevenlabs_client(

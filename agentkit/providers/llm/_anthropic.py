@@ -22,6 +22,7 @@ the assistant's message, and their results `tool_result` blocks (`tool_use_id`, 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Sequence
@@ -44,7 +45,10 @@ from agentkit.providers.llm._base import (
 from agentkit.providers.llm._cloud import CallParts, CloudChatLLM, paired_history
 
 if TYPE_CHECKING:
-    from anthropic import AsyncAnthropic  # noqa: F401  # named in the base class, as a string
+    from anthropic import (
+        AsyncAnthropic,  # noqa: F401  # named in the base class, as a string
+        AsyncStream,
+    )
     from anthropic.types import (
         MessageParam,
         RawMessageStreamEvent,
@@ -61,6 +65,9 @@ logger = logging.getLogger(__name__)
 CALL_STARTED = "(The call has started.)"
 """Stands in for the caller's first turn when the history starts with the agent (its greeting):
 the Messages API wants the first message to be the user's."""
+
+_READ_TO_END_S = 2.0
+"""Longest wait for a streamed body's end after its `message_stop` (it follows at once)."""
 
 
 class AnthropicLLM(CloudChatLLM["AsyncAnthropic"]):
@@ -125,6 +132,8 @@ class AnthropicLLM(CloudChatLLM["AsyncAnthropic"]):
                     stopped = True
                 elif (chunk := content.take(event)) is not None:
                     yield chunk
+            if stopped:
+                await _read_to_end(events, min(self.timeout_s, _READ_TO_END_S))
         finally:
             with contextlib.suppress(Exception):
                 await events.close()
@@ -133,6 +142,18 @@ class AnthropicLLM(CloudChatLLM["AsyncAnthropic"]):
                 "anthropic stream ended before message_stop", retryable=True, provider="anthropic"
             )
         yield LLMChunk(usage=LLMUsage(input_tokens=input_tokens, output_tokens=output_tokens))
+
+
+async def _read_to_end(events: AsyncStream[RawMessageStreamEvent], timeout_s: float) -> None:
+    """Read the body past `message_stop` to its end, so that httpx keeps the connection for the next
+    request. Closed before its last bytes were read, a response takes its connection with it, and
+    the next turn's request opened a new one: on the real API, a TCP and TLS handshake more before
+    the first token. Anything after `message_stop` is ignored; a body that does not end within
+    `timeout_s` is closed as before."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout_s):
+            async for _ in events:
+                pass
 
 
 class _Content:

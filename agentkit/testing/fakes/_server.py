@@ -201,6 +201,9 @@ class FakeServer:
         self._server: asyncio.Server | None = None
         self._port = 0
         self._connections: set[asyncio.Task[None]] = set()
+        self.connections_accepted = 0
+        """TCP connections accepted so far: a client that keeps its connections between requests
+        (as it should: a new one to a real API costs a TLS handshake) adds one per concurrent request."""
         self._thread: threading.Thread | None = None
         self._thread_loop: asyncio.AbstractEventLoop | None = None
         self._thread_stop: asyncio.Event | None = None
@@ -331,6 +334,7 @@ class FakeServer:
         # server logs an error when the task it made for this callback ends cancelled.
         task = asyncio.create_task(self._serve_connection(reader, writer), name=f"{type(self).__name__}-conn")
         self._connections.add(task)
+        self.connections_accepted += 1
         try:
             await asyncio.wait({task})
         finally:
