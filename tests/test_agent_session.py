@@ -195,6 +195,29 @@ async def test_stages_can_be_wrapped_with_super() -> None:
     assert tts.texts == ["We store it in sequel."]
 
 
+async def test_the_turn_is_resampled_for_the_stt_while_the_audio_thread_is_busy() -> None:
+    """A phone turn (8 kHz) goes to a 16 kHz STT whole, resampled off the audio thread: a reply
+    does not queue behind the VAD batch running there (here, one that does not end)."""
+    import threading
+
+    from agentkit._executor import audio_executor
+
+    stt = ScriptedSTT("What time is it?")
+    agent = make_agent(stt=stt)
+    turn = AudioFrame(utterance()[::2].copy(), 8000)  # 16 kHz speech taken down to 8 kHz
+    release = threading.Event()
+    busy = asyncio.get_running_loop().run_in_executor(audio_executor(), release.wait, 5.0)
+    try:
+        text = await asyncio.wait_for(agent.stt_node(turn), 2.0)
+    finally:
+        release.set()
+        await busy
+    assert text == "What time is it?"
+    [heard] = stt.heard
+    assert heard.sample_rate == 16000
+    assert abs(heard.num_samples - 2 * turn.num_samples) <= 2  # to the turn's last sample
+
+
 def test_agent_settings_are_typed_keywords() -> None:
     agent = Helper(stt=ScriptedSTT(), llm=ScriptedLLM(), tts=ToneTTS(), greeting=None, llm_retries=3)
     assert agent.greeting is None and agent.llm_retries == 3

@@ -16,6 +16,7 @@ from agentkit.audio import (
     mulaw_to_float,
     pcm16_to_float,
     read_wav,
+    resample,
     write_wav,
 )
 from agentkit.exceptions import AudioFormatError
@@ -109,6 +110,22 @@ def test_resampler_frames_carry_output_timestamps() -> None:
     assert second.timestamp_samples == first.num_samples
     with pytest.raises(ValueError, match="48000"):
         stream.process_frame(AudioFrame(np.zeros(10, dtype=np.float32), 16000))
+
+
+@pytest.mark.parametrize(("in_rate", "out_rate"), [(8000, 16000), (16000, 8000), (24000, 16000)])
+def test_resample_keeps_the_whole_turn_to_its_last_sample(in_rate: int, out_rate: int) -> None:
+    # a turn resampled for an STT: the filter's delay (tens of ms at these rates) is drained, not
+    # left behind as a stream would for its next frame
+    t = np.arange(in_rate) / in_rate
+    signal = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    turn = AudioFrame(signal, in_rate)
+    out = resample(turn, out_rate)
+    assert out.sample_rate == out_rate
+    assert abs(out.num_samples - out_rate) <= 2
+    assert np.sqrt(np.mean(out.samples[-out_rate // 50 :] ** 2)) > 0.3  # the last 20 ms are there
+    cut = StreamingResampler(in_rate, out_rate).process_frame(turn)
+    assert cut.num_samples < out.num_samples  # what a stream's frame leaves for later
+    assert resample(turn, in_rate) is turn
 
 
 def test_wav_roundtrip(tmp_path: Path) -> None:

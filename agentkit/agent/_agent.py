@@ -28,14 +28,14 @@ import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, Never
 
-from agentkit._executor import run_audio_job
+from agentkit._executor import run_turn_job
 from agentkit.agent._config import AgentConfig
 from agentkit.agent._events import AgentEvent
 from agentkit.agent._mcp import MCPConnections, MCPServer
 from agentkit.agent._pipeline import FIRST_PIECE_WORDS, StageTimeouts
 from agentkit.agent._session import AgentSession, history_for_llm
 from agentkit.agent._tools import Tool, collect_tools
-from agentkit.audio import AudioFrame, StreamingResampler
+from agentkit.audio import AudioFrame, resample
 from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers import resolve_llm, resolve_stt, resolve_tts
 from agentkit.providers._fallback import note_answer
@@ -304,8 +304,7 @@ class Agent(TurnTakingHandler):
         wrap it, e.g. `text = await super().stt_node(audio)` and fix the spelling of names."""
         stt = self.stt_provider
         if audio.sample_rate != stt.sample_rate:
-            resampler = StreamingResampler(audio.sample_rate, stt.sample_rate)
-            audio = await run_audio_job(resampler.process_frame, audio)
+            audio = await run_turn_job(resample, audio, stt.sample_rate)
         timeout_s = self.timeouts.stt_s
         try:
             async with asyncio.timeout(timeout_s):
@@ -496,8 +495,7 @@ class Agent(TurnTakingHandler):
         if stt is None:
             return None
         if audio.sample_rate != stt.sample_rate:
-            resampler = StreamingResampler(audio.sample_rate, stt.sample_rate)
-            audio = await run_audio_job(resampler.process_frame, audio)
+            audio = await run_turn_job(resample, audio, stt.sample_rate)
         return (await stt.transcribe(audio)).text
 
     async def on_interruption(self, decision: InterruptionDecision) -> None:

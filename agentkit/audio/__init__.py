@@ -3,7 +3,7 @@
 from agentkit.audio._frame import AudioFrame, Samples, check_sample_rate
 from agentkit.audio._mulaw import mulaw_decode, mulaw_encode, mulaw_to_float
 from agentkit.audio._pcm import float_to_pcm16, pcm16_to_float
-from agentkit.audio._resample import StreamingResampler
+from agentkit.audio._resample import StreamingResampler, resample
 from agentkit.audio._wav import read_wav, write_wav
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "mulaw_to_float",
     "pcm16_to_float",
     "read_wav",
+    "resample",
     "write_wav",
 ]

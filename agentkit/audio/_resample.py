@@ -11,7 +11,7 @@ import soxr
 
 from agentkit.audio._frame import AudioFrame, Samples, check_sample_rate
 
-__all__ = ["StreamingResampler"]
+__all__ = ["StreamingResampler", "resample"]
 
 
 class StreamingResampler:
@@ -60,3 +60,13 @@ class StreamingResampler:
         start = self._out_position
         out = self.process(frame.samples)
         return AudioFrame(out, self.out_rate, start)
+
+
+def resample(frame: AudioFrame, sample_rate: int) -> AudioFrame:
+    """A whole piece of audio (a turn) at `sample_rate`, its end included: the filter is drained,
+    where `StreamingResampler.process_frame` keeps the last few milliseconds for the next frame.
+    CPU work: run it off the event loop (`agentkit._executor.run_turn_job`)."""
+    if frame.sample_rate == sample_rate:
+        return frame
+    samples = StreamingResampler(frame.sample_rate, sample_rate).process(frame.samples, last=True)
+    return AudioFrame(samples, sample_rate)

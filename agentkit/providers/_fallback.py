@@ -39,8 +39,8 @@ from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
 
 from agentkit._aio import next_within
-from agentkit._executor import run_audio_job
-from agentkit.audio import AudioFrame, StreamingResampler
+from agentkit._executor import run_turn_job
+from agentkit.audio import AudioFrame, resample
 from agentkit.clock import Clock, MonotonicClock
 from agentkit.exceptions import ConfigError, ProviderError, ProviderTimeoutError
 from agentkit.providers._registry import resolve_llm, resolve_stt, resolve_tts
@@ -329,7 +329,7 @@ class FallbackSTT(_Fallback[STT]):
             try:
                 heard = audio
                 if heard.sample_rate != provider.sample_rate:
-                    heard = await run_audio_job(_resample, heard, provider.sample_rate)
+                    heard = await run_turn_job(resample, heard, provider.sample_rate)
                 transcript = await self._within(provider.transcribe(heard), provider)
             except ProviderError as exc:
                 if not self._hand_over(index, exc, order[position + 1 :]):
@@ -393,9 +393,3 @@ def _is_llm_output(chunk: LLMChunk) -> bool:
 
 def _is_audio(frame: AudioFrame) -> bool:
     return frame.num_samples > 0
-
-
-def _resample(audio: AudioFrame, rate: int) -> AudioFrame:
-    """A whole turn at another rate (CPU work: run it in an executor)."""
-    samples = StreamingResampler(audio.sample_rate, rate).process(audio.samples, last=True)
-    return AudioFrame(samples, rate)

@@ -17,8 +17,8 @@ import re
 from collections.abc import Sequence
 from typing import Self
 
-from agentkit._executor import run_audio_job
-from agentkit.audio import AudioFrame, StreamingResampler
+from agentkit._executor import run_turn_job
+from agentkit.audio import AudioFrame, resample
 from agentkit.providers import resolve_stt
 from agentkit.providers.stt import STT
 from agentkit.stream._events import StopWordDetected
@@ -112,6 +112,5 @@ class ReplyOnStopWords(ReplyOnPause):
 
     async def _transcribe(self, audio: AudioFrame) -> str:
         if audio.sample_rate != self.stt.sample_rate:
-            resampler = StreamingResampler(audio.sample_rate, self.stt.sample_rate)
-            audio = await run_audio_job(resampler.process_frame, audio)
+            audio = await run_turn_job(resample, audio, self.stt.sample_rate)
         return (await self.stt.transcribe(audio)).text
